@@ -1,0 +1,35 @@
+"""Errors the domain code raises; servers turn them into gRPC statuses and in-band error events.
+
+`code` is a gRPC status name, so a stage's failure keeps its meaning on the way to the client.
+"""
+
+
+class RoarError(Exception):
+    code = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadInput(RoarError):
+    """The caller sent something unusable (undecodable audio, unknown option)."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class ModelUnavailable(RoarError):
+    """A model could not be loaded; the message names the setting that fixes it."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class Cancelled(RoarError):
+    code = "CANCELLED"
+
+    def __init__(self, message: str = "cancelled") -> None:
+        super().__init__(message)
+
+
+class DeadlineExceeded(RoarError):
+    code = "DEADLINE_EXCEEDED"

@@ -123,3 +123,15 @@ def match_channels(audio: np.ndarray, channels: int) -> np.ndarray:
     if channels == 1:
         return audio.mean(axis=0, keepdims=True)
     raise BadInput(f"cannot map {audio.shape[0]} channels to {channels}")
+
+
+def probe(path: str) -> tuple[float, int, int, str]:
+    """(duration seconds, sample rate, channels, format) from the file's header where libsndfile
+    can read it, else by decoding."""
+    try:
+        info = sf.info(path)
+        return info.duration, info.samplerate, info.channels, info.format
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        with open(path, "rb") as f:
+            decoded = decode(f.read())
+        return decoded.duration, decoded.sample_rate, decoded.channels, decoded.format

@@ -33,3 +33,21 @@ class Cancelled(RoarError):
 
 class DeadlineExceeded(RoarError):
     code = "DEADLINE_EXCEEDED"
+
+
+class NotFound(RoarError):
+    code = "NOT_FOUND"
+
+
+class FailedPrecondition(RoarError):
+    """The call is valid but the object is not in a state that allows it."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(RoarError):
+    code = "RESOURCE_EXHAUSTED"
+
+
+class OutOfRange(RoarError):
+    code = "OUT_OF_RANGE"

@@ -4,9 +4,11 @@ shutdown, errors as statuses, and files as streams of chunks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
@@ -29,9 +31,7 @@ log = logging.getLogger("roar")
 
 
 def setup_logging(name: str) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: Exception) -> None:
@@ -60,7 +60,9 @@ async def read_options_and_data(
             options = getattr(request, options_field)
         elif kind == data_field:
             if options is None:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must hold the options")
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "the first message must hold the options"
+                )
             data += getattr(request, data_field)
             if len(data) > max_bytes:
                 await context.abort(
@@ -112,43 +114,42 @@ async def serve(
     service_names: list[str],
     warm_up: Callable[[], Awaitable[None]] | None = None,
     host: str = "127.0.0.1",
-    extra: Callable[[], Awaitable[None]] | None = None,
+    running: Callable[[], AbstractAsyncContextManager[None]] | None = None,
 ) -> None:
     """Runs a gRPC server until SIGTERM/SIGINT, then drains it.
 
     Health reports NOT_SERVING until `warm_up` (model loading) has finished, then SERVING.
-    `extra` runs beside the server (the orchestrator's web front end).
+    `running()` is entered once the server serves and left before it stops (the orchestrator
+    runs its web front end and its jobs inside it).
     """
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection(
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise SystemExit(f"{name}: cannot listen on {host}:{port}")
-    await server.start()
-    log.info("%s listening on %s:%d", name, host, bound)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
     async def set_status(status: int) -> None:
         for service in ["", *service_names]:
             await health_servicer.set(service, status)
 
     await set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
-    background = []
+    await server.start()
+    log.info("%s listening on %s:%d", name, host, bound)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     if warm_up is not None:
         await warm_up()
-    await set_status(health_pb2.HealthCheckResponse.SERVING)
-    if extra is not None:
-        background.append(asyncio.create_task(extra()))
-    await stop.wait()
-    log.info("%s shutting down", name)
-    await set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
-    for task in background:
-        task.cancel()
+    async with running() if running is not None else contextlib.nullcontext():
+        await set_status(health_pb2.HealthCheckResponse.SERVING)
+        log.info("%s ready", name)
+        await stop.wait()
+        log.info("%s shutting down", name)
+        await set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.stop(grace=5)

@@ -1,0 +1,393 @@
+"""Job state and the pipeline: runs separation -> transcription -> karaoke for each job, turns
+every stage update into a stored ProgressEvent at once, and lets any number of watchers follow a
+job from any seq. Jobs survive an orchestrator restart: unfinished ones resume after the last
+stage that completed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from orchestrator.progress import JobProgress, learned_speed
+from orchestrator.stages import StageClients, StageFailed
+from orchestrator.store import TERMINAL_STATES, Store
+from orchestrator.uploads import Uploads
+from roar.audio import content_type
+from roar.config import Settings
+from roar.errors import BadInput, FailedPrecondition, NotFound, ResourceExhausted
+from roar.v1 import common_pb2, karaoke_pb2, separation_pb2, transcription_pb2
+from roar.v1 import orchestrator_pb2 as pb
+
+log = logging.getLogger("roar.orchestrator")
+
+AUDIO_EXTENSIONS = {
+    common_pb2.AUDIO_FORMAT_UNSPECIFIED: "wav",
+    common_pb2.AUDIO_FORMAT_WAV: "wav",
+    common_pb2.AUDIO_FORMAT_FLAC: "flac",
+    common_pb2.AUDIO_FORMAT_MP3: "mp3",
+}
+STAGE_NAMES = {
+    pb.STAGE_SEPARATION: "separation",
+    pb.STAGE_TRANSCRIPTION: "transcription",
+    pb.STAGE_KARAOKE: "karaoke",
+}
+TRANSCRIPT_FILE = ".transcript.pb"
+MAX_LYRICS_CHARS = 100_000
+# Progress updates closer together than this, with the same message, are merged.
+MIN_EVENT_INTERVAL = 0.25
+
+
+def artifact_kind(name: str) -> str:
+    if name.startswith("instrumental."):
+        return "instrumental"
+    if name.startswith("lyrics."):
+        return "lyrics"
+    if name.endswith(".json"):
+        return "words"
+    return "stem"
+
+
+def _now() -> Timestamp:
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+class Jobs:
+    def __init__(self, settings: Settings, store: Store, uploads: Uploads, clients: StageClients) -> None:
+        self._settings = settings
+        self._store = store
+        self._uploads = uploads
+        self._clients = clients
+        self._dir = settings.data_dir / "jobs"
+        self._slots = asyncio.Semaphore(settings.max_running_jobs)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancelling: set[str] = set()
+        self._signals: dict[str, asyncio.Event] = {}
+
+    # Queries.
+
+    def get(self, job_id: str) -> pb.Job:
+        job = self._store.get_job(job_id) if job_id else None
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        return job
+
+    def list(self, page_size: int, page_token: str) -> pb.ListJobsResponse:
+        size = page_size if 0 < page_size <= 500 else 50
+        try:
+            offset = int(page_token or 0)
+        except ValueError as exc:
+            raise BadInput(f"bad page_token {page_token!r}") from exc
+        jobs = self._store.list_jobs(size + 1, offset)
+        response = pb.ListJobsResponse(jobs=jobs[:size])
+        if len(jobs) > size:
+            response.next_page_token = str(offset + size)
+        return response
+
+    def artifact_path(self, job_id: str, name: str) -> Path:
+        job = self.get(job_id)
+        if name not in {a.name for a in job.artifacts}:
+            raise NotFound(f"job {job_id} has no artifact {name!r}")
+        return self._dir / job_id / name
+
+    async def watch(self, job_id: str, after_seq: int) -> AsyncIterator[pb.ProgressEvent]:
+        """Every event after `after_seq`, then live ones until the job's last event."""
+        self.get(job_id)
+        while True:
+            # Take the signal before reading, so an event stored after the read still wakes us.
+            signal = self._signals.setdefault(job_id, asyncio.Event())
+            events = self._store.events_after(job_id, after_seq)
+            for event in events:
+                yield event
+                after_seq = event.seq
+                if event.state in TERMINAL_STATES:
+                    return
+            if not events:
+                if self.get(job_id).state in TERMINAL_STATES:
+                    return
+                await signal.wait()
+
+    # Commands.
+
+    def submit(self, upload_id: str, options: pb.JobOptions) -> pb.Job:
+        upload = self._uploads.get(upload_id)
+        if not upload.finished:
+            raise FailedPrecondition("the upload is not finished: call FinishUpload first")
+        if options.timeout_seconds < 0:
+            raise BadInput("timeout_seconds must be 0 (the server's limit) or more")
+        if len(options.lyrics) > MAX_LYRICS_CHARS:
+            raise BadInput(f"lyrics are limited to {MAX_LYRICS_CHARS} characters")
+        if options.audio_format not in AUDIO_EXTENSIONS:
+            raise BadInput(f"unknown audio_format {options.audio_format}")
+        if any(f not in common_pb2.LyricsFormat.values() for f in options.lyrics_formats):
+            raise BadInput("unknown lyrics format")
+        limit = self._settings.max_running_jobs + self._settings.max_queued_jobs
+        if len(self._tasks) >= limit:
+            raise ResourceExhausted(f"{len(self._tasks)} jobs are running or queued; try again later")
+        now = _now()
+        job = pb.Job(
+            job_id=uuid.uuid4().hex,
+            state=pb.JOB_STATE_QUEUED,
+            filename=upload.filename,
+            options=options,
+            audio=upload.audio,
+            created=now,
+            updated=now,
+        )
+        self._store.put_job(upload_id, job)
+        minutes, seconds = divmod(int(upload.audio.duration_seconds), 60)
+        self._emit(
+            job,
+            pb.STAGE_UPLOAD,
+            100.0,
+            f"received {upload.filename} ({upload.size / 1e6:.1f} MB, {minutes}:{seconds:02d})",
+        )
+        self._start(job, resumed=False)
+        return job
+
+    def cancel(self, job_id: str) -> pb.Job:
+        job = self.get(job_id)
+        task = self._tasks.get(job_id)
+        if job.state not in TERMINAL_STATES and task is not None:
+            self._cancelling.add(job_id)
+            task.cancel()
+        return job
+
+    def resume_unfinished(self) -> None:
+        for job in self._store.unfinished_jobs():
+            log.info("resuming job %s", job.job_id)
+            self._start(job, resumed=True)
+
+    async def shutdown(self) -> None:
+        """Stops the running jobs without marking them: the next start resumes them."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # The pipeline.
+
+    def _start(self, job: pb.Job, resumed: bool) -> None:
+        task = asyncio.create_task(self._run(job, resumed))
+        self._tasks[job.job_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job.job_id, None))
+
+    def _emit(
+        self,
+        job: pb.Job,
+        stage: int,
+        stage_percent: float,
+        message: str,
+        *,
+        overall: float | None = None,
+        eta: float | None = None,
+        error: pb.Error | None = None,
+        final: bool = False,
+    ) -> pb.ProgressEvent:
+        event = pb.ProgressEvent(
+            job_id=job.job_id,
+            seq=job.last_event.seq + 1,
+            stage=stage,
+            stage_percent=stage_percent,
+            overall_percent=job.last_event.overall_percent if overall is None else overall,
+            message=message,
+            timestamp=_now(),
+            state=job.state,
+        )
+        if eta is not None:
+            event.eta_seconds = eta
+        if error is not None:
+            event.error.CopyFrom(error)
+        if final:
+            event.artifacts.extend(job.artifacts)
+            event.errors.extend(job.errors)
+        self._store.add_event(event)
+        job.last_event.CopyFrom(event)
+        job.updated.CopyFrom(event.timestamp)
+        self._store.put_job(self._store.upload_of(job.job_id), job)
+        signal = self._signals.pop(job.job_id, None)
+        if signal is not None:
+            signal.set()
+        return event
+
+    def _finish(self, job: pb.Job, state: int, message: str) -> None:
+        job.state = state
+        job.artifacts[:] = self._artifacts(job.job_id)
+        error = job.errors[0] if job.errors and state != pb.JOB_STATE_SUCCEEDED else None
+        if state == pb.JOB_STATE_PARTIAL:
+            error = None  # the COMPLETE event lists what failed in `errors`
+        overall = 100.0 if state in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_PARTIAL) else None
+        self._emit(job, pb.STAGE_COMPLETE, 100.0, message, overall=overall, eta=0.0, error=error, final=True)
+
+    def _artifacts(self, job_id: str) -> list[pb.Artifact]:
+        job_dir = self._dir / job_id
+        if not job_dir.is_dir():
+            return []
+        return [
+            pb.Artifact(
+                name=p.name,
+                kind=artifact_kind(p.name),
+                size=p.stat().st_size,
+                content_type=content_type(p.name),
+            )
+            for p in sorted(job_dir.iterdir())
+            if p.is_file() and not p.name.startswith(".")
+        ]
+
+    async def _run(self, job: pb.Job, resumed: bool) -> None:
+        try:
+            if self._slots.locked():
+                self._emit(job, pb.STAGE_UPLOAD, 100.0, "queued: waiting for a free worker")
+            async with self._slots:
+                job.state = pb.JOB_STATE_RUNNING
+                if resumed:
+                    self._emit(
+                        job, job.last_event.stage, job.last_event.stage_percent, "resuming after a restart"
+                    )
+                await self._pipeline(job)
+        except asyncio.CancelledError:
+            if job.job_id not in self._cancelling:
+                raise  # the server is stopping: the job resumes at the next start
+            self._cancelling.discard(job.job_id)
+            job.errors.add(code="CANCELLED", message="cancelled by the user", stage=job.last_event.stage)
+            self._finish(job, pb.JOB_STATE_CANCELLED, "cancelled")
+        except Exception as exc:  # never leave a job hanging: report what broke
+            log.exception("job %s failed", job.job_id)
+            job.errors.add(code="INTERNAL", message=f"internal error: {exc}", stage=job.last_event.stage)
+            self._finish(job, pb.JOB_STATE_FAILED, f"failed: {exc}")
+
+    async def _pipeline(self, job: pb.Job) -> None:
+        job_dir = self._dir / job.job_id
+        job_dir.mkdir(parents=True, exist_ok=True)
+        options = job.options
+        ext = AUDIO_EXTENSIONS[options.audio_format]
+        duration = job.audio.duration_seconds
+        progress = JobProgress(duration, self._store.stage_speeds())
+        timeout = options.timeout_seconds or self._settings.job_timeout_seconds
+        deadline = job.created.ToSeconds() + timeout
+
+        async def run_stage(stage: int, call: Callable[[Callable], Awaitable[object]]) -> object | None:
+            """Runs one stage with live progress; on failure records the error and returns None."""
+            done_marker = job_dir / f".done-{STAGE_NAMES[stage]}"
+            if done_marker.exists():
+                progress.skip(stage)
+                return True
+            progress.start(stage)
+            self._emit(job, stage, 0.0, f"{STAGE_NAMES[stage]} starting", overall=progress.overall(0.0))
+            last = {"time": 0.0, "percent": -1.0, "message": ""}
+
+            async def on_progress(update: common_pb2.StageProgress) -> None:
+                now = time.monotonic()
+                if (
+                    update.message == last["message"]
+                    and now - last["time"] < MIN_EVENT_INTERVAL
+                    and update.percent < 100.0
+                ):
+                    return
+                last.update(time=now, percent=update.percent, message=update.message)
+                stage_eta = update.eta_seconds if update.HasField("eta_seconds") else None
+                self._emit(
+                    job,
+                    stage,
+                    update.percent,
+                    update.message,
+                    overall=progress.overall(update.percent),
+                    eta=progress.eta(update.percent, stage_eta),
+                )
+
+            remaining = deadline - time.time()
+            try:
+                if remaining <= 0:
+                    raise StageFailed("DEADLINE_EXCEEDED", "the job ran past its time limit")
+                result = await call(on_progress, remaining)
+            except StageFailed as exc:
+                error = job.errors.add(code=exc.code, message=exc.message, stage=stage)
+                progress.skip(stage)
+                self._emit(
+                    job,
+                    stage,
+                    last["percent"] if last["percent"] >= 0 else 0.0,
+                    f"{STAGE_NAMES[stage]} failed: {exc.message}",
+                    error=error,
+                )
+                return None
+            elapsed = progress.finish(stage)
+            speeds = self._store.stage_speeds()
+            old = speeds.get(stage, progress.expected[stage] / max(duration, 1e-3))
+            self._store.set_stage_speed(stage, learned_speed(old, elapsed, duration))
+            done_marker.touch()
+            self._emit(
+                job,
+                stage,
+                100.0,
+                f"{STAGE_NAMES[stage]} done in {elapsed:.1f} s",
+                overall=progress.overall(100.0),
+                eta=progress.eta(100.0, 0.0),
+            )
+            return result
+
+        song = await asyncio.to_thread(self._uploads.path(self._store.upload_of(job.job_id)).read_bytes)
+
+        async def separate(on_progress, timeout: float) -> bool:
+            request = separation_pb2.SeparationOptions(
+                model=options.separation_model, all_stems=options.all_stems, format=options.audio_format
+            )
+            stems, _ = await self._clients.separate(song, request, on_progress, timeout)
+            await asyncio.to_thread(_write_files, job_dir, stems)
+            return True
+
+        if await run_stage(pb.STAGE_SEPARATION, separate) is None:
+            self._finish(job, pb.JOB_STATE_FAILED, "failed: separation did not complete")
+            return
+
+        async def transcribe(on_progress, timeout: float) -> bool:
+            vocals = await asyncio.to_thread((job_dir / f"vocals.{ext}").read_bytes)
+            request = transcription_pb2.TranscriptionOptions(
+                model=options.transcription_model, language=options.language, lyrics=options.lyrics
+            )
+            transcript = await self._clients.transcribe(vocals, request, on_progress, timeout)
+            (job_dir / TRANSCRIPT_FILE).write_bytes(transcript.SerializeToString())
+            return True
+
+        async def build_karaoke(on_progress, timeout: float) -> bool:
+            transcript = common_pb2.Transcript.FromString((job_dir / TRANSCRIPT_FILE).read_bytes())
+            instrumental = await asyncio.to_thread((job_dir / f"instrumental.{ext}").read_bytes)
+            request = karaoke_pb2.KaraokeOptions(
+                transcript=transcript,
+                lyrics=options.lyrics,
+                formats=options.lyrics_formats,
+                instrumental_format=options.audio_format,
+                title=Path(job.filename).stem,
+            )
+            files = await self._clients.build_karaoke(instrumental, request, on_progress, timeout)
+            await asyncio.to_thread(_write_files, job_dir, files)
+            return True
+
+        if await run_stage(pb.STAGE_TRANSCRIPTION, transcribe) is None:
+            progress.skip(pb.STAGE_KARAOKE)
+            self._emit(job, pb.STAGE_KARAOKE, 0.0, "karaoke skipped: no transcript")
+        else:
+            await run_stage(pb.STAGE_KARAOKE, build_karaoke)
+
+        if job.errors:
+            failed = ", ".join(STAGE_NAMES[e.stage] for e in job.errors)
+            self._finish(job, pb.JOB_STATE_PARTIAL, f"done, but {failed} failed")
+        else:
+            self._finish(job, pb.JOB_STATE_SUCCEEDED, "done")
+
+
+def _write_files(directory: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        safe = Path(name).name
+        if not safe or safe.startswith("."):
+            raise StageFailed("INTERNAL", f"a stage sent a file with a bad name: {name!r}")
+        temporary = directory / f".{safe}.part"
+        temporary.write_bytes(data)
+        temporary.replace(directory / safe)

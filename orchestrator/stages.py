@@ -1,0 +1,127 @@
+"""Clients of the three stage services: each call streams the input file in, and hands every
+progress update to a callback as it arrives."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from roar.errors import RoarError
+from roar.service import CHANNEL_OPTIONS, FileAssembler, request_stream
+from roar.v1 import (
+    common_pb2,
+    karaoke_pb2,
+    karaoke_pb2_grpc,
+    separation_pb2,
+    separation_pb2_grpc,
+    transcription_pb2,
+    transcription_pb2_grpc,
+)
+
+OnProgress = Callable[[common_pb2.StageProgress], Awaitable[None]]
+
+
+class StageFailed(RoarError):
+    """A stage call ended with an error status; `code` keeps the stage's status name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class StageService:
+    name: str
+    address: str
+    setting: str  # the environment variable that points at it
+
+
+class StageClients:
+    def __init__(self, separation: str, transcription: str, karaoke: str) -> None:
+        self.separation = StageService("separation", separation, "ROAR_SEPARATION_ADDR")
+        self.transcription = StageService("transcription", transcription, "ROAR_TRANSCRIPTION_ADDR")
+        self.karaoke = StageService("karaoke", karaoke, "ROAR_KARAOKE_ADDR")
+        self._channels = {
+            s.name: grpc.aio.insecure_channel(s.address, options=CHANNEL_OPTIONS)
+            for s in (self.separation, self.transcription, self.karaoke)
+        }
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+    async def _call(
+        self,
+        service: StageService,
+        method: Callable[..., Any],
+        requests: Iterator[Any],
+        on_progress: OnProgress,
+        timeout: float | None,
+    ) -> list[Any]:
+        """Runs one streaming stage call; returns the responses that are not progress."""
+        outputs = []
+        try:
+            async for response in method(requests, timeout=timeout):
+                if response.WhichOneof("response") == "progress":
+                    await on_progress(response.progress)
+                else:
+                    outputs.append(response)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
+            detail = exc.details() or code
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                detail = (
+                    f"the {service.name} service at {service.address} is unavailable ({detail}); "
+                    f"start it or point {service.setting} at it"
+                )
+            elif exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                detail = f"the {service.name} stage ran past the job's time limit"
+            raise StageFailed(code, detail) from exc
+        return outputs
+
+    async def separate(
+        self, song: bytes, options: separation_pb2.SeparationOptions, on_progress: OnProgress, timeout: float
+    ) -> tuple[dict[str, bytes], separation_pb2.SeparationResult]:
+        stub = separation_pb2_grpc.SeparationStub(self._channels["separation"])
+        requests = request_stream(separation_pb2.SeparateRequest, options, "audio", song)
+        outputs = await self._call(self.separation, stub.Separate, requests, on_progress, timeout)
+        stems = FileAssembler()
+        result = separation_pb2.SeparationResult()
+        for response in outputs:
+            if response.HasField("stem"):
+                stems.add(response.stem)
+            else:
+                result = response.result
+        return stems.files, result
+
+    async def transcribe(
+        self,
+        vocals: bytes,
+        options: transcription_pb2.TranscriptionOptions,
+        on_progress: OnProgress,
+        timeout: float,
+    ) -> common_pb2.Transcript:
+        stub = transcription_pb2_grpc.TranscriptionStub(self._channels["transcription"])
+        requests = request_stream(transcription_pb2.TranscribeRequest, options, "audio", vocals)
+        outputs = await self._call(self.transcription, stub.Transcribe, requests, on_progress, timeout)
+        if not outputs:
+            raise StageFailed("INTERNAL", "the transcription service sent no transcript")
+        return outputs[-1].transcript
+
+    async def build_karaoke(
+        self,
+        instrumental: bytes,
+        options: karaoke_pb2.KaraokeOptions,
+        on_progress: OnProgress,
+        timeout: float,
+    ) -> dict[str, bytes]:
+        stub = karaoke_pb2_grpc.KaraokeStub(self._channels["karaoke"])
+        requests = request_stream(karaoke_pb2.BuildRequest, options, "instrumental", instrumental)
+        outputs = await self._call(self.karaoke, stub.Build, requests, on_progress, timeout)
+        files = FileAssembler()
+        for response in outputs:
+            files.add(response.file)
+        return files.files

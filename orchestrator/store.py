@@ -1,0 +1,145 @@
+"""SQLite job store: uploads, jobs and every progress event (so WatchJob can replay), plus the
+per-stage speed the ETA is estimated from. One connection, used from the event loop thread;
+every write is a short transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from roar.v1 import orchestrator_pb2 as pb
+
+TERMINAL_STATES = frozenset(
+    {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_PARTIAL, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,
+    filename TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    committed INTEGER NOT NULL DEFAULT 0,
+    audio BLOB,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    upload_id TEXT NOT NULL,
+    job BLOB NOT NULL,
+    state INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created DESC);
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event BLOB NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS stage_speed (
+    stage INTEGER PRIMARY KEY,
+    seconds_per_audio_second REAL NOT NULL
+);
+"""
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # Uploads.
+
+    def add_upload(self, upload: pb.Upload, content_type: str) -> None:
+        self._db.execute(
+            "INSERT INTO uploads (upload_id, filename, size, content_type, created) VALUES (?, ?, ?, ?, ?)",
+            (upload.upload_id, upload.filename, upload.size, content_type, time.time()),
+        )
+
+    def get_upload(self, upload_id: str) -> pb.Upload | None:
+        row = self._db.execute(
+            "SELECT filename, size, committed, audio FROM uploads WHERE upload_id = ?", (upload_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        filename, size, committed, audio = row
+        upload = pb.Upload(upload_id=upload_id, filename=filename, size=size, committed=committed)
+        if audio is not None:
+            upload.finished = True
+            upload.audio.ParseFromString(audio)
+        return upload
+
+    def set_committed(self, upload_id: str, committed: int) -> None:
+        self._db.execute("UPDATE uploads SET committed = ? WHERE upload_id = ?", (committed, upload_id))
+
+    def finish_upload(self, upload_id: str, audio: pb.AudioInfo) -> None:
+        self._db.execute(
+            "UPDATE uploads SET audio = ? WHERE upload_id = ?", (audio.SerializeToString(), upload_id)
+        )
+
+    # Jobs.
+
+    def put_job(self, upload_id: str, job: pb.Job) -> None:
+        self._db.execute(
+            "INSERT INTO jobs (job_id, upload_id, job, state, created) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (job_id) DO UPDATE SET job = excluded.job, state = excluded.state",
+            (job.job_id, upload_id, job.SerializeToString(), job.state, job.created.ToSeconds()),
+        )
+
+    def get_job(self, job_id: str) -> pb.Job | None:
+        row = self._db.execute("SELECT job FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else pb.Job.FromString(row[0])
+
+    def upload_of(self, job_id: str) -> str:
+        return self._db.execute("SELECT upload_id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()[0]
+
+    def list_jobs(self, limit: int, offset: int) -> list[pb.Job]:
+        rows = self._db.execute(
+            "SELECT job FROM jobs ORDER BY created DESC, job_id LIMIT ? OFFSET ?", (limit, offset)
+        )
+        return [pb.Job.FromString(row[0]) for row in rows]
+
+    def unfinished_jobs(self) -> list[pb.Job]:
+        marks = ",".join("?" * len(TERMINAL_STATES))
+        rows = self._db.execute(
+            f"SELECT job FROM jobs WHERE state NOT IN ({marks}) ORDER BY created", tuple(TERMINAL_STATES)
+        )
+        return [pb.Job.FromString(row[0]) for row in rows]
+
+    # Events.
+
+    def add_event(self, event: pb.ProgressEvent) -> None:
+        self._db.execute(
+            "INSERT INTO events (job_id, seq, event) VALUES (?, ?, ?)",
+            (event.job_id, event.seq, event.SerializeToString()),
+        )
+
+    def events_after(self, job_id: str, after_seq: int) -> list[pb.ProgressEvent]:
+        rows = self._db.execute(
+            "SELECT event FROM events WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, after_seq)
+        )
+        return [pb.ProgressEvent.FromString(row[0]) for row in rows]
+
+    def last_seq(self, job_id: str) -> int:
+        row = self._db.execute("SELECT MAX(seq) FROM events WHERE job_id = ?", (job_id,)).fetchone()
+        return row[0] or 0
+
+    # Stage speed, learned from finished stages.
+
+    def stage_speeds(self) -> dict[int, float]:
+        return dict(self._db.execute("SELECT stage, seconds_per_audio_second FROM stage_speed"))
+
+    def set_stage_speed(self, stage: int, seconds_per_audio_second: float) -> None:
+        self._db.execute(
+            "INSERT INTO stage_speed (stage, seconds_per_audio_second) VALUES (?, ?) "
+            "ON CONFLICT (stage) DO UPDATE SET seconds_per_audio_second = excluded.seconds_per_audio_second",
+            (stage, seconds_per_audio_second),
+        )

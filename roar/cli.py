@@ -1,0 +1,358 @@
+"""The `roar` command: run the suite locally, process songs, follow and manage jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from roar import client
+from roar.config import Settings
+from roar.v1 import common_pb2
+from roar.v1 import orchestrator_pb2 as pb
+from roar.v1 import orchestrator_pb2_grpc as pb_grpc
+
+STAGE_LABELS = {
+    pb.STAGE_UPLOAD: "upload",
+    pb.STAGE_SEPARATION: "separation",
+    pb.STAGE_TRANSCRIPTION: "transcription",
+    pb.STAGE_KARAOKE: "karaoke",
+    pb.STAGE_COMPLETE: "complete",
+}
+STATE_LABELS = {v: pb.JobState.Name(v).removeprefix("JOB_STATE_").lower() for v in pb.JobState.values()}
+FORMATS = {
+    "wav": common_pb2.AUDIO_FORMAT_WAV,
+    "flac": common_pb2.AUDIO_FORMAT_FLAC,
+    "mp3": common_pb2.AUDIO_FORMAT_MP3,
+}
+STARTUP_TIMEOUT_SECONDS = 900
+
+
+# roar up
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def _service_commands(settings: Settings) -> dict[str, list[str]]:
+    python = sys.executable
+    return {
+        "separation": [
+            python,
+            "-m",
+            "services.separation.server",
+            "--port",
+            str(_port(settings.separation_addr)),
+        ],
+        "transcription": [
+            python,
+            "-m",
+            "services.transcription.server",
+            "--port",
+            str(_port(settings.transcription_addr)),
+        ],
+        "karaoke": [python, "-m", "services.karaoke.server", "--port", str(_port(settings.karaoke_addr))],
+        "orchestrator": [
+            python,
+            "-m",
+            "orchestrator.server",
+            "--port",
+            str(settings.orchestrator_port),
+            "--web-port",
+            str(settings.web_port),
+        ],
+    }
+
+
+def _is_serving(address: str) -> bool:
+    try:
+        with grpc.insecure_channel(address) as ch:
+            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+def _stop_all(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    for proc in processes.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for proc in processes.values():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    flags = {
+        "ROAR_PORT": args.port,
+        "ROAR_WEB_PORT": args.web_port,
+        "ROAR_DATA_DIR": args.data_dir,
+        "ROAR_SEPARATION_MODEL": args.separation_model,
+        "ROAR_TRANSCRIPTION_MODEL": args.transcription_model,
+    }
+    env.update({k: str(v) for k, v in flags.items() if v is not None})
+    os.environ.update(env)
+    settings = Settings.from_env()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Stage services whose address was pointed elsewhere are not started here.
+    local = {"separation", "transcription", "karaoke", "orchestrator"}
+    for name, address in (
+        ("separation", settings.separation_addr),
+        ("transcription", settings.transcription_addr),
+        ("karaoke", settings.karaoke_addr),
+    ):
+        if address.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "[::1]"):
+            local.discard(name)
+    addresses = {
+        "separation": settings.separation_addr,
+        "transcription": settings.transcription_addr,
+        "karaoke": settings.karaoke_addr,
+        "orchestrator": f"127.0.0.1:{settings.orchestrator_port}",
+    }
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    processes = {
+        name: subprocess.Popen(cmd, env=env, start_new_session=True)
+        for name, cmd in _service_commands(settings).items()
+        if name in local
+    }
+    print(f"roar: starting {', '.join(processes)} (data in {settings.data_dir})", flush=True)
+    try:
+        waiting = set(processes)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while waiting and not stopping:
+            for name in sorted(waiting):
+                if processes[name].poll() is not None:
+                    print(f"roar: {name} exited with code {processes[name].returncode}", file=sys.stderr)
+                    return 1
+                if _is_serving(addresses[name]):
+                    waiting.discard(name)
+                    print(f"roar: {name} ready on {addresses[name]}", flush=True)
+            if time.monotonic() > deadline:
+                print(f"roar: {', '.join(sorted(waiting))} not healthy in time", file=sys.stderr)
+                return 1
+            time.sleep(0.3)
+        if not stopping:
+            print(
+                f"roar: up. gRPC on 127.0.0.1:{settings.orchestrator_port}, "
+                f"web page on http://127.0.0.1:{settings.web_port}/ (Ctrl-C stops)",
+                flush=True,
+            )
+        while not stopping:
+            for name, proc in processes.items():
+                if proc.poll() is not None:
+                    print(f"roar: {name} exited with code {proc.returncode}; stopping", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("roar: stopping", flush=True)
+        _stop_all(processes)
+
+
+# Client commands
+
+
+class ProgressView:
+    """One line per stage: a bar, percent, ETA and message; redrawn in place on a terminal."""
+
+    def __init__(self, out=sys.stderr) -> None:
+        self._out = out
+        self._tty = out.isatty()
+        self._lines: dict[int, str] = {}
+        self._drawn = 0
+        self._printed: dict[int, tuple[int, str]] = {}
+
+    def update(self, event: pb.ProgressEvent) -> None:
+        filled = int(event.stage_percent / 5)
+        eta = f"ETA {_clock(event.eta_seconds)}" if event.HasField("eta_seconds") else ""
+        label = STAGE_LABELS.get(event.stage, "?")
+        bar = "#" * filled + "-" * (20 - filled)
+        line = f"{label:<13} [{bar}] {event.stage_percent:5.1f}%  {eta:<10} {event.message}"
+        if event.error.code:
+            line += f"  ERROR {event.error.code}: {event.error.message}"
+        self._lines[event.stage] = line
+        if self._tty:
+            if self._drawn:
+                self._out.write(f"\x1b[{self._drawn}F")
+            for text in self._lines.values():
+                self._out.write("\x1b[2K" + text[:200] + "\n")
+            self._drawn = len(self._lines)
+        else:
+            # Plain logs: a line per stage change, per 10 % step and per error.
+            key = (int(event.stage_percent // 10), event.error.code)
+            if self._printed.get(event.stage) != key:
+                self._printed[event.stage] = key
+                self._out.write(line + "\n")
+        self._out.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+async def _finish_job(stub: pb_grpc.OrchestratorStub, last: pb.ProgressEvent, out: Path | None) -> int:
+    if out is not None and last.artifacts:
+        out.mkdir(parents=True, exist_ok=True)
+        for artifact in last.artifacts:
+            await client.download(stub, last.job_id, artifact.name, out / artifact.name)
+        print(f"wrote {len(last.artifacts)} files to {out}: {', '.join(a.name for a in last.artifacts)}")
+    for error in last.errors:
+        print(
+            f"error in {STAGE_LABELS.get(error.stage, '?')}: {error.code}: {error.message}", file=sys.stderr
+        )
+    state = STATE_LABELS[last.state]
+    print(f"job {last.job_id} {state}")
+    return 0 if last.state == pb.JOB_STATE_SUCCEEDED else 1
+
+
+async def _show(events, view: ProgressView) -> pb.ProgressEvent | None:
+    last = None
+    async for event in events:
+        view.update(event)
+        last = event
+    return last
+
+
+async def cmd_process(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"roar: no such file: {path}", file=sys.stderr)
+        return 2
+    options = pb.JobOptions(
+        separation_model=args.separation_model or "",
+        all_stems=args.all_stems,
+        audio_format=FORMATS[args.format],
+        transcription_model=args.transcription_model or "",
+        language=args.language or "",
+        timeout_seconds=args.timeout or 0,
+    )
+    if args.lyrics:
+        options.lyrics = Path(args.lyrics).read_text(encoding="utf-8")
+    out = Path(args.out) if args.out else Path(f"{path.stem}-karaoke")
+    async with client.channel(args.server) as ch:
+        stub = pb_grpc.OrchestratorStub(ch)
+
+        def on_upload(done: int, total: int) -> None:
+            sys.stderr.write(f"\rupload        {100 * done / total:5.1f}%  {done}/{total} bytes")
+            if done == total:
+                sys.stderr.write("\n")
+
+        upload = await client.upload_file(stub, path, on_upload)
+        last = await _show(client.process(stub, upload.upload_id, options), ProgressView())
+        if last is None:
+            print("roar: the server sent no events", file=sys.stderr)
+            return 1
+        return await _finish_job(stub, last, out)
+
+
+async def cmd_watch(args: argparse.Namespace) -> int:
+    async with client.channel(args.server) as ch:
+        stub = pb_grpc.OrchestratorStub(ch)
+        last = await _show(client.follow(stub, args.job_id), ProgressView())
+        if last is None:
+            return 1
+        return await _finish_job(stub, last, Path(args.out) if args.out else None)
+
+
+async def cmd_jobs(args: argparse.Namespace) -> int:
+    async with client.channel(args.server) as ch:
+        stub = pb_grpc.OrchestratorStub(ch)
+        reply = await stub.ListJobs(pb.ListJobsRequest(page_size=args.limit))
+    print(f"{'JOB':<32}  {'STATE':<10} {'DONE':>6}  {'CREATED':<19}  FILE")
+    for job in reply.jobs:
+        created = job.created.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        done = f"{job.last_event.overall_percent:5.1f}%"
+        print(f"{job.job_id:<32}  {STATE_LABELS[job.state]:<10} {done:>6}  {created:<19}  {job.filename}")
+    return 0
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    async with client.channel(args.server) as ch:
+        job = await pb_grpc.OrchestratorStub(ch).CancelJob(pb.CancelJobRequest(job_id=args.job_id))
+    print(f"job {job.job_id}: cancel requested (state {STATE_LABELS[job.state]})")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    settings = Settings.from_env()
+    default_server = f"127.0.0.1:{settings.orchestrator_port}"
+    parser = argparse.ArgumentParser(prog="roar", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the whole suite on localhost")
+    up.add_argument("--port", type=int, help="orchestrator gRPC port (default 50051)")
+    up.add_argument("--web-port", type=int, help="web page and grpc-web port (default 8080)")
+    up.add_argument("--data-dir", help="jobs, uploads and the SQLite database (ROAR_DATA_DIR)")
+    up.add_argument(
+        "--separation-model", help="demucs name, NAME@DIR or a Spleeter dir (ROAR_SEPARATION_MODEL)"
+    )
+    up.add_argument("--transcription-model", help="hub id or local dir (ROAR_TRANSCRIPTION_MODEL)")
+
+    process = commands.add_parser("process", help="turn a song into karaoke")
+    process.add_argument("file")
+    process.add_argument("--lyrics", help="a text file with the song's lyrics, one line per karaoke line")
+    process.add_argument("--out", help="output dir (default: <song>-karaoke)")
+    process.add_argument("--all-stems", action="store_true", help="every stem, not only vocals/instrumental")
+    process.add_argument("--format", choices=sorted(FORMATS), default="wav", help="audio format of the stems")
+    process.add_argument("--separation-model")
+    process.add_argument("--transcription-model")
+    process.add_argument("--language", help="ISO 639-1 code, e.g. en")
+    process.add_argument("--timeout", type=float, help="fail the job after this many seconds")
+
+    watch = commands.add_parser("watch", help="follow a job's progress")
+    watch.add_argument("job_id")
+    watch.add_argument("--out", help="download the artifacts here when done")
+
+    jobs = commands.add_parser("jobs", help="list jobs, newest first")
+    jobs.add_argument("--limit", type=int, default=20)
+
+    cancel = commands.add_parser("cancel", help="cancel a job")
+    cancel.add_argument("job_id")
+
+    for sub in (process, watch, jobs, cancel):
+        sub.add_argument(
+            "--server", default=default_server, help=f"orchestrator address (default {default_server})"
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "up":
+        sys.exit(cmd_up(args))
+    command = {"process": cmd_process, "watch": cmd_watch, "jobs": cmd_jobs, "cancel": cmd_cancel}[
+        args.command
+    ]
+    try:
+        sys.exit(asyncio.run(command(args)))
+    except grpc.aio.AioRpcError as exc:
+        print(f"roar: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The karaoke gRPC service: `python -m services.karaoke.server [--port N] [--host H]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import AsyncIterable, AsyncIterator
+
+import grpc
+
+from roar.config import Settings
+from roar.progress import StageRun
+from roar.service import abort_with, file_chunks, read_options_and_data, serve, setup_logging
+from roar.v1 import karaoke_pb2, karaoke_pb2_grpc
+from services.karaoke.build import build_karaoke
+
+SERVICE_NAME = karaoke_pb2.DESCRIPTOR.services_by_name["Karaoke"].full_name
+
+
+class KaraokeServicer(karaoke_pb2_grpc.KaraokeServicer):
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        # No model: the work is CPU-bound text and audio encoding, so one build per core.
+        self._slots = slots
+
+    async def Build(
+        self, request_iterator: AsyncIterable[karaoke_pb2.BuildRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[karaoke_pb2.BuildResponse]:
+        options, instrumental = await read_options_and_data(
+            request_iterator, context, "options", "instrumental"
+        )
+        run = StageRun(lambda progress: build_karaoke(options, instrumental, progress), slots=self._slots)
+        try:
+            async for update in run:
+                yield karaoke_pb2.BuildResponse(progress=update)
+            files = run.result()
+        except Exception as error:
+            await abort_with(context, error)
+            return
+        for name, data in files.items():
+            for chunk in file_chunks(name, data):
+                yield karaoke_pb2.BuildResponse(file=chunk)
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(description="Roar karaoke service: lyric files and the instrumental")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(settings.karaoke_addr.rsplit(":", 1)[1]),
+        help="from ROAR_KARAOKE_ADDR",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
+    args = parser.parse_args(argv)
+    setup_logging("karaoke")
+    slots = asyncio.Semaphore(os.cpu_count() or 1)
+
+    def register(server: grpc.aio.Server) -> None:
+        karaoke_pb2_grpc.add_KaraokeServicer_to_server(KaraokeServicer(slots), server)
+
+    asyncio.run(serve("karaoke", args.port, register, [SERVICE_NAME], host=args.host))
+
+
+if __name__ == "__main__":
+    main()

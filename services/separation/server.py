@@ -1,0 +1,92 @@
+"""The Separation gRPC service: song chunks in; progress, stem chunks and a result out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from roar.config import Settings, torch_device
+from roar.models import ModelCache
+from roar.progress import ProgressCallback, StageRun
+from roar.service import abort_with, file_chunks, read_options_and_data, serve, setup_logging
+from roar.v1 import common_pb2, separation_pb2, separation_pb2_grpc
+from services.separation.backends import load_separator
+from services.separation.separate import SeparationOutput, separate_song
+from services.separation.separator import Separator
+
+SERVICE_NAME = separation_pb2.DESCRIPTOR.services_by_name["Separation"].full_name
+FORMAT_NAMES = {
+    common_pb2.AUDIO_FORMAT_UNSPECIFIED: "wav",
+    common_pb2.AUDIO_FORMAT_WAV: "wav",
+    common_pb2.AUDIO_FORMAT_FLAC: "flac",
+    common_pb2.AUDIO_FORMAT_MP3: "mp3",
+}
+
+
+class SeparationServicer(separation_pb2_grpc.SeparationServicer):
+    def __init__(self, separators: ModelCache[Separator]) -> None:
+        self._separators = separators
+        # One separation at a time: a single one already keeps every core busy.
+        self._slots = asyncio.Semaphore(1)
+
+    async def Separate(
+        self,
+        request_iterator: AsyncIterator[separation_pb2.SeparateRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[separation_pb2.SeparateResponse]:
+        options, data = await read_options_and_data(request_iterator, context, "options", "audio")
+        model = options.model or self._separators.default
+        fmt = FORMAT_NAMES.get(options.format)
+        if fmt is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown audio format {options.format}")
+
+        def work(progress: ProgressCallback) -> SeparationOutput:
+            if model not in self._separators.loaded():
+                progress(0.0, f"loading separation model {model}")
+            separator = self._separators.get(model)
+            return separate_song(separator, data, options.all_stems, fmt, progress)
+
+        run = StageRun(work, slots=self._slots)
+        try:
+            async for update in run:
+                yield separation_pb2.SeparateResponse(progress=update)
+            output = run.result()
+        except Exception as exc:
+            await abort_with(context, exc)
+            return
+        for name, stem in output.stems.items():
+            for chunk in file_chunks(name, stem):
+                yield separation_pb2.SeparateResponse(stem=chunk)
+        result = separation_pb2.SeparationResult(model=model, stems=list(output.stems), input=output.input)
+        yield separation_pb2.SeparateResponse(result=result)
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(description="Roar separation service (Demucs / Spleeter)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in containers)")
+    parser.add_argument(
+        "--port", type=int, default=int(settings.separation_addr.rsplit(":", 1)[1]), help="port to listen on"
+    )
+    parser.add_argument(
+        "--model", default=settings.separation_model, help="default model (ROAR_SEPARATION_MODEL)"
+    )
+    args = parser.parse_args()
+    setup_logging("separation")
+    device = torch_device(settings)
+    separators: ModelCache[Separator] = ModelCache(lambda model: load_separator(model, device), args.model)
+
+    def register(server: grpc.aio.Server) -> None:
+        separation_pb2_grpc.add_SeparationServicer_to_server(SeparationServicer(separators), server)
+
+    async def warm_up() -> None:
+        await asyncio.to_thread(separators.warm_up)
+
+    asyncio.run(serve("separation", args.port, register, [SERVICE_NAME], warm_up=warm_up, host=args.host))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,426 @@
+"""The karaoke stage: line timing from transcripts and user lyrics, the lyric file formats (each
+parsed back), the instrumental output, and the gRPC service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+import numpy as np
+import pytest
+
+from roar import audio
+from roar.errors import BadInput
+from roar.service import FileAssembler, request_stream
+from roar.v1 import common_pb2, karaoke_pb2, karaoke_pb2_grpc
+from services.karaoke import formats
+from services.karaoke.build import build_karaoke
+from services.karaoke.lyrics import karaoke_lines
+from services.karaoke.server import KaraokeServicer
+
+# (word, start, end) as a transcription would report them, in two segments.
+HEARD = [
+    [("We", 0.5, 0.8), ("will", 0.9, 1.2), ("walk", 1.3, 1.7), ("along", 1.8, 2.2), ("the", 2.5, 2.6)],
+    [("river", 2.7, 3.2), ("in", 3.3, 3.4), ("the", 3.5, 3.6), ("morning", 3.7, 4.2), ("light", 4.3, 4.9)],
+]
+
+
+def transcript(segments: list[list[tuple[str, float, float]]]) -> common_pb2.Transcript:
+    out = common_pb2.Transcript(language="en")
+    for k, words in enumerate(segments):
+        out.segments.append(
+            common_pb2.Segment(
+                text=" ".join(w for w, _, _ in words),
+                start=words[0][1] if words else 0.0,
+                end=words[-1][2] if words else 0.0,
+                words=[
+                    # Whisper's words carry a leading space; confidences differ per word.
+                    common_pb2.Word(text=f" {w}", start=s, end=e, confidence=0.5 + 0.01 * (10 * k + i))
+                    for i, (w, s, e) in enumerate(words)
+                ],
+            )
+        )
+    return out
+
+
+def line(*words: tuple[str, float, float]) -> common_pb2.Segment:
+    return common_pb2.Segment(
+        text=" ".join(w for w, _, _ in words),
+        start=words[0][1],
+        end=words[-1][2],
+        words=[common_pb2.Word(text=w, start=s, end=e, confidence=0.9) for w, s, e in words],
+    )
+
+
+def assert_ordered(lines: list[common_pb2.Segment]) -> None:
+    previous_end = 0.0
+    for ln in lines:
+        assert ln.words
+        assert ln.start == ln.words[0].start and ln.end == ln.words[-1].end
+        for w in ln.words:
+            assert previous_end - 1e-9 <= w.start <= w.end
+            previous_end = w.end
+
+
+# --- line timing -------------------------------------------------------------------------------
+
+
+def test_transcript_segments_become_lines_with_clean_times():
+    t = transcript(HEARD)
+    t.segments[0].words.insert(2, common_pb2.Word(text="  ", start=1.2, end=1.3))
+    t.segments[1].words[0].start = 2.55  # starts before "the" ends
+    t.segments[1].words[1].end = 3.25  # ends before it starts
+
+    lines = karaoke_lines(t)
+
+    assert [ln.text for ln in lines] == ["We will walk along the", "river in the morning light"]
+    assert_ordered(lines)
+    assert lines[1].words[0].start == pytest.approx(2.6)
+    assert lines[1].words[1].end == pytest.approx(3.3)
+    assert lines[0].words[2].confidence == pytest.approx(0.52)
+
+
+def test_a_segment_without_words_spreads_its_text():
+    t = common_pb2.Transcript(segments=[common_pb2.Segment(text=" aa bbbb ", start=1.0, end=4.0)])
+
+    [only] = karaoke_lines(t)
+
+    assert [(w.text, w.start, w.end) for w in only.words] == [("aa", 1.0, 2.0), ("bbbb", 2.0, 4.0)]
+
+
+def test_user_lyrics_take_the_transcript_times():
+    # Misspelled "rivver", extra "Big", missing "morning"; user line breaks and punctuation.
+    lyrics = "[Chorus]\n  We will walk along the\n\nBig rivver, in the light!\n"
+
+    lines = karaoke_lines(transcript(HEARD), lyrics, duration=6.0)
+
+    assert [ln.text for ln in lines] == ["We will walk along the", "Big rivver, in the light!"]
+    assert_ordered(lines)
+    words = [w for ln in lines for w in ln.words]
+    heard = [w for segment in HEARD for w in segment]
+    matched = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 6: 5, 7: 6, 8: 7, 9: 9}  # lyric word -> heard word
+    for mine, theirs in matched.items():
+        assert (words[mine].start, words[mine].end) == heard[theirs][1:]
+    assert words[6].text == "rivver," and words[9].text == "light!"
+    assert words[6].confidence == pytest.approx(0.60)
+    big = words[5]
+    assert big.text == "Big" and big.confidence == 0.0
+    assert 2.6 <= big.start <= big.end <= 2.7
+
+
+def test_near_misses_anchor_and_words_between_anchors_share_the_gap():
+    heard = [[("i", 1.0, 1.2), ("am", 1.3, 1.5), ("gonna", 1.6, 2.0), ("sing", 3.0, 3.4)]]
+
+    [only] = karaoke_lines(transcript(heard), "I'm going to sing")
+
+    im, going, to, sing = only.words
+    assert (going.start, going.end) == (1.6, 2.0)
+    assert (sing.start, sing.end) == (3.0, 3.4)
+    assert (to.start, to.end) == (2.0, 3.0)  # the whole gap between its anchors
+    assert im.end <= 1.6 and im.start >= 0.0
+
+
+def test_words_outside_the_anchors_sit_next_to_them_within_the_audio():
+    heard = [[("la", 0.2, 0.5), ("la", 0.6, 0.9), ("la", 1.0, 1.3), ("bye", 9.5, 9.8)]]
+
+    [only] = karaoke_lines(transcript(heard), "oh yeah baby la la la bye now then", duration=10.0)
+
+    words = only.words
+    assert words[0].start == 0.0 and words[2].end == pytest.approx(0.2)  # clamped at 0
+    assert words[3].start == 0.2 and words[6].end == 9.8
+    assert 9.8 <= words[7].start < words[8].end <= 10.0
+    assert_ordered([only])
+
+
+def test_lines_spread_evenly_over_the_audio_when_nothing_was_heard():
+    lyrics = "first line here\n[Bridge]\nsecond\nthe third line"
+
+    lines = karaoke_lines(common_pb2.Transcript(), lyrics, duration=30.0)
+
+    assert [(ln.start, ln.end) for ln in lines] == [(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]
+    assert_ordered(lines)
+    assert all(w.confidence == 0.0 for ln in lines for w in ln.words)
+
+
+def test_non_latin_lyrics_align():
+    heard = [[("Привет", 1.0, 1.5), ("мир", 1.6, 2.0), ("夜空", 3.0, 3.5)]]
+
+    lines = karaoke_lines(transcript(heard), "привет, Мир!\n夜空")
+
+    assert [ln.text for ln in lines] == ["привет, Мир!", "夜空"]
+    assert [(w.start, w.end) for ln in lines for w in ln.words] == [(1.0, 1.5), (1.6, 2.0), (3.0, 3.5)]
+
+
+# --- formats, each parsed back -----------------------------------------------------------------
+
+# Thirds of a second: rounding each word's duration on its own would drift from the line's length.
+LINES = [
+    line(("Hello", 1.0, 4 / 3), ("{brave}", 4 / 3, 5 / 3), ("new\\N", 2.0, 7 / 3), ("world", 8 / 3, 3.004)),
+    line(("a<b>&c", 3.5, 3.9), ("again", 4.0, 4.6)),
+    line(("after", 12.0, 12.5), ("the", 12.5, 12.5), ("break", 12.5, 13.0)),
+]
+
+
+def lrc_time(tag: str) -> float:
+    minutes, seconds = tag.split(":")
+    return int(minutes) * 60 + float(seconds)
+
+
+def test_lrc_has_a_tag_per_line_and_clears_long_gaps():
+    text = formats.lrc(LINES, title="Song [live]")
+
+    rows = text.splitlines()
+    assert rows[0] == "[ti:Song (live)]"
+    parsed = [re.fullmatch(r"\[(\d\d):(\d\d\.\d\d)\](.*)", row) for row in rows[1:]]
+    assert all(parsed)
+    entries = [(int(m[1]) * 60 + float(m[2]), m[3]) for m in parsed]
+    assert entries == [
+        (1.0, LINES[0].text),
+        (3.5, LINES[1].text),
+        (4.6, ""),  # the next line is 7.4 s away
+        (12.0, LINES[2].text),
+        (13.0, ""),
+    ]
+
+
+def test_enhanced_lrc_tags_every_word_in_order():
+    text = formats.enhanced_lrc(LINES)
+
+    rows = [row for row in text.splitlines() if "<" in row]
+    assert len(rows) == len(LINES)
+    for row, ln in zip(rows, LINES, strict=True):
+        m = re.fullmatch(r"\[(\d\d:\d\d\.\d\d)\] (.*)", row)
+        assert m and lrc_time(m[1]) == pytest.approx(ln.start)
+        pieces = re.findall(r"<(\d\d:\d\d\.\d\d)>(?: (\S+))?", m[2])
+        times = [lrc_time(t) for t, _ in pieces]
+        assert times == sorted(times)
+        assert times == pytest.approx([round(w.start, 2) for w in ln.words] + [round(ln.end, 2)])
+        assert [w for _, w in pieces[:-1]] == [w.text for w in ln.words] and pieces[-1][1] == ""
+
+
+def ass_cs(time: str) -> int:
+    h, m, s = time.split(":")
+    return round((int(h) * 3600 + int(m) * 60 + float(s)) * 100)
+
+
+def test_ass_karaoke_tags_add_up_to_each_line():
+    text = formats.ass(LINES, title="Song")
+
+    sections = re.findall(r"^\[(.+)\]$", text, flags=re.MULTILINE)
+    assert sections == ["Script Info", "V4+ Styles", "Events"]
+    assert "Title: Song" in text
+    style_format = re.search(r"^Format: (Name, .*)$", text, flags=re.MULTILINE)[1].split(", ")
+    style = re.search(r"^Style: (.*)$", text, flags=re.MULTILINE)[1].split(",")
+    assert len(style) == len(style_format)
+    assert style[style_format.index("PrimaryColour")] != style[style_format.index("SecondaryColour")]
+
+    dialogues = re.findall(
+        r"^Dialogue: 0,([\d:.]+),([\d:.]+),Karaoke,,0,0,0,,(.*)$", text, flags=re.MULTILINE
+    )
+    assert len(dialogues) == len(LINES)
+    for (start, end, body), ln in zip(dialogues, LINES, strict=True):
+        assert ass_cs(start) == round(ln.start * 100) and ass_cs(end) == round(ln.end * 100)
+        tags = re.findall(r"\{\\(kf?)(\d+)\}((?:[^{\\]|\\.)*)", body)
+        assert sum(int(cs) for _, cs, _ in tags) == ass_cs(end) - ass_cs(start)
+        sung = [word for kind, _, word in tags if kind == "kf"]
+        unescaped = [re.sub(r"\\([{}])", r"\1", w).replace("\u2060", "").strip() for w in sung]
+        assert unescaped == [w.text for w in ln.words]
+        assert all(word == "" for kind, _, word in tags if kind == "k")  # gaps carry no text
+    assert r"\{brave\}" in text and "new\\\u2060N" in text
+
+
+def test_ass_word_starts_follow_the_words():
+    text = formats.ass(LINES[:1])
+
+    body = text.strip().splitlines()[-1]
+    starts, cursor = [], 100
+    for kind, cs in re.findall(r"\{\\(kf?)(\d+)\}", body):
+        if kind == "kf":
+            starts.append(cursor)
+        cursor += int(cs)
+    assert starts == [100, 133, 200, 267]
+
+
+def vtt_seconds(time: str) -> float:
+    h, m, s = time.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def test_vtt_cues_carry_word_timestamps():
+    text = formats.vtt(LINES)
+
+    assert text.startswith("WEBVTT\n\n")
+    cues = text.strip().split("\n\n")[1:]
+    assert len(cues) == len(LINES)
+    for cue, ln in zip(cues, LINES, strict=True):
+        timing, payload = cue.split("\n")
+        m = re.fullmatch(r"(\d\d:\d\d:\d\d\.\d{3}) --> (\d\d:\d\d:\d\d\.\d{3})", timing)
+        start, end = vtt_seconds(m[1]), vtt_seconds(m[2])
+        assert (start, end) == (pytest.approx(ln.start, abs=5e-4), pytest.approx(ln.end, abs=5e-4))
+        stamps = [vtt_seconds(t) for t in re.findall(r"<(\d\d:\d\d:\d\d\.\d{3})>", payload)]
+        assert all(a < b for a, b in zip([start, *stamps], [*stamps, end], strict=True))
+        plain = re.sub(r"<[^>]*>", "", payload)
+        assert "<" not in plain and ">" not in plain
+        assert plain.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") == ln.text
+    # Every word but the first of a line is stamped, except the zero-length "the" at 12.5 s.
+    assert re.findall(r"<([\d:.]+)>(\S+)", cues[0]) == [
+        ("00:00:01.333", "{brave}"),
+        ("00:00:02.000", "new\\N"),
+        ("00:00:02.667", "world"),
+    ]
+    assert "after the <00:00:12.500>break" not in cues[2] and "<00:00:12.500>" in cues[2]
+
+
+def test_json_files_list_words_and_group_them_into_lines():
+    words = json.loads(formats.words_json(LINES))
+    lines = json.loads(formats.lines_json(LINES))
+
+    flat = [w for ln in LINES for w in ln.words]
+    assert [(w["word"], w["start"], w["end"]) for w in words] == [
+        (w.text, round(w.start, 3), round(w.end, 3)) for w in flat
+    ]
+    assert all(w["confidence"] == 0.9 for w in words)
+    assert [ln["text"] for ln in lines] == [ln.text for ln in LINES]
+    assert [" ".join(words[i]["word"] for i in ln["words"]) for ln in lines] == [ln.text for ln in LINES]
+    assert lines[1]["start"] == 3.5 and lines[1]["end"] == 4.6
+
+
+def test_unicode_lyrics_survive_every_format():
+    lines = karaoke_lines(transcript([[("Привет", 1.0, 1.5), ("мир", 1.6, 2.0)]]), "Привет, мир!\n夜空の星 ♪")
+    files = {name: write(lines, "Песня").encode() for name, write in formats.writers([]).items()}
+
+    for name, data in files.items():
+        text = data.decode("utf-8")
+        assert "Привет," in text and "夜空の星" in text, name
+    assert json.loads(files["lines.json"])[1]["text"] == "夜空の星 ♪"
+    assert "[ti:Песня]" in files["lyrics.lrc"].decode()
+
+
+def test_format_table_names_the_files():
+    assert set(formats.writers([])) == {
+        "lyrics.lrc",
+        "lyrics.elrc",
+        "lyrics.ass",
+        "lyrics.vtt",
+        "words.json",
+        "lines.json",
+    }
+    assert set(formats.writers([common_pb2.LYRICS_FORMAT_JSON])) == {"words.json", "lines.json"}
+    with pytest.raises(BadInput, match="LYRICS_FORMAT_LRC"):
+        formats.writers([common_pb2.LYRICS_FORMAT_UNSPECIFIED])
+
+
+# --- the instrumental --------------------------------------------------------------------------
+
+SAMPLE_RATE = 44100
+
+
+def tone(seconds: float = 1.5) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 330 * t)]).astype(np.float32)
+
+
+def options(**fields) -> karaoke_pb2.KaraokeOptions:
+    return karaoke_pb2.KaraokeOptions(transcript=transcript(HEARD), **fields)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_an_instrumental_in_the_requested_format_passes_through(fmt):
+    data = audio.encode(tone(), SAMPLE_RATE, fmt)
+    requested = {"wav": common_pb2.AUDIO_FORMAT_UNSPECIFIED, "flac": common_pb2.AUDIO_FORMAT_FLAC}[fmt]
+
+    files = build_karaoke(options(instrumental_format=requested), data)
+
+    assert files[f"instrumental.{fmt}"] == data
+
+
+@pytest.mark.parametrize(("requested", "fmt", "tolerance"), [(2, "flac", 0.0), (3, "mp3", 0.03)])
+def test_an_instrumental_is_converted_keeping_its_duration(requested, fmt, tolerance):
+    data = audio.encode(tone(), SAMPLE_RATE, "wav")
+    reports = []
+
+    files = build_karaoke(
+        options(instrumental_format=requested, formats=[common_pb2.LYRICS_FORMAT_LRC]),
+        data,
+        lambda percent, message="": reports.append(percent),
+    )
+
+    assert set(files) == {"lyrics.lrc", f"instrumental.{fmt}"}
+    decoded = audio.decode(files[f"instrumental.{fmt}"])
+    assert decoded.format == fmt.upper()
+    assert decoded.duration == pytest.approx(1.5, abs=tolerance + 1e-9)
+    assert reports == sorted(reports) and reports[-1] == 100.0
+
+
+def test_build_uses_the_audio_length_when_nothing_was_heard():
+    data = audio.encode(tone(3.0), SAMPLE_RATE, "wav")
+    opts = karaoke_pb2.KaraokeOptions(lyrics="one\ntwo\nthree", formats=[common_pb2.LYRICS_FORMAT_JSON])
+
+    files = build_karaoke(opts, data)
+
+    assert [(ln["start"], ln["end"]) for ln in json.loads(files["lines.json"])] == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_undecodable_instrumental_is_bad_input():
+    with pytest.raises(BadInput):
+        build_karaoke(options(), b"this is not audio")
+
+
+# --- the service -------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def karaoke_stub() -> AsyncIterator[karaoke_pb2_grpc.KaraokeStub]:
+    server = grpc.aio.server()
+    karaoke_pb2_grpc.add_KaraokeServicer_to_server(KaraokeServicer(asyncio.Semaphore(2)), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield karaoke_pb2_grpc.KaraokeStub(channel)
+    finally:
+        await server.stop(grace=None)
+
+
+async def test_service_streams_progress_then_files():
+    data = audio.encode(tone(), SAMPLE_RATE, "wav")
+    opts = options(lyrics="we will walk\nalong the river", title="Test")
+    kinds, progress, files = [], [], FileAssembler()
+
+    async with karaoke_stub() as stub:
+        async for response in stub.Build(
+            request_stream(karaoke_pb2.BuildRequest, opts, "instrumental", data)
+        ):
+            kinds.append(response.WhichOneof("response"))
+            if response.HasField("progress"):
+                progress.append(response.progress.percent)
+            else:
+                files.add(response.file)
+
+    first_file = kinds.index("file")
+    assert kinds[:first_file] == ["progress"] * first_file and "progress" not in kinds[first_file:]
+    assert progress[-1] == 100.0
+    assert set(files.files) == {*formats.writers([]), "instrumental.wav"}
+    assert files.files["instrumental.wav"] == data
+    assert "[00:00.50]we will walk" in files.files["lyrics.lrc"].decode()
+
+
+@pytest.mark.parametrize(
+    "requests",
+    [
+        [karaoke_pb2.BuildRequest(options=options()), karaoke_pb2.BuildRequest(instrumental=b"not audio")],
+        [karaoke_pb2.BuildRequest(instrumental=b"RIFF")],
+    ],
+    ids=["undecodable", "no-options"],
+)
+async def test_service_rejects_bad_requests(requests):
+    async with karaoke_stub() as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            async for _ in stub.Build(iter(requests)):
+                pass
+
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -1,0 +1,195 @@
+"""The Spleeter 2-stem backend: real weights against the reference SDR (../shared), and its
+segmenting, progress, cancelling and loading with small random weights of the same architecture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import save_file
+
+from roar.errors import Cancelled, ModelUnavailable
+from roar.progress import no_progress
+from services.separation.spleeter import SOURCES, SpleeterSeparator, UNet
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+MODEL_DIR = SHARED / "models" / "spleeter-2stems"
+MUSDB_PREVIEW = SHARED / "audio" / "musdb-preview"
+# From the model's README: plain SDR on the MUSDB preview.
+REFERENCE_SDR = {"vocals": 4.74, "accompaniment": 10.90}
+SAMPLE_RATE = 44100
+
+needs_shared = pytest.mark.skipif(
+    not (MODEL_DIR.is_dir() and MUSDB_PREVIEW.is_dir()),
+    reason=f"needs the Spleeter weights and MUSDB preview in {SHARED}",
+)
+
+
+def sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    reference = reference.astype(np.float64)
+    return float(10 * np.log10(np.sum(reference**2) / np.sum((reference - estimate) ** 2)))
+
+
+def read(name: str) -> np.ndarray:
+    audio, sample_rate = sf.read(MUSDB_PREVIEW / f"{name}.flac", dtype="float32", always_2d=True)
+    assert sample_rate == SAMPLE_RATE
+    return audio.T
+
+
+@pytest.fixture(scope="module")
+def real_separator() -> SpleeterSeparator:
+    return SpleeterSeparator(MODEL_DIR, "cpu")
+
+
+@pytest.fixture(scope="module")
+def musdb() -> dict[str, np.ndarray]:
+    return {
+        "mixture": read("mixture"),
+        "vocals": read("vocals"),
+        "accompaniment": read("drums") + read("bass") + read("other"),
+    }
+
+
+@pytest.mark.shared
+@needs_shared
+def test_real_weights_match_reference_sdr(
+    real_separator: SpleeterSeparator, musdb: dict[str, np.ndarray]
+) -> None:
+    separated = real_separator.separate(musdb["mixture"], no_progress)
+    for source, reference in REFERENCE_SDR.items():
+        assert sdr(musdb[source], separated[source]) == pytest.approx(reference, abs=0.1), source
+
+
+@pytest.mark.shared
+@needs_shared
+def test_segments_are_put_back_in_order(
+    real_separator: SpleeterSeparator, musdb: dict[str, np.ndarray]
+) -> None:
+    # The preview is one 512-frame segment; three copies span two, with a boundary mid-song.
+    messages: list[str] = []
+    separated = real_separator.separate(
+        np.tile(musdb["mixture"], 3), lambda percent, message="": messages.append(message)
+    )
+    assert messages[-1] == "separating: segment 2/2"
+    for source, reference in REFERENCE_SDR.items():
+        assert sdr(np.tile(musdb[source], 3), separated[source]) == pytest.approx(reference, abs=0.3), source
+
+
+@pytest.fixture(scope="module")
+def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model_dir = tmp_path_factory.mktemp("spleeter-random")
+    torch.manual_seed(0)
+    for source in SOURCES:
+        save_file(UNet().state_dict(), model_dir / f"{source}.safetensors")
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def random_separator(random_model_dir: Path) -> SpleeterSeparator:
+    return SpleeterSeparator(random_model_dir, "cpu")
+
+
+def noise(frames: int) -> np.ndarray:
+    return (0.1 * np.random.default_rng(0).standard_normal((2, frames))).astype(np.float32)
+
+
+# 1025 STFT frames: two full 512-frame segments and a one-frame third.
+THREE_SEGMENTS = 1024 * 1024 + 1
+
+
+def test_progress_rises_to_100_once_per_segment(random_separator: SpleeterSeparator) -> None:
+    reports: list[tuple[float, str]] = []
+    random_separator.separate(
+        noise(THREE_SEGMENTS), lambda percent, message="": reports.append((percent, message))
+    )
+    assert [message for _, message in reports] == [f"separating: segment {i}/3" for i in (1, 2, 3)]
+    percents = [percent for percent, _ in reports]
+    assert percents == sorted(percents) and percents[-1] == 100.0
+    assert percents[0] == pytest.approx(100 / 3)
+
+
+def test_raising_progress_stops_the_remaining_segments(random_separator: SpleeterSeparator) -> None:
+    forward_calls: list[str] = []
+    hooks = [
+        net.register_forward_hook(lambda *_, source=source: forward_calls.append(source))
+        for source, net in random_separator.nets.items()
+    ]
+    reports: list[float] = []
+
+    def cancel_on_second_report(percent: float, message: str = "") -> None:
+        reports.append(percent)
+        if len(reports) == 2:
+            raise Cancelled()
+
+    try:
+        with pytest.raises(Cancelled):
+            random_separator.separate(noise(THREE_SEGMENTS), cancel_on_second_report)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(reports) == 2
+    assert forward_calls == SOURCES * 2  # both nets on two segments, none on the third
+
+
+@pytest.fixture(scope="module")
+def odd_length_audio() -> np.ndarray:
+    return noise(SAMPLE_RATE * 3 + 7)
+
+
+@pytest.fixture(scope="module")
+def odd_length_separated(
+    random_separator: SpleeterSeparator, odd_length_audio: np.ndarray
+) -> dict[str, np.ndarray]:
+    return random_separator.separate(odd_length_audio, no_progress)
+
+
+def test_sources_have_the_input_shape(
+    odd_length_audio: np.ndarray, odd_length_separated: dict[str, np.ndarray]
+) -> None:
+    assert list(odd_length_separated) == SOURCES
+    for source in odd_length_separated.values():
+        assert source.shape == odd_length_audio.shape
+        assert source.dtype == np.float32
+
+
+def test_sources_sum_to_the_mixture_below_the_model_band(
+    odd_length_audio: np.ndarray, odd_length_separated: dict[str, np.ndarray]
+) -> None:
+    # The ratio masks sum to one on the first 1024 bins, and the bins above are dropped.
+    window = torch.hann_window(4096)
+    audio = torch.from_numpy(odd_length_audio)
+    stft = torch.stft(audio, 4096, 1024, window=window, pad_mode="constant", return_complex=True)
+    stft[:, 1024:] = 0
+    low_passed = torch.istft(stft, 4096, 1024, window=window, length=odd_length_audio.shape[1]).numpy()
+    total = sum(odd_length_separated.values())
+    assert np.abs(total - low_passed).max() < 1e-4
+    # Each source alone is not the whole band: the masks do split it.
+    assert all(np.abs(source - low_passed).max() > 1e-2 for source in odd_length_separated.values())
+
+
+def test_rejects_audio_that_is_not_stereo(random_separator: SpleeterSeparator) -> None:
+    with pytest.raises(ValueError, match="stereo"):
+        random_separator.separate(noise(1000)[:1], no_progress)
+
+
+def test_missing_model_dir_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailable, match="ROAR_SEPARATION_MODEL"):
+        SpleeterSeparator(tmp_path / "absent", "cpu")
+
+
+def test_corrupt_weights_are_unavailable(tmp_path: Path, random_model_dir: Path) -> None:
+    (tmp_path / "vocals.safetensors").write_bytes((random_model_dir / "vocals.safetensors").read_bytes())
+    (tmp_path / "accompaniment.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelUnavailable, match="ROAR_SEPARATION_MODEL") as raised:
+        SpleeterSeparator(tmp_path, "cpu")
+    assert "accompaniment.safetensors" in raised.value.message
+
+
+def test_weights_of_another_architecture_are_unavailable(tmp_path: Path) -> None:
+    for source in SOURCES:
+        save_file({"up7.0.weight": torch.zeros(2, 1, 4, 4)}, tmp_path / f"{source}.safetensors")
+    with pytest.raises(ModelUnavailable, match="ROAR_SEPARATION_MODEL"):
+        SpleeterSeparator(tmp_path, "cpu")

@@ -1,0 +1,161 @@
+// What the page shows of a job, folded from its ProgressEvents. Plain JSON, so that it can be kept in
+// localStorage across reloads together with the seq of the last event it has seen.
+import { JobState, Stage, type Error as JobError, type ProgressEvent } from "./gen/roar/v1/orchestrator_pb";
+
+export const stageNames = ["separation", "transcription", "karaoke", "complete"] as const;
+export type StageName = (typeof stageNames)[number];
+export type StageState = "waiting" | "processing" | "done" | "failed" | "cancelled";
+export type JobStateName = "queued" | "running" | "succeeded" | "partial" | "failed" | "cancelled";
+
+export interface StageView {
+  state: StageState;
+  percent: number;
+  message: string;
+  etaSeconds?: number;
+  error?: string;
+}
+
+export interface ArtifactView {
+  name: string;
+  kind: string;
+  size: number;
+  contentType: string;
+}
+
+export interface AudioView {
+  durationSeconds: number;
+  sampleRate: number;
+  channels: number;
+  format: string;
+}
+
+export interface JobView {
+  jobId: string;
+  filename: string;
+  // int64 as a decimal string: JSON has no bigint.
+  lastSeq: string;
+  state: JobStateName;
+  overallPercent: number;
+  message: string;
+  stages: Record<StageName, StageView>;
+  artifacts: ArtifactView[];
+  errors: string[];
+  audio?: AudioView;
+}
+
+const stageByProto: Partial<Record<Stage, StageName>> = {
+  [Stage.SEPARATION]: "separation",
+  [Stage.TRANSCRIPTION]: "transcription",
+  [Stage.KARAOKE]: "karaoke",
+  [Stage.COMPLETE]: "complete",
+};
+
+const stateByProto: Partial<Record<JobState, JobStateName>> = {
+  [JobState.QUEUED]: "queued",
+  [JobState.RUNNING]: "running",
+  [JobState.SUCCEEDED]: "succeeded",
+  [JobState.PARTIAL]: "partial",
+  [JobState.FAILED]: "failed",
+  [JobState.CANCELLED]: "cancelled",
+};
+
+export function isFinished(state: JobStateName): boolean {
+  return state === "succeeded" || state === "partial" || state === "failed" || state === "cancelled";
+}
+
+export function newJobView(jobId: string, filename: string, audio?: AudioView): JobView {
+  const stage = (): StageView => ({ state: "waiting", percent: 0, message: "" });
+  return {
+    jobId,
+    filename,
+    lastSeq: "0",
+    state: "queued",
+    overallPercent: 0,
+    message: "",
+    stages: { separation: stage(), transcription: stage(), karaoke: stage(), complete: stage() },
+    artifacts: [],
+    errors: [],
+    audio,
+  };
+}
+
+function errorText(error: JobError): string {
+  return error.code ? `${error.message} (${error.code})` : error.message;
+}
+
+function markFailed(view: JobView, error: JobError): void {
+  const name = stageByProto[error.stage];
+  if (!name) return;
+  const stage = view.stages[name];
+  stage.state = error.code === "CANCELLED" ? "cancelled" : "failed";
+  stage.error = errorText(error);
+  stage.etaSeconds = undefined;
+}
+
+export function applyEvent(view: JobView, event: ProgressEvent): void {
+  view.lastSeq = event.seq.toString();
+  view.state = stateByProto[event.state] ?? view.state;
+  view.overallPercent = event.overallPercent;
+  view.message = event.message;
+
+  const current = stageByProto[event.stage];
+  if (current) {
+    const index = stageNames.indexOf(current);
+    // Reaching a stage means the ones before it have ended; failed ones stay failed.
+    for (const earlier of stageNames.slice(0, index)) {
+      const stage = view.stages[earlier];
+      if (stage.state === "waiting" || stage.state === "processing") {
+        Object.assign(stage, { state: "done", percent: 100, etaSeconds: undefined });
+      }
+    }
+    const stage = view.stages[current];
+    if (stage.state === "waiting" || stage.state === "processing") {
+      Object.assign(stage, {
+        state: "processing",
+        percent: event.stagePercent,
+        message: event.message,
+        etaSeconds: event.etaSeconds,
+      });
+    }
+  }
+  if (event.error) {
+    markFailed(view, event.error);
+    view.errors.push(errorText(event.error));
+  }
+  if (isFinished(view.state)) finish(view, event);
+}
+
+function finish(view: JobView, event: ProgressEvent): void {
+  view.artifacts = event.artifacts.map((a) => ({
+    name: a.name,
+    kind: a.kind,
+    size: Number(a.size),
+    contentType: a.contentType,
+  }));
+  for (const error of event.errors) markFailed(view, error);
+  view.errors = event.errors.map(errorText);
+  const delivered = view.state === "succeeded" || view.state === "partial";
+  const ended: StageState = delivered ? "done" : view.state === "cancelled" ? "cancelled" : "failed";
+  for (const name of stageNames) {
+    const stage = view.stages[name];
+    stage.etaSeconds = undefined;
+    if (stage.state === "processing" || (delivered && stage.state === "waiting")) {
+      stage.state = ended;
+      if (ended === "done") stage.percent = 100;
+    }
+  }
+  const complete = view.stages.complete;
+  if (complete.state === "waiting") complete.state = ended;
+  if (ended === "done") complete.percent = 100;
+  complete.message = event.message || completeMessages[view.state];
+  if (ended !== "done" && !complete.error) complete.error = view.errors.join("; ") || completeMessages[view.state];
+}
+
+const completeMessages: Record<JobStateName, string> = {
+  queued: "",
+  running: "",
+  succeeded: "All done",
+  partial: "Done, but some stages failed",
+  failed: "The job failed",
+  cancelled: "Cancelled",
+};

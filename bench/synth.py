@@ -475,7 +475,7 @@ def make_song(
 
 def _bpm_range(line_count: int) -> tuple[float, float]:
     """Tempi that keep a song of this many lines within about 30-60 s (faster for more lines)."""
-    return 84.0 + 4.0 * line_count, 100.0 + 6.0 * line_count
+    return 36.0 + 12.0 * line_count, 60.0 + 11.0 * line_count
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -79,5 +79,8 @@ class _QuietServer(uvicorn.Server):
 
 
 def web_server(app: GrpcWebApp, host: str, port: int) -> uvicorn.Server:
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    # Open grpc-web streams (browsers watching jobs) must not hold up a shutdown.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
+    )
     return _QuietServer(config)

@@ -136,6 +136,17 @@ def test_words_outside_the_anchors_sit_next_to_them_within_the_audio():
     assert_ordered([only])
 
 
+def test_lyrics_share_the_sung_span_when_no_word_matches():
+    heard = [[("zzz", 2.0, 2.5), ("qqq", 3.0, 4.0)]]
+
+    lines = karaoke_lines(transcript(heard), "la la\nla", duration=10.0)
+
+    assert (lines[0].start, lines[-1].end) == (2.0, 4.0)
+    assert_ordered(lines)
+    # Only section markers: the transcript's own lines.
+    assert [ln.text for ln in karaoke_lines(transcript(heard), "[Intro]\n\n")] == ["zzz qqq"]
+
+
 def test_lines_spread_evenly_over_the_audio_when_nothing_was_heard():
     lyrics = "first line here\n[Bridge]\nsecond\nthe third line"
 
@@ -338,7 +349,11 @@ def test_an_instrumental_in_the_requested_format_passes_through(fmt):
     assert files[f"instrumental.{fmt}"] == data
 
 
-@pytest.mark.parametrize(("requested", "fmt", "tolerance"), [(2, "flac", 0.0), (3, "mp3", 0.03)])
+@pytest.mark.parametrize(
+    ("requested", "fmt", "tolerance"),
+    [(common_pb2.AUDIO_FORMAT_FLAC, "flac", 0.0), (common_pb2.AUDIO_FORMAT_MP3, "mp3", 0.03)],
+    ids=["flac", "mp3"],
+)
 def test_an_instrumental_is_converted_keeping_its_duration(requested, fmt, tolerance):
     data = audio.encode(tone(), SAMPLE_RATE, "wav")
     reports = []

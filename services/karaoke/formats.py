@@ -14,8 +14,8 @@ from roar.v1 import common_pb2
 
 Lines = list[common_pb2.Segment]
 
-# An LRC display keeps showing a line until the next time tag: when the next line is this many
-# seconds away or more, an empty tag at the line's end clears it.
+# An LRC display keeps showing a line until the next time tag: when the next line is more than this many
+# seconds away, an empty tag at the line's end clears it.
 LRC_CLEAR_AFTER_SECONDS = 5.0
 _BRACKETS_TO_PARENTHESES = str.maketrans("[]", "()")
 

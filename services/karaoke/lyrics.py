@@ -107,9 +107,10 @@ def _user_lines(lyrics: str) -> list[list[str]]:
 def _aligned_times(user_words: list[str], heard: list[_Timed], duration: float) -> list[_Timed]:
     anchors = dict(_align([normalize_word(w) for w in user_words], [normalize_word(w.text) for w in heard]))
     word_seconds = (heard[-1].end - heard[0].start) / len(heard) or _DEFAULT_WORD_SECONDS
-    times: list[_Timed | None] = [None] * len(user_words)
-    for i, j in anchors.items():
-        times[i] = _Timed(user_words[i], heard[j].start, heard[j].end, heard[j].confidence)
+    placed = {
+        i: _Timed(user_words[i], heard[j].start, heard[j].end, heard[j].confidence)
+        for i, j in anchors.items()
+    }
     for first, stop in _unanchored_runs(len(user_words), anchors):
         texts = user_words[first:stop]
         if first > 0 and stop < len(user_words):
@@ -125,8 +126,8 @@ def _aligned_times(user_words: list[str], heard: list[_Timed], duration: float) 
         else:  # nothing aligned: the lyrics share the span the transcript heard singing in
             start, end = heard[0].start, heard[-1].end
         for k, (word_start, word_end) in enumerate(_spread(texts, start, end)):
-            times[first + k] = _Timed(texts[k], word_start, word_end, 0.0)
-    return times  # type: ignore[return-value]  # every index is an anchor or in a run
+            placed[first + k] = _Timed(texts[k], word_start, word_end, 0.0)
+    return [placed[i] for i in range(len(user_words))]
 
 
 def _unanchored_runs(count: int, anchors: dict[int, int]) -> Iterator[tuple[int, int]]:

@@ -21,6 +21,7 @@ export class Connection {
   constructor(private readonly ping: () => Promise<unknown>) {
     window.addEventListener("offline", () => this.failed());
     window.addEventListener("online", () => this.retry());
+    void this.probe();
     void this.heartbeat();
   }
 

@@ -114,9 +114,9 @@ export class KaraokePlayer {
     this.audio.addEventListener("seeked", () => this.show(this.audio.currentTime));
   }
 
-  // Whether there is anything to play.
+  // Whether the job made anything to sing along to.
   get playable(): boolean {
-    return this.sourceSelect.options.length > 0;
+    return Boolean(this.sourceNames.instrumental || this.sourceNames.vocals);
   }
 
   dispose(): void {

@@ -1,0 +1,128 @@
+// The page: the connection badge, the drop zone, the job list and the selected song's details.
+import { client, errorText } from "./api";
+import { Connection, type ConnectionState } from "./connection";
+import { Item, stateLabel, type ItemHost } from "./item";
+import type { JobView } from "./jobstate";
+import { loadJobs, notifyWanted, setNotifyWanted } from "./store";
+
+function byId<T extends HTMLElement>(id: string): T {
+  return document.getElementById(id) as T;
+}
+
+const badgeLabels: Record<ConnectionState, string> = {
+  connected: "Connected",
+  reconnecting: "Reconnecting…",
+  disconnected: "Disconnected — retrying",
+};
+
+const connection = new Connection(() => client.getServerInfo({}));
+const badge = byId<HTMLButtonElement>("connection-badge");
+connection.onChange((state) => {
+  badge.dataset.state = state;
+  badge.textContent = badgeLabels[state];
+});
+badge.addEventListener("click", () => connection.retry());
+
+const serverInfo = connection.call(() => client.getServerInfo({}), Number.POSITIVE_INFINITY);
+serverInfo.then(
+  (info) => (byId("server-version").textContent = `Roar server ${info.version}`),
+  (e) => (byId("server-version").textContent = `This server does not answer as Roar: ${errorText(e)}`),
+);
+
+const jobList = byId<HTMLUListElement>("job-list");
+const details = byId<HTMLElement>("details");
+const items: Item[] = [];
+
+function refreshEmpty(): void {
+  byId("job-list-empty").hidden = items.length > 0;
+  byId("details-empty").hidden = items.length > 0;
+}
+
+const host: ItemHost = {
+  connection,
+  serverInfo,
+  select(item) {
+    for (const other of items) other.setSelected(other === item);
+  },
+  removed(item) {
+    items.splice(items.indexOf(item), 1);
+    if (items.length > 0 && items.every((other) => other.detail.hidden)) host.select(items[0]);
+    refreshEmpty();
+  },
+  finished: notifyFinished,
+};
+
+function add(item: Item, first: boolean): void {
+  if (first) {
+    items.unshift(item);
+    jobList.prepend(item.entry);
+  } else {
+    items.push(item);
+    jobList.append(item.entry);
+  }
+  details.append(item.detail);
+  refreshEmpty();
+}
+
+for (const view of loadJobs()) add(Item.fromView(host, view), false);
+if (items.length > 0) host.select(items[0]);
+refreshEmpty();
+
+function addFiles(files: FileList | null | undefined): void {
+  const dropped = [...(files ?? [])];
+  const added = dropped.reverse().map((file) => {
+    const item = Item.fromFile(host, file);
+    add(item, true);
+    return item;
+  });
+  if (added.length > 0) host.select(added[added.length - 1]);
+}
+
+const fileInput = byId<HTMLInputElement>("file-input");
+fileInput.addEventListener("change", () => {
+  addFiles(fileInput.files);
+  fileInput.value = "";
+});
+
+// Files may be dropped anywhere on the page; the drop zone lights up while they are dragged over it.
+const dropZone = byId<HTMLElement>("drop-zone");
+document.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  dropZone.classList.add("dragging");
+});
+document.addEventListener("dragleave", (event) => {
+  if (event.relatedTarget === null) dropZone.classList.remove("dragging");
+});
+document.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dropZone.classList.remove("dragging");
+  addFiles(event.dataTransfer?.files);
+});
+
+// Notifications are asked for on a click only, never on load.
+const notifyButton = byId<HTMLButtonElement>("notify-button");
+
+function notificationsOn(): boolean {
+  return notifyWanted() && Notification.permission === "granted";
+}
+
+function showNotifyButton(): void {
+  notifyButton.hidden = false;
+  notifyButton.textContent = notificationsOn() ? "Notifications on" : "Notify me when done";
+  notifyButton.setAttribute("aria-pressed", String(notificationsOn()));
+  notifyButton.disabled = Notification.permission === "denied";
+}
+
+if ("Notification" in window) {
+  showNotifyButton();
+  notifyButton.addEventListener("click", async () => {
+    if (notificationsOn()) setNotifyWanted(false);
+    else setNotifyWanted((await Notification.requestPermission()) === "granted");
+    showNotifyButton();
+  });
+}
+
+function notifyFinished(view: JobView): void {
+  if (!("Notification" in window) || !notificationsOn()) return;
+  new Notification(`Roar: ${view.filename}`, { body: stateLabel(view), tag: view.jobId });
+}

@@ -16,9 +16,11 @@ import argparse
 import ctypes
 import ctypes.util
 import functools
+import itertools
 import json
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from roar.audio import resample
 
 SAMPLE_RATE = 44100
 INSTRUMENT_STEMS = ("drums", "bass", "other")
+STEMS = ("mixture", "vocals", "instrumental", *INSTRUMENT_STEMS)
 FORMATS = {"wav": "WAV", "flac": "FLAC"}
 
 # Plain, original lines of ordinary words for the command line's songs.
@@ -276,7 +279,8 @@ def _kick() -> np.ndarray:
 
 def _snare(rng: np.random.Generator) -> np.ndarray:
     t = np.arange(int(0.25 * SAMPLE_RATE)) / SAMPLE_RATE
-    noise = sosfilt(butter(2, (1000, 6000), "bandpass", fs=SAMPLE_RATE, output="sos"), rng.standard_normal(len(t)))
+    band = butter(2, (1000, 6000), "bandpass", fs=SAMPLE_RATE, output="sos")
+    noise = sosfilt(band, rng.standard_normal(len(t)))
     body = 0.6 * np.sin(2 * np.pi * 185.0 * t) * np.exp(-t / 0.04)
     return 0.5 * noise * np.exp(-t / 0.07) + body
 
@@ -303,24 +307,26 @@ def _drums(rng: np.random.Generator, grid: _Grid, bars: int, frames: int) -> np.
     return track
 
 
-def _bass(rng: np.random.Generator, grid: _Grid, key: int, progression: tuple[int, ...], bars: int, frames: int):
+def _bass(rng: np.random.Generator, grid: _Grid, bar_chords: list[list[int]], frames: int) -> np.ndarray:
+    """The chord root, E1 to D#2, on the eighths of a pattern."""
     track = np.zeros((2, frames))
     pattern = (*_BASS_PATTERNS[rng.integers(len(_BASS_PATTERNS))], 8)
-    for bar in range(bars):
-        root = _in_range(_chord_pitch_classes(key, progression[bar % len(progression)])[:1], 28, 40)[0]
-        for start, stop in zip(pattern, pattern[1:], strict=False):
+    for bar, chord in enumerate(bar_chords):
+        root = _in_range(chord[:1], 28, 40)[0]
+        for start, stop in itertools.pairwise(pattern):
             at, length = grid.frame(bar * 8 + start), grid.frame(stop - start) - grid.frame(0.1)
             note = _saw(_hz(root), length) * _envelope(length, 0.005, 0.15, 0.6, 0.02)
             _add(track, _pan(note, 0.0), at)
     return _lowpass(track, 500.0)
 
 
-def _chords(rng: np.random.Generator, grid: _Grid, key: int, progression: tuple[int, ...], bars: int, frames: int):
+def _chords(rng: np.random.Generator, grid: _Grid, bar_chords: list[list[int]], frames: int) -> np.ndarray:
+    """The triad, E3 to D#4, on the eighths of a pattern."""
     track = np.zeros((2, frames))
     pattern = (*_CHORD_PATTERNS[rng.integers(len(_CHORD_PATTERNS))], 8)
-    for bar in range(bars):
-        notes = _in_range(_chord_pitch_classes(key, progression[bar % len(progression)]), 52, 64)
-        for start, stop in zip(pattern, pattern[1:], strict=False):
+    for bar, chord in enumerate(bar_chords):
+        notes = _in_range(chord, 52, 64)
+        for start, stop in itertools.pairwise(pattern):
             at, length = grid.frame(bar * 8 + start), grid.frame(stop - start)
             envelope = _envelope(length, 0.015, 0.3, 0.7, 0.06)
             for note in notes:
@@ -407,14 +413,14 @@ def make_song(
     bpm: float = 110.0,
     voice: str = "en",
     min_gap: float = 2.0,
-    instrument_stems: bool = True,
+    stems: Sequence[str] = STEMS,
     audio_format: str = "wav",
 ) -> None:
-    """Writes a song: mixture, vocals and instrumental (= drums + bass + other) 44.1 kHz stereo
-    16-bit files of one length, whose integer samples add up exactly (vocals + instrumental =
-    mixture); drums, bass and other (chords) too unless `instrument_stems` is False; truth.json
-    ({"lyrics", "words": [{"word", "start", "end"}], "lines": [{"text", "start", "end"}]}, seconds
-    in the mixture) and lyrics.txt. The same arguments give the same bytes.
+    """Writes a song to out_dir: the `stems` (mixture, vocals, instrumental = drums + bass + other,
+    drums, bass, other = chords) as 44.1 kHz stereo 16-bit files of one length whose integer samples
+    add up exactly (mixture = vocals + instrumental), truth.json ({"lyrics", "words": [{"word",
+    "start", "end"}], "lines": [{"text", "start", "end"}]}, seconds in the mixture) and lyrics.txt.
+    The same arguments give the same bytes.
 
     Lines are split into words at whitespace; `voice` is an espeak-ng voice name; `audio_format`
     is "wav" or "flac".
@@ -424,6 +430,8 @@ def make_song(
         raise ValueError("give at least one line, and no empty lines")
     if audio_format not in FORMATS:
         raise ValueError(f"unknown audio format {audio_format!r}; use one of {', '.join(FORMATS)}")
+    if unknown := set(stems) - set(STEMS):
+        raise ValueError(f"unknown stems {sorted(unknown)}; choose from {', '.join(STEMS)}")
     rng = np.random.default_rng(seed)
     grid = _Grid(bpm)
     key = int(rng.integers(12))
@@ -431,32 +439,33 @@ def make_song(
 
     clips, words, bars = _sing(rng, grid, lines, key, progression, voice, min_gap)
     frames = grid.frame(bars * 8) + int(_TAIL_SECONDS * SAMPLE_RATE)
-    stems = {
+    bar_chords = [_chord_pitch_classes(key, progression[bar % len(progression)]) for bar in range(bars)]
+    tracks = {
         "vocals": _vocals(rng, clips, frames),
         "drums": _drums(rng, grid, bars, frames),
-        "bass": _bass(rng, grid, key, progression, bars, frames),
-        "other": _chords(rng, grid, key, progression, bars, frames),
+        "bass": _bass(rng, grid, bar_chords, frames),
+        "other": _chords(rng, grid, bar_chords, frames),
     }
     sung = np.zeros(frames, dtype=bool)
     for word in words:
         sung[round(word["start"] * SAMPLE_RATE) : round(word["end"] * SAMPLE_RATE)] = True
     fade = np.ones(frames)
     fade[-int(_TAIL_SECONDS * SAMPLE_RATE) :] = np.linspace(1.0, 0.0, int(_TAIL_SECONDS * SAMPLE_RATE))
-    for name, stem in stems.items():
-        playing = stem[:, sung] if name == "vocals" else stem
-        stem *= fade * _STEM_RMS[name] / _rms(playing)
-    peak = np.abs(sum(stems.values())).max()
+    for name, track in tracks.items():
+        playing = track[:, sung] if name == "vocals" else track
+        track *= fade * _STEM_RMS[name] / _rms(playing)
+    band = sum(tracks[name] for name in INSTRUMENT_STEMS)
+    peak = max(np.abs(audio).max() for audio in (tracks["vocals"] + band, band, *tracks.values()))
+    scale = _MIX_PEAK / peak * 32767  # so that no written file clips
     # Integer stems first, so that the written stems add up exactly to the written mixture.
-    ints = {name: np.round(stem * (_MIX_PEAK / peak) * 32767).astype(np.int32) for name, stem in stems.items()}
+    ints = {name: np.round(track * scale).astype(np.int32) for name, track in tracks.items()}
     instrumental = sum(ints[name] for name in INSTRUMENT_STEMS)
     mixture = ints["vocals"] + instrumental
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = {"mixture": mixture, "vocals": ints["vocals"], "instrumental": instrumental}
-    if instrument_stems:
-        outputs |= {name: ints[name] for name in INSTRUMENT_STEMS}
-    for name, audio in outputs.items():
-        _write(out_dir / f"{name}.{audio_format}", audio, audio_format)
+    outputs = {"mixture": mixture, "instrumental": instrumental, **ints}
+    for name in stems:
+        _write(out_dir / f"{name}.{audio_format}", outputs[name], audio_format)
     line_words, first = [], 0
     for line in lines:
         line_words.append(words[first : first + len(line)])
@@ -485,11 +494,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lines-file", type=Path, help="lyric lines to draw from, one a line")
     parser.add_argument("--lines", type=int, nargs=2, default=(4, 8), metavar=("MIN", "MAX"))
+    parser.add_argument("--bpm", type=float, help="one tempo for all songs (default: drawn to fit 30-60 s)")
     parser.add_argument("--voice", default="en", help="espeak-ng voice")
     parser.add_argument("--format", choices=sorted(FORMATS), default="wav")
-    parser.add_argument(
-        "--no-instrument-stems", action="store_true", help="write no drums, bass and other files"
-    )
+    parser.add_argument("--stems", nargs="+", choices=STEMS, default=STEMS, help="audio files to write")
     args = parser.parse_args(argv)
     pool = (
         [line.strip() for line in args.lines_file.read_text().splitlines() if line.strip()]
@@ -500,14 +508,15 @@ def main(argv: list[str] | None = None) -> None:
     for index in range(args.count):
         line_count = int(rng.integers(args.lines[0], args.lines[1] + 1))
         chosen = rng.choice(len(pool), size=min(line_count, len(pool)), replace=False)
+        bpm = round(float(rng.uniform(*_bpm_range(line_count))), 1)
         out_dir = args.out_dir / f"song_{index:03d}"
         make_song(
             out_dir,
             [pool[i] for i in chosen],
             seed=int(rng.integers(2**31)),
-            bpm=round(float(rng.uniform(*_bpm_range(line_count))), 1),
+            bpm=args.bpm or bpm,
             voice=args.voice,
-            instrument_stems=not args.no_instrument_stems,
+            stems=args.stems,
             audio_format=args.format,
         )
         print(out_dir)

@@ -18,7 +18,7 @@ from orchestrator.progress import JobProgress, learned_speed
 from orchestrator.stages import StageClients, StageFailed
 from orchestrator.store import TERMINAL_STATES, Store
 from orchestrator.uploads import Uploads
-from roar.audio import content_type
+from roar.audio import content_type, format_name
 from roar.config import Settings
 from roar.errors import BadInput, FailedPrecondition, NotFound, ResourceExhausted
 from roar.v1 import common_pb2, karaoke_pb2, separation_pb2, transcription_pb2
@@ -26,12 +26,6 @@ from roar.v1 import orchestrator_pb2 as pb
 
 log = logging.getLogger("roar.orchestrator")
 
-AUDIO_EXTENSIONS = {
-    common_pb2.AUDIO_FORMAT_UNSPECIFIED: "wav",
-    common_pb2.AUDIO_FORMAT_WAV: "wav",
-    common_pb2.AUDIO_FORMAT_FLAC: "flac",
-    common_pb2.AUDIO_FORMAT_MP3: "mp3",
-}
 STAGE_NAMES = {
     pb.STAGE_SEPARATION: "separation",
     pb.STAGE_TRANSCRIPTION: "transcription",
@@ -124,8 +118,7 @@ class Jobs:
             raise BadInput("timeout_seconds must be 0 (the server's limit) or more")
         if len(options.lyrics) > MAX_LYRICS_CHARS:
             raise BadInput(f"lyrics are limited to {MAX_LYRICS_CHARS} characters")
-        if options.audio_format not in AUDIO_EXTENSIONS:
-            raise BadInput(f"unknown audio_format {options.audio_format}")
+        format_name(options.audio_format)  # raises BadInput when unknown
         if any(f not in common_pb2.LyricsFormat.values() for f in options.lyrics_formats):
             raise BadInput("unknown lyrics format")
         limit = self._settings.max_running_jobs + self._settings.max_queued_jobs
@@ -267,7 +260,7 @@ class Jobs:
         job_dir = self._dir / job.job_id
         job_dir.mkdir(parents=True, exist_ok=True)
         options = job.options
-        ext = AUDIO_EXTENSIONS[options.audio_format]
+        ext = format_name(options.audio_format)
         duration = job.audio.duration_seconds
         progress = JobProgress(duration, self._store.stage_speeds())
         timeout = options.timeout_seconds or self._settings.job_timeout_seconds

@@ -16,6 +16,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from roar.errors import BadInput
+from roar.v1 import common_pb2
 
 # Audio format name (as in AudioFormat and file extensions) -> (soundfile format, subtype, MIME type).
 FORMATS = {
@@ -23,6 +24,22 @@ FORMATS = {
     "flac": ("FLAC", "PCM_16", "audio/flac"),
     "mp3": ("MP3", "MPEG_LAYER_III", "audio/mpeg"),
 }
+
+
+# AudioFormat enum value -> format name (a FORMATS key and the file extension).
+_FORMAT_NAMES = {
+    common_pb2.AUDIO_FORMAT_UNSPECIFIED: "wav",
+    common_pb2.AUDIO_FORMAT_WAV: "wav",
+    common_pb2.AUDIO_FORMAT_FLAC: "flac",
+    common_pb2.AUDIO_FORMAT_MP3: "mp3",
+}
+
+
+def format_name(audio_format: int) -> str:
+    """The name and file extension of an AudioFormat value (UNSPECIFIED: wav)."""
+    if audio_format not in _FORMAT_NAMES:
+        raise BadInput(f"unknown audio format {audio_format}")
+    return _FORMAT_NAMES[audio_format]
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from roar import client
-from roar.config import Settings
+from roar import audio, client
+from roar.config import Settings, port_of
 from roar.v1 import common_pb2
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -28,19 +28,11 @@ STAGE_LABELS = {
     pb.STAGE_COMPLETE: "complete",
 }
 STATE_LABELS = {v: pb.JobState.Name(v).removeprefix("JOB_STATE_").lower() for v in pb.JobState.values()}
-FORMATS = {
-    "wav": common_pb2.AUDIO_FORMAT_WAV,
-    "flac": common_pb2.AUDIO_FORMAT_FLAC,
-    "mp3": common_pb2.AUDIO_FORMAT_MP3,
-}
+FORMATS = {name: common_pb2.AudioFormat.Value(f"AUDIO_FORMAT_{name.upper()}") for name in audio.FORMATS}
 STARTUP_TIMEOUT_SECONDS = 900
 
 
 # roar up
-
-
-def _port(address: str) -> int:
-    return int(address.rsplit(":", 1)[1])
 
 
 def _service_commands(settings: Settings) -> dict[str, list[str]]:
@@ -51,16 +43,16 @@ def _service_commands(settings: Settings) -> dict[str, list[str]]:
             "-m",
             "services.separation.server",
             "--port",
-            str(_port(settings.separation_addr)),
+            str(port_of(settings.separation_addr)),
         ],
         "transcription": [
             python,
             "-m",
             "services.transcription.server",
             "--port",
-            str(_port(settings.transcription_addr)),
+            str(port_of(settings.transcription_addr)),
         ],
-        "karaoke": [python, "-m", "services.karaoke.server", "--port", str(_port(settings.karaoke_addr))],
+        "karaoke": [python, "-m", "services.karaoke.server", "--port", str(port_of(settings.karaoke_addr))],
         "orchestrator": [
             python,
             "-m",

@@ -24,6 +24,11 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {value!r}") from exc
 
 
+def port_of(address: str) -> int:
+    """The port of a "host:port" address."""
+    return int(address.rsplit(":", 1)[1])
+
+
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "roar"

@@ -18,9 +18,10 @@ class ModelCache(Generic[M]):
     load the same model twice. Failures are not cached: a later job tries again (the network or
     the files may be back)."""
 
-    def __init__(self, loader: Callable[[str], M], default: str, max_models: int = 2) -> None:
+    def __init__(self, loader: Callable[[str], M], default: str, setting: str, max_models: int = 2) -> None:
         self._loader = loader
         self.default = default
+        self._setting = setting  # the environment variable that chooses the model
         self._max_models = max_models
         self._models: dict[str, M] = {}
         self._lock = threading.Lock()
@@ -39,8 +40,10 @@ class ModelCache(Generic[M]):
                     self._models[name] = self._loader(name)
                 except ModelUnavailable:
                     raise
-                except Exception as exc:
-                    raise ModelUnavailable(f"could not load model {name!r}: {exc}") from exc
+                except (Exception, SystemExit) as exc:  # some loaders sys.exit() on a missing repo
+                    raise ModelUnavailable(
+                        f"could not load model {name!r} ({exc}); set {self._setting} to one that loads"
+                    ) from exc
                 log.info("model %s ready", name)
             return self._models[name]
 

@@ -187,7 +187,9 @@ def test_a_spleeter_dir_loads_the_spleeter_backend() -> None:
 
 @asynccontextmanager
 async def separation_server(default_model: str) -> AsyncIterator[separation_pb2_grpc.SeparationStub]:
-    separators = ModelCache(lambda model: load_separator(model, "cpu"), default_model)
+    separators = ModelCache(
+        lambda model: load_separator(model, "cpu"), default_model, "ROAR_SEPARATION_MODEL"
+    )
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     separation_pb2_grpc.add_SeparationServicer_to_server(SeparationServicer(separators), server)
     port = server.add_insecure_port("127.0.0.1:0")

@@ -67,7 +67,10 @@ const inputs = [
 
 const sha256 = (data) => createHash("sha256").update(data).digest("hex");
 const hashes = Object.fromEntries(
-  inputs.map((path) => [path, sha256(readFileSync(join(repo, path), "latin1").replaceAll("\r\n", "\n"))]),
+  inputs.map((path) => {
+    const text = readFileSync(join(repo, path)).toString("latin1").replaceAll("\r\n", "\n");
+    return [path, sha256(Buffer.from(text, "latin1"))];
+  }),
 );
 const buildInfo = {
   sources_sha256: sha256(inputs.map((path) => `${hashes[path]}  ${path}\n`).join("")),

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 from roar import audio
-from roar.errors import BadInput
 from roar.progress import ProgressCallback, no_progress
-from roar.v1 import common_pb2, karaoke_pb2
+from roar.v1 import karaoke_pb2
 from services.karaoke.formats import writers
 from services.karaoke.lyrics import karaoke_lines
 
-# AudioFormat -> file extension (an audio.FORMATS key).
-AUDIO_EXTENSIONS = {
-    common_pb2.AUDIO_FORMAT_UNSPECIFIED: "wav",
-    common_pb2.AUDIO_FORMAT_WAV: "wav",
-    common_pb2.AUDIO_FORMAT_FLAC: "flac",
-    common_pb2.AUDIO_FORMAT_MP3: "mp3",
-}
 # Containers soundfile reports for files that are already in a format, so they pass through
 # unchanged (WAVEX: WAV with the extensible header).
 _SAME_CONTAINER = {"wav": {"WAV", "WAVEX"}, "flac": {"FLAC"}, "mp3": {"MP3"}}
@@ -26,9 +18,7 @@ def build_karaoke(
 ) -> dict[str, bytes]:
     """File name -> contents: the requested lyric files (none requested: all) and
     `instrumental.<wav|flac|mp3>`. Raises BadInput for undecodable audio or unknown formats."""
-    if options.instrumental_format not in AUDIO_EXTENSIONS:
-        raise BadInput(f"unknown instrumental format {options.instrumental_format}")
-    extension = AUDIO_EXTENSIONS[options.instrumental_format]
+    extension = audio.format_name(options.instrumental_format)
     file_writers = writers(options.formats)
 
     progress(0.0, "decoding the instrumental")

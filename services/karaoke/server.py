@@ -9,7 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 import grpc
 
-from roar.config import Settings
+from roar.config import Settings, port_of
 from roar.progress import StageRun
 from roar.service import abort_with, file_chunks, read_options_and_data, serve, setup_logging
 from roar.v1 import karaoke_pb2, karaoke_pb2_grpc
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--port",
         type=int,
-        default=int(settings.karaoke_addr.rsplit(":", 1)[1]),
+        default=port_of(settings.karaoke_addr),
         help="from ROAR_KARAOKE_ADDR",
     )
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")

@@ -40,20 +40,19 @@ def is_pretrained(name: str) -> bool:
 
 def load_demucs_model(model: str) -> Any:
     """Loads "NAME" (pretrained, from the model hub), "hf://NAME" or "NAME@DIR" (a local repo)."""
-    name, _, repo = model.partition("@")
-    if not name or (repo == "" and "@" in model):
+    name, at, repo = model.partition("@")
+    if not name or (at and not repo):
         raise ModelUnavailable(f"malformed demucs model {model!r}; {SETTING_HINT}")
-    if repo:
-        repo_dir = Path(repo).expanduser()
-        if not repo_dir.is_dir():
-            raise ModelUnavailable(f"demucs repo {repo_dir} is not a directory; {SETTING_HINT}")
-    elif not is_pretrained(name):
+    repo_dir = Path(repo).expanduser() if repo else None
+    if repo_dir is not None and not repo_dir.is_dir():
+        raise ModelUnavailable(f"demucs repo {repo_dir} is not a directory; {SETTING_HINT}")
+    if repo_dir is None and not is_pretrained(name):
         raise ModelUnavailable(
             f"unknown separation model {model!r}: not a demucs model ({', '.join(pretrained_names())}), "
             f"not NAME@DIR and not a Spleeter dir; {SETTING_HINT}"
         )
     try:
-        return get_model(name, repo=Path(repo).expanduser() if repo else None)
+        return get_model(name, repo=repo_dir)
     # demucs reports a missing repo dir with sys.exit, network failures as URLError/OSError,
     # missing or corrupt files as ModelLoadingError/RuntimeError/pickle errors.
     except (Exception, SystemExit) as exc:

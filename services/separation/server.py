@@ -8,22 +8,18 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from roar.config import Settings, torch_device
+from roar import audio
+from roar.config import Settings, port_of, torch_device
+from roar.errors import BadInput
 from roar.models import ModelCache
 from roar.progress import ProgressCallback, StageRun
 from roar.service import abort_with, file_chunks, read_options_and_data, serve, setup_logging
-from roar.v1 import common_pb2, separation_pb2, separation_pb2_grpc
+from roar.v1 import separation_pb2, separation_pb2_grpc
 from services.separation.backends import load_separator
 from services.separation.separate import SeparationOutput, separate_song
 from services.separation.separator import Separator
 
 SERVICE_NAME = separation_pb2.DESCRIPTOR.services_by_name["Separation"].full_name
-FORMAT_NAMES = {
-    common_pb2.AUDIO_FORMAT_UNSPECIFIED: "wav",
-    common_pb2.AUDIO_FORMAT_WAV: "wav",
-    common_pb2.AUDIO_FORMAT_FLAC: "flac",
-    common_pb2.AUDIO_FORMAT_MP3: "mp3",
-}
 
 
 class SeparationServicer(separation_pb2_grpc.SeparationServicer):
@@ -39,9 +35,10 @@ class SeparationServicer(separation_pb2_grpc.SeparationServicer):
     ) -> AsyncIterator[separation_pb2.SeparateResponse]:
         options, data = await read_options_and_data(request_iterator, context, "options", "audio")
         model = options.model or self._separators.default
-        fmt = FORMAT_NAMES.get(options.format)
-        if fmt is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown audio format {options.format}")
+        try:
+            fmt = audio.format_name(options.format)
+        except BadInput as exc:
+            await abort_with(context, exc)
 
         def work(progress: ProgressCallback) -> SeparationOutput:
             if model not in self._separators.loaded():
@@ -69,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Roar separation service (Demucs / Spleeter)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in containers)")
     parser.add_argument(
-        "--port", type=int, default=int(settings.separation_addr.rsplit(":", 1)[1]), help="port to listen on"
+        "--port", type=int, default=port_of(settings.separation_addr), help="port to listen on"
     )
     parser.add_argument(
         "--model", default=settings.separation_model, help="default model (ROAR_SEPARATION_MODEL)"
@@ -77,7 +74,9 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging("separation")
     device = torch_device(settings)
-    separators: ModelCache[Separator] = ModelCache(lambda model: load_separator(model, device), args.model)
+    separators: ModelCache[Separator] = ModelCache(
+        lambda model: load_separator(model, device), args.model, "ROAR_SEPARATION_MODEL"
+    )
 
     def register(server: grpc.aio.Server) -> None:
         separation_pb2_grpc.add_SeparationServicer_to_server(SeparationServicer(separators), server)

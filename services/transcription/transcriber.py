@@ -63,22 +63,20 @@ def clock(seconds: float) -> str:
 
 
 class _TokenProbabilities(LogitsProcessor):
-    """Records the token greedy decoding picks at each step (the best of the final scores, as
-    this processor runs last) and its probability."""
+    """Records the tokens greedy decoding picks (the best of the final scores: this processor
+    runs last) and their probabilities, one list per decoding pass: the pipeline decodes a window
+    in several passes when a pass ends before the window does."""
 
     def __init__(self) -> None:
-        self.tokens: list[int] = []
-        self.probabilities: list[float] = []
+        self.passes: list[list[tuple[int, float]]] = []
         self._length = 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if input_ids.shape[-1] <= self._length:  # a new decoding pass (a fallback) starts over
-            self.tokens.clear()
-            self.probabilities.clear()
+        if not self.passes or input_ids.shape[-1] <= self._length:
+            self.passes.append([])
         self._length = input_ids.shape[-1]
         probability, token = scores[0].float().softmax(-1).max(-1)
-        self.tokens.append(int(token))
-        self.probabilities.append(float(probability))
+        self.passes[-1].append((int(token), float(probability)))
         return scores
 
 
@@ -130,7 +128,9 @@ class WhisperTranscriber:
                 log.warning("%s is English-only; ignoring language %r", self.name, language)
             return "en"
         if language and language not in LANGUAGES:
-            raise BadInput(f"unknown language {language!r}: use an ISO 639-1 code Whisper knows, such as 'en'")
+            raise BadInput(
+                f"unknown language {language!r}: use an ISO 639-1 code Whisper knows, such as 'en'"
+            )
         return language
 
     def _transcribe_window(
@@ -160,36 +160,52 @@ class WhisperTranscriber:
         if detect and chunks and chunks[0].get("language"):
             language = _LANGUAGE_CODES.get(chunks[0]["language"], "")
         confidences = self._word_confidences(recorder, [c["text"] for c in chunks])
-        words = []
+        words: list[common_pb2.Word] = []
         for chunk, confidence in zip(chunks, confidences, strict=True):
             if not chunk["text"].strip():
                 continue
             word_start, word_end = chunk["timestamp"]
-            word_start = min(max(start + word_start, start), end)
-            word_end = min(max(start + (word_end if word_end is not None else word_start), word_start), end)
+            word_start = min(start + word_start, end)
+            word_end = min(start + (word_end if word_end is not None else word_start), end)
+            if words:
+                # Passes of one window can overlap a little: keep the words in time order.
+                word_start = max(word_start, words[-1].start)
+                words[-1].end = min(words[-1].end, word_start)
             words.append(
-                common_pb2.Word(text=chunk["text"].strip(), start=word_start, end=word_end, confidence=confidence)
+                common_pb2.Word(
+                    text=chunk["text"].strip(),
+                    start=max(word_start, start),
+                    end=max(word_end, word_start, start),
+                    confidence=confidence,
+                )
             )
         return words, language
 
     def _word_confidences(self, recorder: _TokenProbabilities, words: list[str]) -> list[float]:
-        """The mean probability of each word's tokens, as Whisper scores words. The pipeline's
-        words are runs of the decoded text tokens: a token belongs to the word its text ends in.
-        1.0 (unknown) when the words do not spell the decoded tokens."""
-        tokenizer = self.pipe.tokenizer
-        text = [
-            (token, probability)
-            for token, probability in zip(recorder.tokens, recorder.probabilities, strict=True)
-            if token < tokenizer.eos_token_id
-        ]
-        tokens = [token for token, _ in text]
-        if tokenizer.decode(tokens) != "".join(words):
+        """The mean probability of each word's tokens, as Whisper scores words; 1.0 (unknown)
+        where the recorded tokens do not spell the words.
+
+        The pipeline's words spell the text tokens of its decoding passes, less the unfinished
+        end of a pass that the next pass decodes again: of each pass, the longest run of tokens
+        that continues the words is theirs. A token belongs to the word its text ends in."""
+        decode = self.pipe.tokenizer.decode
+        eos = self.pipe.tokenizer.eos_token_id
+        text = "".join(words)
+        tokens: list[int] = []
+        probabilities: list[float] = []
+        for decoding in recorder.passes:
+            run = [(t, p) for t, p in decoding if t < eos]
+            while run and not text.startswith(decode(tokens + [t for t, _ in run])):
+                run.pop()
+            tokens += [t for t, _ in run]
+            probabilities += [p for _, p in run]
+        if decode(tokens) != text:
             return [1.0] * len(words)
         word_ends = np.cumsum([len(w) for w in words])
         per_word: list[list[float]] = [[] for _ in words]
         index = 0
-        for k, (_, probability) in enumerate(text):
-            token_end = len(tokenizer.decode(tokens[: k + 1]))
+        for k, probability in enumerate(probabilities):
+            token_end = len(decode(tokens[: k + 1]))
             while index < len(words) - 1 and token_end > word_ends[index]:
                 index += 1
             per_word[index].append(probability)
@@ -233,11 +249,15 @@ def _model_dir(model: str) -> str:
     except LocalEntryNotFoundError:
         pass
     if is_offline_mode():
-        raise ModelUnavailable(f"{model!r} is neither a local dir nor in the model cache, and HF_HUB_OFFLINE is set: {MODEL_HINT}")
+        raise ModelUnavailable(
+            f"{model!r} is neither a local dir nor in the model cache, and HF_HUB_OFFLINE is set: {MODEL_HINT}"
+        )
     try:
         HfApi().model_info(model, timeout=HUB_TIMEOUT_SECONDS)
     except Exception as exc:  # unreachable, unknown or gated: every way the files cannot come
-        raise ModelUnavailable(f"cannot fetch {model!r} from the Hugging Face hub ({exc}): {MODEL_HINT}") from exc
+        raise ModelUnavailable(
+            f"cannot fetch {model!r} from the Hugging Face hub ({exc}): {MODEL_HINT}"
+        ) from exc
     log.info("downloading %s", model)
     return snapshot_download(model, allow_patterns=["*.json", "*.txt", "*.safetensors"])
 

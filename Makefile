@@ -36,7 +36,7 @@ protos: venv
 	$(BIN)/python tools/gen_protos.py
 
 # Rebuilds the web page bundle in orchestrator/static (needs Node; users get it prebuilt).
-web:
+web: venv
 	cd web && npm ci --no-audit --no-fund && npm run build
 
 # Installs what is missing of TEST_DEBS when we may (root or sudo); tests that need a missing

@@ -13,13 +13,9 @@ because espeak voices some word pairs (e.g. "on the") as one unit with a single 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
-import functools
 import itertools
 import json
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +24,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import butter, fftconvolve, sosfilt
 
+from bench.espeak import Singer
 from roar.audio import resample
 
 SAMPLE_RATE = 44100
@@ -102,102 +99,6 @@ _CHORD_PATTERNS = ((0,), (0, 3, 6), (1, 3, 5, 7), (0, 4))
 # Levels: RMS of each stem where it plays; the vocals sit a little above the band.
 _STEM_RMS = {"vocals": 0.16, "drums": 0.10, "bass": 0.08, "other": 0.05}
 _MIX_PEAK = 0.89  # about -1 dBFS
-
-
-# --- espeak-ng through its C API (speak_lib.h); the command line tool reports no word positions ---
-
-_AUDIO_OUTPUT_SYNCHRONOUS = 2
-_POS_CHARACTER = 1
-_CHARS_UTF8 = 1
-_EVENT_LIST_TERMINATED = 0
-_EVENT_WORD = 1
-_PARAMETER_RATE, _PARAMETER_PITCH, _PARAMETER_RANGE = 1, 3, 4
-_EE_OK = 0
-
-
-class _EspeakEvent(ctypes.Structure):
-    _fields_ = (
-        ("type", ctypes.c_int),
-        ("unique_identifier", ctypes.c_uint),
-        ("text_position", ctypes.c_int),
-        ("length", ctypes.c_int),
-        ("audio_position", ctypes.c_int),  # ms
-        ("sample", ctypes.c_int),  # the same position in samples
-        ("user_data", ctypes.c_void_p),
-        ("id", ctypes.c_void_p),  # a union of int, const char * and char[8]
-    )
-
-
-_SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_EspeakEvent)
-)
-
-
-@dataclass(frozen=True)
-class SungWord:
-    audio: np.ndarray  # float32 mono at Espeak.sample_rate
-    start: int  # sample where espeak starts the word (its WORD event)
-    end: int  # one past the last sample above -40 dB of the word's peak
-
-
-class Espeak:
-    def __init__(self) -> None:
-        try:
-            self._lib = ctypes.CDLL(ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1")
-        except OSError as exc:
-            raise RuntimeError(
-                "libespeak-ng is not installed (Debian: apt-get install espeak-ng libespeak-ng1)"
-            ) from exc
-        self.sample_rate: int = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, 0)
-        if self.sample_rate <= 0:
-            raise RuntimeError("libespeak-ng could not start: is espeak-ng-data installed?")
-        self._lock = threading.Lock()
-        self._voice = ""
-        self._chunks: list[np.ndarray] = []
-        self._word_starts: list[int] = []
-        self._callback = _SynthCallback(self._collect)  # kept referenced while espeak holds it
-        self._lib.espeak_SetSynthCallback(self._callback)
-
-    def _collect(self, samples, count: int, events) -> int:
-        if samples and count > 0:
-            self._chunks.append(np.ctypeslib.as_array(samples, (count,)).copy())
-        i = 0
-        while events[i].type != _EVENT_LIST_TERMINATED:
-            if events[i].type == _EVENT_WORD:
-                self._word_starts.append(events[i].sample)
-            i += 1
-        return 0  # go on
-
-    def sing(self, word: str, voice: str, pitch: int) -> SungWord:
-        """One word as an utterance; pitch is espeak's 0-100 scale (see _espeak_pitch)."""
-        with self._lock:
-            if voice != self._voice:
-                if self._lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
-                    raise ValueError(f"espeak-ng has no voice {voice!r} (list them: espeak-ng --voices)")
-                self._voice = voice
-            for parameter, value in (
-                (_PARAMETER_RATE, _WORDS_PER_MINUTE),
-                (_PARAMETER_PITCH, pitch),
-                (_PARAMETER_RANGE, _PITCH_RANGE),
-            ):
-                self._lib.espeak_SetParameter(parameter, value, 0)
-            self._chunks.clear()
-            self._word_starts.clear()
-            text = word.encode()
-            error = self._lib.espeak_Synth(text, len(text) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-            self._lib.espeak_Synchronize()
-            if error != _EE_OK or not self._chunks or not self._word_starts:
-                raise ValueError(f"espeak-ng sang nothing for {word!r}")
-            audio = np.concatenate(self._chunks).astype(np.float32) / 32768.0
-            start = self._word_starts[0]
-        loud = np.flatnonzero(np.abs(audio) > 0.01 * np.abs(audio).max())
-        return SungWord(audio, start, int(loud[-1]) + 1)
-
-
-@functools.cache
-def espeak() -> Espeak:
-    """The process's one espeak-ng engine (the library keeps global state)."""
-    return Espeak()
 
 
 # --- music ---
@@ -357,43 +258,42 @@ def _sing(
     progression: tuple[int, ...],
     voice: str,
     min_gap: float,
-) -> tuple[list[tuple[int, np.ndarray]], list[dict], int]:
-    """Places the words: (frame at espeak's rate, audio) clips, truth words, and the bars played."""
-    engine = espeak()
-    rate = engine.sample_rate
-    scale = _in_range([(key + step) % 12 for step in _MAJOR_SCALE], *_VOCAL_MIDI_RANGE)
-    clips: list[tuple[int, np.ndarray]] = []
+) -> tuple[np.ndarray, int, list[dict], int]:
+    """Sings the words on the grid: the dry vocal and its sample rate, the truth words, and the
+    number of bars the song needs."""
+    clips: list[tuple[int, np.ndarray]] = []  # (first sample, audio)
     words: list[dict] = []
+    scale = _in_range([(key + step) % 12 for step in _MAJOR_SCALE], *_VOCAL_MIDI_RANGE)
     line_start = _INTRO_BARS * 8  # in eighths
     note = int(rng.integers(len(scale)))
     end = 0.0
-    for line in lines:
-        cursor = line_start
-        for i, word in enumerate(line):
-            if i == len(line) - 1:  # end the phrase on a tone of the chord below it
-                chord = _chord_pitch_classes(key, progression[(cursor // 8) % len(progression)])
-                note = min(
-                    (j for j, m in enumerate(scale) if m % 12 in chord), key=lambda j, n=note: abs(j - n)
-                )
-            else:
-                note = int(np.clip(note + rng.choice((-2, -1, -1, 0, 1, 1, 2)), 0, len(scale) - 1))
-            sung = engine.sing(word, voice, _espeak_pitch(scale[note]))
-            onset = round(cursor * grid.eighth * rate)
-            clips.append((onset - sung.start, sung.audio))
-            end = (onset - sung.start + sung.end) / rate
-            words.append({"word": word, "start": round(onset / rate, 4), "end": round(end, 4)})
-            eighths = max(1, math.ceil((len(sung.audio) - sung.start) / (grid.eighth * rate)))
-            rest = 1 if i < len(line) - 1 and rng.random() < 0.2 else 0
-            cursor += eighths + rest
-        line_start = math.ceil((end + min_gap) / grid.bar) * 8
-    return clips, words, line_start // 8
-
-
-def _vocals(rng: np.random.Generator, clips: list[tuple[int, np.ndarray]], frames: int) -> np.ndarray:
-    rate = espeak().sample_rate
-    dry = np.zeros(math.ceil(frames * rate / SAMPLE_RATE))
+    with Singer() as singer:
+        for line in lines:
+            cursor = line_start
+            for i, word in enumerate(line):
+                if i == len(line) - 1:  # end the phrase on a tone of the chord below it
+                    chord = _chord_pitch_classes(key, progression[(cursor // 8) % len(progression)])
+                    tones = [j for j, m in enumerate(scale) if m % 12 in chord]
+                    note = min(tones, key=lambda j, previous=note: abs(j - previous))
+                else:
+                    note = int(np.clip(note + rng.choice((-2, -1, -1, 0, 1, 1, 2)), 0, len(scale) - 1))
+                sung = singer.sing(word, voice, _espeak_pitch(scale[note]), _WORDS_PER_MINUTE, _PITCH_RANGE)
+                rate = sung.sample_rate
+                onset = round(cursor * grid.eighth * rate)
+                clips.append((onset - sung.start, sung.audio))
+                end = (onset - sung.start + sung.end) / rate
+                words.append({"word": word, "start": round(onset / rate, 4), "end": round(end, 4)})
+                eighths = max(1, math.ceil((len(sung.audio) - sung.start) / (grid.eighth * rate)))
+                rest = 1 if i < len(line) - 1 and rng.random() < 0.2 else 0
+                cursor += eighths + rest
+            line_start = math.ceil((end + min_gap) / grid.bar) * 8
+    dry = np.zeros(max(at + len(audio) for at, audio in clips))
     for at, audio in clips:
         dry[at : at + len(audio)] += audio
+    return dry, rate, words, line_start // 8
+
+
+def _vocals(rng: np.random.Generator, dry: np.ndarray, rate: int, frames: int) -> np.ndarray:
     mono = resample(dry, rate, SAMPLE_RATE)[:frames]
     return _reverb(rng, np.pad(mono, (0, frames - len(mono))))
 
@@ -437,11 +337,11 @@ def make_song(
     key = int(rng.integers(12))
     progression = _PROGRESSIONS[rng.integers(len(_PROGRESSIONS))]
 
-    clips, words, bars = _sing(rng, grid, lines, key, progression, voice, min_gap)
+    dry_vocal, vocal_rate, words, bars = _sing(rng, grid, lines, key, progression, voice, min_gap)
     frames = grid.frame(bars * 8) + int(_TAIL_SECONDS * SAMPLE_RATE)
     bar_chords = [_chord_pitch_classes(key, progression[bar % len(progression)]) for bar in range(bars)]
     tracks = {
-        "vocals": _vocals(rng, clips, frames),
+        "vocals": _vocals(rng, dry_vocal, vocal_rate, frames),
         "drums": _drums(rng, grid, bars, frames),
         "bass": _bass(rng, grid, bar_chords, frames),
         "other": _chords(rng, grid, bar_chords, frames),

@@ -212,7 +212,8 @@ class Jobs:
 
     def _finish(self, job: pb.Job, state: int, message: str) -> None:
         job.state = state
-        job.artifacts[:] = self._artifacts(job.job_id)
+        del job.artifacts[:]
+        job.artifacts.extend(self._artifacts(job.job_id))
         error = job.errors[0] if job.errors and state != pb.JOB_STATE_SUCCEEDED else None
         if state == pb.JOB_STATE_PARTIAL:
             error = None  # the COMPLETE event lists what failed in `errors`

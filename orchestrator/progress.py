@@ -28,26 +28,30 @@ class JobProgress:
         self._weights = {s: self.expected[s] / total for s in STAGES}
         self._done_weight = 0.0
         self._stage = pb.STAGE_UNSPECIFIED
+        self._stage_weight = 0.0
         self._stage_start = clock()
         # Actual / expected time of the finished stages: scales the later stages' guesses.
         self._pace = 1.0
 
     def start(self, stage: int) -> None:
         self._stage = stage
+        self._stage_weight = self._weights[stage]
         self._stage_start = self._clock()
 
     def finish(self, stage: int) -> float:
         """Marks the stage done; returns how long it took."""
         elapsed = self._clock() - self._stage_start
-        self._done_weight += self._weights[stage]
+        self.skip(stage)
         self._pace = max(0.2, min(5.0, elapsed / max(self.expected[stage], 1e-3)))
         return elapsed
 
     def skip(self, stage: int) -> None:
         self._done_weight += self._weights[stage]
+        if stage == self._stage:
+            self._stage_weight = 0.0  # counted in _done_weight now
 
     def overall(self, stage_percent: float) -> float:
-        current = self._weights.get(self._stage, 0.0) * stage_percent / 100.0
+        current = self._stage_weight * stage_percent / 100.0
         return min(100.0, 100.0 * (self._done_weight + current))
 
     def eta(self, stage_percent: float, stage_eta: float | None) -> float:

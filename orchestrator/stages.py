@@ -3,6 +3,7 @@ progress update to a callback as it arrives."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,15 +22,18 @@ from roar.v1 import (
     transcription_pb2_grpc,
 )
 
+# Seconds between tries of a stage that is unavailable (restarting, still starting).
+UNAVAILABLE_RETRY_DELAYS = (1.0, 2.0, 4.0)
 OnProgress = Callable[[common_pb2.StageProgress], Awaitable[None]]
 
 
 class StageFailed(RoarError):
     """A stage call ended with an error status; `code` keeps the stage's status name."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, answered: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.answered = answered  # the stage had sent something before it failed
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,11 @@ class StageClients:
         self.separation = StageService("separation", separation, "ROAR_SEPARATION_ADDR")
         self.transcription = StageService("transcription", transcription, "ROAR_TRANSCRIPTION_ADDR")
         self.karaoke = StageService("karaoke", karaoke, "ROAR_KARAOKE_ADDR")
+        # round_robin: a stage address that resolves to several replicas (a headless Kubernetes
+        # Service) spreads calls over all of them instead of pinning one.
+        options = [*CHANNEL_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
         self._channels = {
-            s.name: grpc.aio.insecure_channel(s.address, options=CHANNEL_OPTIONS)
+            s.name: grpc.aio.insecure_channel(s.address, options=options)
             for s in (self.separation, self.transcription, self.karaoke)
         }
 
@@ -59,12 +66,34 @@ class StageClients:
         method: Callable[..., Any],
         requests: Iterator[Any],
         on_progress: OnProgress,
+        timeout: float,
+    ) -> list[Any]:
+        """Runs one streaming stage call; returns the responses that are not progress. A stage
+        that is unavailable before it answered anything (restarting, still starting) is tried
+        again a few times."""
+        requests = list(requests)
+        for delay in UNAVAILABLE_RETRY_DELAYS:
+            try:
+                return await self._call_once(service, method, requests, on_progress, timeout)
+            except StageFailed as exc:
+                if exc.code != "UNAVAILABLE" or exc.answered:
+                    raise
+                await asyncio.sleep(delay)
+        return await self._call_once(service, method, requests, on_progress, timeout)
+
+    async def _call_once(
+        self,
+        service: StageService,
+        method: Callable[..., Any],
+        requests: list[Any],
+        on_progress: OnProgress,
         timeout: float | None,
     ) -> list[Any]:
-        """Runs one streaming stage call; returns the responses that are not progress."""
         outputs = []
+        answered = False
         try:
-            async for response in method(requests, timeout=timeout):
+            async for response in method(iter(requests), timeout=timeout):
+                answered = True
                 if response.WhichOneof("response") == "progress":
                     await on_progress(response.progress)
                 else:
@@ -79,7 +108,7 @@ class StageClients:
                 )
             elif exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 detail = f"the {service.name} stage ran past the job's time limit"
-            raise StageFailed(code, detail) from exc
+            raise StageFailed(code, detail, answered) from exc
         return outputs
 
     async def separate(

@@ -12,6 +12,8 @@ import grpc
 import uvicorn
 from sonora import protocol
 from sonora.asgi import grpcASGI
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -68,7 +70,8 @@ async def _after_first(first: Any, rest: AsyncIterator[Any], context: Any) -> As
 
 def web_app() -> GrpcWebApp:
     """grpc-web for registered services, the static page for everything else."""
-    return GrpcWebApp(StaticFiles(directory=STATIC_DIR, html=True, check_dir=False), enable_cors=False)
+    page = Starlette(routes=[Mount("/", StaticFiles(directory=STATIC_DIR, html=True, check_dir=False))])
+    return GrpcWebApp(page, enable_cors=False)
 
 
 class _QuietServer(uvicorn.Server):

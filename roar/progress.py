@@ -5,6 +5,7 @@ callback raise."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from roar.errors import Cancelled, DeadlineExceeded
 from roar.v1 import common_pb2
 
 T = TypeVar("T")
+log = logging.getLogger("roar.progress")
 
 
 class ProgressCallback(Protocol):
@@ -79,10 +81,13 @@ class StageRun(Generic[T]):
         self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[common_pb2.StageProgress]
     ) -> ProgressCallback:
         eta = EtaEstimator()
+        last = [0.0, ""]
 
         def progress(percent: float, message: str = "") -> None:
             if self._cancel.is_set():
+                log.info("stopped at %.1f %% (%s): the call was cancelled", *last)
                 raise Cancelled()
+            last[:] = [percent, message]
             if self._deadline is not None and time.monotonic() > self._deadline:
                 raise DeadlineExceeded("the stage ran past its deadline")
             update = common_pb2.StageProgress(percent=percent, message=message)

@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"
 STATIC = ROOT / "orchestrator" / "static"
-WEB_CONFIG = ("package.json", "package-lock.json", "build.mjs", "tsconfig.json", "buf.gen.yaml")
+WEB_CONFIG = ("package.json", "package-lock.json", "build.mjs", "tsconfig.json")
 
 
 def _files_under(folder: Path, skip: Path | None = None) -> list[Path]:

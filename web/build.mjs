@@ -1,9 +1,17 @@
 // Builds the page into ../orchestrator/static, which the Python package ships: TypeScript from the
-// protos (buf + protoc-gen-es), a type check, an esbuild bundle, and build-info.json holding a hash
-// of every input so that tests/test_web_bundle.py can tell when the committed bundle is stale.
+// protos (protoc-gen-es), a type check, an esbuild bundle, and build-info.json holding a hash of every
+// input so that tests/test_web_bundle.py can tell when the committed bundle is stale.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
@@ -11,20 +19,39 @@ import * as esbuild from "esbuild";
 const web = dirname(fileURLToPath(import.meta.url));
 const repo = join(web, "..");
 const out = join(repo, "orchestrator", "static");
-const bin = (name) => join(web, "node_modules", ".bin", name);
+const gen = join(web, "src", "gen");
 
-function run(tool, args) {
+function run(command, args) {
   try {
-    execFileSync(bin(tool), args, { cwd: web, stdio: "inherit" });
+    execFileSync(command, args, { cwd: web, stdio: "inherit" });
   } catch {
-    console.error(`${tool} ${args.join(" ")} failed`);
+    console.error(`failed: ${command} ${args.join(" ")}`);
     process.exit(1);
   }
 }
 
-run("buf", ["generate"]);
-run("tsc", ["--noEmit", "-p", "."]);
+// protoc is the one in the project's grpcio-tools (a Python dev dependency, `make venv`), so that
+// no platform binary has to come from npm; PYTHON picks another interpreter that has it.
+const venvPython = join(repo, ".venv", "bin", "python");
+const python = process.env.PYTHON ?? (existsSync(venvPython) ? venvPython : "python3");
+rmSync(gen, { recursive: true, force: true });
+mkdirSync(gen, { recursive: true });
+run(python, [
+  "-m",
+  "grpc_tools.protoc",
+  `-I${join(repo, "protos")}`,
+  `--plugin=protoc-gen-es=${join(web, "node_modules", ".bin", "protoc-gen-es")}`,
+  `--es_out=${gen}`,
+  "--es_opt=target=ts",
+  "roar/v1/orchestrator.proto",
+  "roar/v1/common.proto",
+]);
+run(join(web, "node_modules", ".bin", "tsc"), ["--noEmit", "-p", "."]);
 
+const bundleNotice = [
+  "/* Roar's web page, built from web/ by `npm run build`.",
+  " * Bundles @bufbuild/protobuf, @connectrpc/connect and @connectrpc/connect-web (Apache-2.0). */",
+].join("\n");
 mkdirSync(out, { recursive: true });
 await esbuild.build({
   entryPoints: [join(web, "src", "main.ts")],
@@ -34,9 +61,8 @@ await esbuild.build({
   target: "es2022",
   outfile: join(out, "app.js"),
   legalComments: "none",
-  banner: {
-    js: "/* Roar web page, built from web/ by `npm run build`. Bundles @bufbuild/protobuf and @connectrpc/connect(-web), Apache-2.0. */",
-  },
+  // The bundled libraries' licence, kept in the shipped file.
+  banner: { js: bundleNotice },
   logLevel: "info",
 });
 await esbuild.build({
@@ -59,7 +85,7 @@ function filesUnder(dir, skip) {
 
 const inputs = [
   ...filesUnder(join(web, "src"), join(web, "src", "gen")),
-  ...["package.json", "package-lock.json", "build.mjs", "tsconfig.json", "buf.gen.yaml"].map((name) => join(web, name)),
+  ...["package.json", "package-lock.json", "build.mjs", "tsconfig.json"].map((name) => join(web, name)),
   ...filesUnder(join(repo, "protos", "roar", "v1")).filter((path) => path.endsWith(".proto")),
 ]
   .map((path) => relative(repo, path).split("\\").join("/"))

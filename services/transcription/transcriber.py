@@ -1,5 +1,6 @@
-"""Sung words with their times: transformers' Whisper pipeline, run window by window over a vocals
-stem, with word timestamps (cross-attention alignment) and word confidences (token probabilities).
+"""Sung words with their times from a vocals stem: transformers' Whisper pipeline (with its default
+beam search) over windows of at most 30 s, one after another; word times from its cross-attention
+alignment, word confidences from a teacher-forced pass of the model.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from huggingface_hub import HfApi, is_offline_mode, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
-from transformers import LogitsProcessor, LogitsProcessorList, pipeline
+from transformers import pipeline
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 from transformers.pipelines import AutomaticSpeechRecognitionPipeline
 
@@ -43,7 +44,6 @@ MODEL_HINT = (
     "model id such as openai/whisper-small while the hub is reachable"
 )
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
-_LANGUAGE_CODES = {name: code for code, name in LANGUAGES.items()}
 
 
 def prepare_audio(data: bytes) -> np.ndarray:
@@ -53,31 +53,13 @@ def prepare_audio(data: bytes) -> np.ndarray:
 
 
 def speech_spans(audio: np.ndarray) -> list[tuple[float, float]]:
-    """The stretches of the audio to transcribe, in seconds: all of it."""
+    """The stretches of the audio to transcribe, in seconds; windows are cut from each. All of it."""
     return [(0.0, len(audio) / SAMPLE_RATE)]
 
 
-def clock(seconds: float) -> str:
+def _clock(seconds: float) -> str:
     minutes, rest = divmod(int(seconds), 60)
     return f"{minutes}:{rest:02d}"
-
-
-class _TokenProbabilities(LogitsProcessor):
-    """Records the tokens greedy decoding picks (the best of the final scores: this processor
-    runs last) and their probabilities, one list per decoding pass: the pipeline decodes a window
-    in several passes when a pass ends before the window does."""
-
-    def __init__(self) -> None:
-        self.passes: list[list[tuple[int, float]]] = []
-        self._length = 0
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if not self.passes or input_ids.shape[-1] <= self._length:
-            self.passes.append([])
-        self._length = input_ids.shape[-1]
-        probability, token = scores[0].float().softmax(-1).max(-1)
-        self.passes[-1].append((int(token), float(probability)))
-        return scores
 
 
 @dataclass
@@ -100,12 +82,14 @@ class WhisperTranscriber:
         total = sum(end - start for start, end in spans) or 1.0
         covered = 0.0
         words: list[common_pb2.Word] = []
-        progress(0.0, f"transcribing 0:00 / {clock(duration)}")
+        progress(0.0, f"transcribing 0:00 / {_clock(duration)}")
+        if self.multilingual and not language and spans:
+            language = self._detect_language(audio, spans[0][0])
         for span_start, span_end in spans:
             seek = span_start
             while seek < span_end:
                 window_end = min(seek + WINDOW_SECONDS, span_end)
-                window_words, language = self._transcribe_window(audio, seek, window_end, language)
+                window_words = self._transcribe_window(audio, seek, window_end, language)
                 if window_end < span_end:
                     keep_until = window_end - WINDOW_TAIL_SECONDS
                     window_words = [w for w in window_words if w.end <= keep_until]
@@ -115,11 +99,9 @@ class WhisperTranscriber:
                     next_seek = window_end
                 words.extend(window_words)
                 covered += next_seek - seek
-                progress(100.0 * covered / total, f"transcribing {clock(next_seek)} / {clock(duration)}")
+                progress(100.0 * covered / total, f"transcribing {_clock(next_seek)} / {_clock(duration)}")
                 seek = next_seek
-        return common_pb2.Transcript(
-            language=language if self.multilingual else "en", segments=group_lines(words), model=self.name
-        )
+        return common_pb2.Transcript(language=language, segments=group_lines(words), model=self.name)
 
     def _check_language(self, language: str) -> str:
         language = language.strip().lower()
@@ -133,83 +115,88 @@ class WhisperTranscriber:
             )
         return language
 
+    def _features(self, window: np.ndarray) -> torch.Tensor:
+        """Whisper's log-mel input for up to 30 s of audio, on the model's device."""
+        model = self.pipe.model
+        features = self.pipe.feature_extractor(window, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        return features.input_features.to(model.device, model.dtype)
+
+    def _detect_language(self, audio: np.ndarray, start: float) -> str:
+        """The language of the 30 s from `start`, as Whisper detects it before transcribing. (The
+        pipeline's own detection, return_language, breaks its word timestamps.)"""
+        window = audio[round(start * SAMPLE_RATE) : round((start + WINDOW_SECONDS) * SAMPLE_RATE)]
+        token = int(self.pipe.model.detect_language(self._features(window))[0])
+        return self.pipe.tokenizer.convert_ids_to_tokens(token).strip("<|>")
+
     def _transcribe_window(
         self, audio: np.ndarray, start: float, end: float, language: str
-    ) -> tuple[list[common_pb2.Word], str]:
-        """The words of audio[start:end] (seconds) with times from the start of the audio, and the
-        language (detected when `language` is empty)."""
+    ) -> list[common_pb2.Word]:
+        """The words of audio[start:end] (seconds), with times from the start of the audio."""
         window = audio[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)]
-        recorder = _TokenProbabilities()
-        generate_kwargs: dict = {
-            "num_beams": 1,
-            "do_sample": False,
-            "logits_processor": LogitsProcessorList([recorder]),
-        }
-        detect = self.multilingual and not language
-        if self.multilingual:
-            generate_kwargs["task"] = "transcribe"
-            if language:
-                generate_kwargs["language"] = language
+        generate_kwargs = {"language": language, "task": "transcribe"} if self.multilingual else {}
         output = self.pipe(
             {"raw": window, "sampling_rate": SAMPLE_RATE},
             return_timestamps="word",
-            return_language=detect or None,
             generate_kwargs=generate_kwargs,
         )
-        chunks = output["chunks"]
-        if detect and chunks and chunks[0].get("language"):
-            language = _LANGUAGE_CODES.get(chunks[0]["language"], "")
-        confidences = self._word_confidences(recorder, [c["text"] for c in chunks])
+        pieces = _join_hyphenated(output["chunks"])
+        confidences = self._word_confidences(window, [text for text, _, _ in pieces], language)
         words: list[common_pb2.Word] = []
-        for chunk, confidence in zip(chunks, confidences, strict=True):
-            if not chunk["text"].strip():
-                continue
-            word_start, word_end = chunk["timestamp"]
-            word_start = min(start + word_start, end)
-            word_end = min(start + (word_end if word_end is not None else word_start), end)
-            if words:
-                # Passes of one window can overlap a little: keep the words in time order.
+        for (text, piece_start, piece_end), confidence in zip(pieces, confidences, strict=True):
+            word_start = min(start + piece_start, end)
+            word_end = min(max(start + piece_end, word_start), end)
+            if words and word_start < words[-1].end:
+                # The pipeline decodes a window in passes, which may overlap a little.
                 word_start = max(word_start, words[-1].start)
-                words[-1].end = min(words[-1].end, word_start)
+                words[-1].end = word_start
+                word_end = max(word_end, word_start)
             words.append(
-                common_pb2.Word(
-                    text=chunk["text"].strip(),
-                    start=max(word_start, start),
-                    end=max(word_end, word_start, start),
-                    confidence=confidence,
-                )
+                common_pb2.Word(text=text.strip(), start=word_start, end=word_end, confidence=confidence)
             )
-        return words, language
+        return words
 
-    def _word_confidences(self, recorder: _TokenProbabilities, words: list[str]) -> list[float]:
-        """The mean probability of each word's tokens, as Whisper scores words; 1.0 (unknown)
-        where the recorded tokens do not spell the words.
+    def _word_confidences(self, window: np.ndarray, words: list[str], language: str) -> list[float]:
+        """The mean probability of each word's tokens given the audio and the words before it,
+        from one teacher-forced pass of the model, as openai-whisper scores words. (The pipeline's
+        beam search does not hand out its token scores.) Words past the decoder's length limit
+        get 1.0, unknown."""
+        if not words:
+            return []
+        model, tokenizer = self.pipe.model, self.pipe.tokenizer
+        generation = model.generation_config
+        prompt = [generation.decoder_start_token_id]
+        if self.multilingual:
+            prompt += [generation.lang_to_id[f"<|{language}|>"], generation.task_to_id["transcribe"]]
+        prompt.append(generation.no_timestamps_token_id)
+        word_tokens = [tokenizer.encode(word, add_special_tokens=False) for word in words]
+        tokens = [t for ts in word_tokens for t in ts][: model.config.max_target_positions - len(prompt)]
+        with torch.inference_mode():
+            logits = model(
+                input_features=self._features(window),
+                decoder_input_ids=torch.tensor([prompt + tokens], device=model.device),
+            ).logits[0, len(prompt) - 1 : -1]
+        probabilities = logits.float().softmax(-1)[torch.arange(len(tokens)), tokens].tolist()
+        confidences = []
+        for ts in word_tokens:
+            scored, probabilities = probabilities[: len(ts)], probabilities[len(ts) :]
+            confidences.append(float(np.mean(scored)) if len(scored) == len(ts) else 1.0)
+        return confidences
 
-        The pipeline's words spell the text tokens of its decoding passes, less the unfinished
-        end of a pass that the next pass decodes again: of each pass, the longest run of tokens
-        that continues the words is theirs. A token belongs to the word its text ends in."""
-        decode = self.pipe.tokenizer.decode
-        eos = self.pipe.tokenizer.eos_token_id
-        text = "".join(words)
-        tokens: list[int] = []
-        probabilities: list[float] = []
-        for decoding in recorder.passes:
-            run = [(t, p) for t, p in decoding if t < eos]
-            while run and not text.startswith(decode(tokens + [t for t, _ in run])):
-                run.pop()
-            tokens += [t for t, _ in run]
-            probabilities += [p for _, p in run]
-        if decode(tokens) != text:
-            return [1.0] * len(words)
-        word_ends = np.cumsum([len(w) for w in words])
-        per_word: list[list[float]] = [[] for _ in words]
-        index = 0
-        for k, probability in enumerate(probabilities):
-            token_end = len(decode(tokens[: k + 1]))
-            while index < len(words) - 1 and token_end > word_ends[index]:
-                index += 1
-            per_word[index].append(probability)
-        return [float(np.mean(p)) if p else 1.0 for p in per_word]
+
+def _join_hyphenated(chunks: list[dict]) -> list[tuple[str, float, float]]:
+    """The pipeline's word chunks as (text, start, end), without blank ones, and with the parts of
+    hyphenated words that it splits (" cold", "-hearted") joined."""
+    pieces: list[tuple[str, float, float]] = []
+    for chunk in chunks:
+        text, (start, end) = chunk["text"], chunk["timestamp"]
+        if not text.strip():
+            continue
+        if pieces and text.startswith("-"):
+            previous_text, previous_start, _ = pieces[-1]
+            pieces[-1] = (previous_text + text, previous_start, end)
+        else:
+            pieces.append((text, start, end))
+    return pieces
 
 
 def group_lines(words: list[common_pb2.Word]) -> list[common_pb2.Segment]:
@@ -250,30 +237,28 @@ def _model_dir(model: str) -> str:
         pass
     if is_offline_mode():
         raise ModelUnavailable(
-            f"{model!r} is neither a local dir nor in the model cache, and HF_HUB_OFFLINE is set: {MODEL_HINT}"
+            f"{model!r} is neither a local dir nor in the model cache (HF_HUB_OFFLINE is set): {MODEL_HINT}"
         )
     try:
         HfApi().model_info(model, timeout=HUB_TIMEOUT_SECONDS)
-    except Exception as exc:  # unreachable, unknown or gated: every way the files cannot come
+        log.info("downloading %s", model)
+        return snapshot_download(model, allow_patterns=["*.json", "*.txt", "*.safetensors"])
+    except Exception as exc:  # unreachable, unknown, gated, cut off: every way the files cannot come
         raise ModelUnavailable(
             f"cannot fetch {model!r} from the Hugging Face hub ({exc}): {MODEL_HINT}"
         ) from exc
-    log.info("downloading %s", model)
-    return snapshot_download(model, allow_patterns=["*.json", "*.txt", "*.safetensors"])
 
 
 def load_transcriber(model: str, device: str = "cpu") -> WhisperTranscriber:
-    """Loads a Whisper model (hub id or local dir) for `device` ("cpu", "cuda", "cuda:1")."""
-    source = _model_dir(model)
-    try:
-        pipe = pipeline(
-            "automatic-speech-recognition",
-            model=source,
-            device=device,
-            dtype=torch.float16 if device.startswith("cuda") else torch.float32,
-        )
-    except (OSError, ValueError) as exc:
-        raise ModelUnavailable(f"cannot load Whisper model {model!r} ({exc}): {MODEL_HINT}") from exc
+    """Loads a Whisper model (hub id or local dir) for `device` ("cpu", "cuda", "cuda:1"). A model
+    that cannot be found raises ModelUnavailable; one whose files do not load raises what
+    transformers raises (ModelCache turns that into ModelUnavailable)."""
+    pipe = pipeline(
+        "automatic-speech-recognition",
+        model=_model_dir(model),
+        device=device,
+        dtype=torch.float16 if device.startswith("cuda") else torch.float32,
+    )
     if pipe.type != "seq2seq_whisper":
         raise ModelUnavailable(f"{model!r} is not a Whisper model: {MODEL_HINT}")
     return WhisperTranscriber(name=model, pipe=pipe)

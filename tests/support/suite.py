@@ -75,10 +75,10 @@ class Suite:
         addresses = [self.address, *self.stage_addresses.values()]
         while not all(serving(a) for a in addresses):
             if self.process.poll() is not None:
-                raise RuntimeError(f"roar up exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"roar up exited with {self.process.returncode}:\n{self.log(6000)}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"roar up not healthy after {timeout} s:\n{self.log()}")
+                raise RuntimeError(f"roar up not healthy after {timeout} s:\n{self.log(6000)}")
             time.sleep(0.3)
 
     def stop(self) -> int:
@@ -93,5 +93,6 @@ class Suite:
         self.process = None
         return code
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
+    def log(self, tail: int | None = None) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return text[-tail:] if tail else text

@@ -59,7 +59,9 @@ def build_tiny_whisper(model_dir: Path, multilingual: bool = False, seed: int = 
         "<|notimestamps|>",
     ]
 
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", end_of_word_suffix=""))
+    tokenizer = Tokenizer(
+        models.BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", end_of_word_suffix="")
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
@@ -95,7 +97,7 @@ def build_tiny_whisper(model_dir: Path, multilingual: bool = False, seed: int = 
         encoder_ffn_dim=128,
         decoder_ffn_dim=128,
         max_source_positions=1500,  # 30 s of 10 ms mel frames, halved by the conv stem
-        max_target_positions=64,
+        max_target_positions=448,
         decoder_start_token_id=start,
         bos_token_id=start,
         eos_token_id=eos,
@@ -131,7 +133,7 @@ def build_tiny_whisper(model_dir: Path, multilingual: bool = False, seed: int = 
     )
     if multilingual:
         generation.lang_to_id = {t: token_id(t) for t in languages}
-        generation.task_to_id = {"transcribe": token_id("<|transcribe|>"), "translate": token_id("<|translate|>")}
+        generation.task_to_id = {task: token_id(f"<|{task}|>") for task in ("transcribe", "translate")}
     model.generation_config = generation
     model.save_pretrained(model_dir)
 

@@ -39,7 +39,7 @@ export class Connection {
   // Runs a unary call, waiting out outages. Gives up on an error a retry cannot cure, or after
   // maxFailures failures of this call while the server otherwise answers.
   async call<T>(run: () => Promise<T>, maxFailures = 6): Promise<T> {
-    for (let failures = 0; ; ) {
+    for (let failures = 0; ;) {
       await this.ready();
       try {
         const result = await run();

@@ -16,7 +16,7 @@ export async function fetchArtifact(
   const chunks: Uint8Array[] = [];
   let received = 0;
   let total = -1;
-  for (let failures = 0; ; ) {
+  for (let failures = 0; ;) {
     await connection.ready();
     try {
       for await (const chunk of client.download({ jobId, name, offset: BigInt(received) })) {

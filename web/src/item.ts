@@ -9,7 +9,12 @@ import type { Connection } from "./connection";
 import { h, ProgressBar } from "./dom";
 import { fetchArtifact, saveBlob } from "./download";
 import { formatBytes, formatDuration, formatEta } from "./format";
-import { JobOptionsSchema, type ProgressEvent, type ServerInfo, type Upload } from "./gen/roar/v1/orchestrator_pb";
+import {
+  JobOptionsSchema,
+  type ProgressEvent,
+  type ServerInfo,
+  type Upload,
+} from "./gen/roar/v1/orchestrator_pb";
 import {
   applyEvent,
   isFinished,
@@ -148,7 +153,11 @@ export class Item {
     this.entry = h("li", { "data-testid": "job-entry", "data-filename": filename }, entryButton);
 
     this.stateChip = h("span", { class: "chip", "data-testid": "job-state" });
-    this.cancelButton = h("button", { type: "button", class: "danger", "data-testid": "cancel-job" }, "Cancel");
+    this.cancelButton = h(
+      "button",
+      { type: "button", class: "danger", "data-testid": "cancel-job" },
+      "Cancel",
+    );
     this.removeButton = h("button", { type: "button", "data-testid": "remove-job" }, "Remove from list");
     this.cancelButton.addEventListener("click", () => void this.cancel());
     this.removeButton.addEventListener("click", () => this.remove());
@@ -261,10 +270,11 @@ export class Item {
     const remembered = loadOptions();
     const modelSelect = (testId: string, models: string[], fallback: string, chosen?: string) => {
       const choices = models.length > 0 ? models : [fallback];
+      const selected = chosen && choices.includes(chosen) ? chosen : fallback;
       const select = h("select", { "data-testid": testId });
       for (const model of choices) {
         const label = model === fallback ? `${model} (default)` : model;
-        select.append(h("option", { value: model, selected: model === (chosen && choices.includes(chosen) ? chosen : fallback) }, label));
+        select.append(h("option", { value: model, selected: model === selected }, label));
       }
       return select;
     };
@@ -281,7 +291,12 @@ export class Item {
       remembered?.transcriptionModel,
     );
     const stemsName = `stems-${this.number}`;
-    const twoStems = h("input", { type: "radio", name: stemsName, value: "two", checked: !remembered?.allStems });
+    const twoStems = h("input", {
+      type: "radio",
+      name: stemsName,
+      value: "two",
+      checked: !remembered?.allStems,
+    });
     const allStems = h("input", {
       type: "radio",
       name: stemsName,
@@ -292,9 +307,14 @@ export class Item {
     const lyrics = h("textarea", {
       rows: 5,
       "data-testid": "opt-lyrics",
-      placeholder: "Optional: paste the song's lyrics, one karaoke line per line. They are timed to the vocals.",
+      placeholder:
+        "Optional: paste the song's lyrics, one karaoke line per line. They are timed to the vocals.",
     });
-    const processButton = h("button", { type: "submit", class: "primary", "data-testid": "process-button" }, "Process");
+    const processButton = h(
+      "button",
+      { type: "submit", class: "primary", "data-testid": "process-button" },
+      "Process",
+    );
     const form = h(
       "form",
       { class: "options", "data-testid": "options" },
@@ -319,8 +339,15 @@ export class Item {
         allStems: allStems.checked,
       };
       saveOptions(chosen);
-      form.querySelectorAll("select, input, textarea, button").forEach((el) => el.setAttribute("disabled", ""));
-      void this.process(chosen.separationModel, chosen.transcriptionModel, chosen.allStems, lyrics.value.trim());
+      form
+        .querySelectorAll("select, input, textarea, button")
+        .forEach((el) => el.setAttribute("disabled", ""));
+      void this.process(
+        chosen.separationModel,
+        chosen.transcriptionModel,
+        chosen.allStems,
+        lyrics.value.trim(),
+      );
     });
     return form;
   }
@@ -338,10 +365,13 @@ export class Item {
     this.render();
     // Until the first event names the job, a failed call may be retried; after it, WatchJob takes over.
     let view: JobView | undefined;
-    for (let failures = 0; !view; ) {
+    for (let failures = 0; !view;) {
       await this.connection.ready();
       try {
-        for await (const event of client.process({ uploadId: upload.uploadId, options }, { signal: this.stop.signal })) {
+        for await (const event of client.process(
+          { uploadId: upload.uploadId, options },
+          { signal: this.stop.signal },
+        )) {
           this.connection.succeeded();
           view = this.apply(event);
           if (isFinished(view.state)) break;
@@ -376,7 +406,7 @@ export class Item {
   // Follows the job to its end, re-attaching after every broken stream from the last seen seq.
   private async watch(): Promise<void> {
     const view = this.view as JobView;
-    for (let failures = 0; !isFinished(view.state); ) {
+    for (let failures = 0; !isFinished(view.state);) {
       await this.connection.ready();
       if (this.stop.signal.aborted) return;
       try {
@@ -387,7 +417,8 @@ export class Item {
           this.apply(event);
           if (isFinished(view.state)) break;
         }
-        if (!isFinished(view.state)) throw new ConnectError("the progress stream ended early", Code.Unavailable);
+        if (!isFinished(view.state))
+          throw new ConnectError("the progress stream ended early", Code.Unavailable);
       } catch (e) {
         if (this.stop.signal.aborted) return;
         const error = ConnectError.from(e);
@@ -477,7 +508,8 @@ export class Item {
 
     this.renderFileInfo();
     this.uploadSection.hidden = !this.file || this.phase === "job";
-    const uploadState = this.phase === "uploading" ? "processing" : this.phase === "upload-failed" ? "failed" : "done";
+    const uploadState =
+      this.phase === "uploading" ? "processing" : this.phase === "upload-failed" ? "failed" : "done";
     this.uploadBar.set(uploadPercent, uploadState);
     this.uploadText.textContent = `${formatBytes(this.uploaded)} of ${formatBytes(size)}`;
     this.optionsSlot.hidden = this.phase !== "ready" && this.phase !== "starting";
@@ -486,7 +518,9 @@ export class Item {
 
     this.stagesSection.hidden = !view;
     this.cancelButton.hidden = view ? isFinished(view.state) : this.phase !== "uploading";
-    this.removeButton.hidden = !(view ? isFinished(view.state) : this.phase !== "uploading" && this.phase !== "starting");
+    this.removeButton.hidden = !(view
+      ? isFinished(view.state)
+      : this.phase !== "uploading" && this.phase !== "starting");
     if (view) for (const name of stageNames) this.stageCards[name].render(view, name);
     this.renderArtifacts();
   }
@@ -500,16 +534,16 @@ export class Item {
     }
     if (audio) {
       rows.push(["Duration", formatDuration(audio.durationSeconds)]);
-      rows.push(["Format", `${audio.format}, ${audio.sampleRate} Hz, ${audio.channels === 1 ? "mono" : `${audio.channels} channels`}`]);
+      const channels = audio.channels === 1 ? "mono" : `${audio.channels} channels`;
+      rows.push(["Format", `${audio.format}, ${audio.sampleRate} Hz, ${channels}`]);
     }
     const text = JSON.stringify(rows);
     if (this.fileInfo.dataset.rows === text) return;
     this.fileInfo.dataset.rows = text;
     this.fileInfo.replaceChildren(
-      ...rows.flatMap(([term, value]) => [
-        h("dt", {}, term),
-        h("dd", { "data-testid": `file-${term.toLowerCase()}` }, value),
-      ]),
+      ...rows.map(([term, value]) =>
+        h("div", {}, h("dt", {}, term), h("dd", { "data-testid": `file-${term.toLowerCase()}` }, value)),
+      ),
     );
   }
 
@@ -525,7 +559,12 @@ export class Item {
       ...artifacts.map((artifact) => {
         const link = h(
           "a",
-          { href: "#", "data-testid": "artifact-link", "data-name": artifact.name, "data-kind": artifact.kind },
+          {
+            href: "#",
+            "data-testid": "artifact-link",
+            "data-name": artifact.name,
+            "data-kind": artifact.kind,
+          },
           artifact.name,
         );
         const note = h("span", { class: "muted" }, ` ${formatBytes(artifact.size)}`);
@@ -537,7 +576,8 @@ export class Item {
       }),
     );
     this.player?.dispose();
-    this.player = artifacts.length > 0 ? new KaraokePlayer(this.connection, jobId, artifacts, this.file) : undefined;
+    this.player =
+      artifacts.length > 0 ? new KaraokePlayer(this.connection, jobId, artifacts, this.file) : undefined;
     this.playerSlot.replaceChildren(...(this.player?.playable ? [this.player.element] : []));
   }
 

@@ -99,7 +99,8 @@ export function applyEvent(view: JobView, event: ProgressEvent): void {
   view.message = event.message;
 
   const current = stageByProto[event.stage];
-  if (current) {
+  // The COMPLETE event ends the job, whichever way: finish() settles every stage from its state.
+  if (current && current !== "complete") {
     const index = stageNames.indexOf(current);
     // Reaching a stage means the ones before it have ended; failed ones stay failed.
     for (const earlier of stageNames.slice(0, index)) {
@@ -148,7 +149,8 @@ function finish(view: JobView, event: ProgressEvent): void {
   if (complete.state === "waiting") complete.state = ended;
   if (ended === "done") complete.percent = 100;
   complete.message = event.message || completeMessages[view.state];
-  if (ended !== "done" && !complete.error) complete.error = view.errors.join("; ") || completeMessages[view.state];
+  if (ended !== "done" && !complete.error)
+    complete.error = view.errors.join("; ") || completeMessages[view.state];
 }
 
 const completeMessages: Record<JobStateName, string> = {

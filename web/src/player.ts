@@ -20,34 +20,35 @@ interface Line {
   words: TimedWord[];
 }
 
-// Words carry their text as "word" in words.json; lines.json may use either key.
-interface RawWord {
-  word?: string;
-  text?: string;
+// The karaoke service's files: words.json lists every word, lines.json each line with the indices of
+// its words in words.json.
+interface WordEntry {
+  word: string;
   start: number;
   end: number;
+  confidence: number;
 }
 
-interface RawLine {
+interface LineEntry {
   text: string;
   start: number;
   end: number;
-  words?: RawWord[];
+  words: number[];
 }
 
-function timedWord(raw: RawWord): TimedWord {
-  return { text: raw.word ?? raw.text ?? "", start: raw.start, end: raw.end };
-}
-
-// Lines from lines.json; a line without words takes those of words.json that fall inside it, and a
-// line with none at all is lit as a whole.
-export function karaokeLines(rawLines: RawLine[], rawWords: RawWord[]): Line[] {
-  const allWords = rawWords.map(timedWord);
-  return rawLines.map((line) => {
-    let words = (line.words ?? []).map(timedWord);
-    if (words.length === 0) words = allWords.filter((w) => w.start >= line.start && w.start < line.end);
-    if (words.length === 0) words = [{ text: line.text, start: line.start, end: line.end }];
-    return { text: line.text, start: line.start, end: line.end, words };
+// A line without words (nothing could be timed inside it) is lit as a whole.
+export function karaokeLines(lines: LineEntry[], words: WordEntry[]): Line[] {
+  return lines.map((line) => {
+    const timed = line.words
+      .map((index) => words[index])
+      .filter((word) => word !== undefined)
+      .map((word) => ({ text: word.word, start: word.start, end: word.end }));
+    return {
+      text: line.text,
+      start: line.start,
+      end: line.end,
+      words: timed.length > 0 ? timed : [{ text: line.text, start: line.start, end: line.end }],
+    };
   });
 }
 
@@ -64,6 +65,7 @@ export class KaraokePlayer {
   private readonly status: HTMLSpanElement;
   private readonly currentLine: HTMLParagraphElement;
   private readonly nextLine: HTMLParagraphElement;
+  private readonly lyrics: HTMLDivElement;
   private readonly sourceNames: Partial<Record<Source, string>> = {};
   private readonly urls = new Map<Source, string>();
   private lines: Line[] = [];
@@ -99,13 +101,14 @@ export class KaraokePlayer {
     this.audio = h("audio", { controls: true, preload: "auto", "data-testid": "player-audio", hidden: true });
     this.currentLine = h("p", { class: "line current", "data-testid": "karaoke-line" });
     this.nextLine = h("p", { class: "line next", "data-testid": "karaoke-next" });
+    this.lyrics = h("div", { class: "lyrics", hidden: true }, this.currentLine, this.nextLine);
     this.element = h(
       "section",
       { class: "player", "data-testid": "player" },
       h("h3", {}, "Karaoke"),
       h("div", { class: "player-controls" }, this.sourceSelect, this.loadButton, this.status),
       this.audio,
-      h("div", { class: "lyrics", "aria-live": "off" }, this.currentLine, this.nextLine),
+      this.lyrics,
     );
 
     this.loadButton.addEventListener("click", () => void this.start());
@@ -132,6 +135,7 @@ export class KaraokePlayer {
       await this.play(this.sourceSelect.value as Source, 0, true);
       this.loadButton.hidden = true;
       this.audio.hidden = false;
+      this.lyrics.hidden = false;
       this.show(0);
     } catch (e) {
       this.status.textContent = `Could not load the player: ${errorText(e)}`;
@@ -152,7 +156,7 @@ export class KaraokePlayer {
       return JSON.parse(await blob.text()) as unknown[];
     };
     const [lines, words] = await Promise.all([json("lines.json"), json("words.json")]);
-    return karaokeLines(lines as RawLine[], words as RawWord[]);
+    return karaokeLines(lines as LineEntry[], words as WordEntry[]);
   }
 
   private async sourceUrl(source: Source): Promise<string> {
@@ -160,9 +164,15 @@ export class KaraokePlayer {
     if (known) return known;
     const name = this.sourceNames[source] ?? "";
     const artifact = this.artifacts.find((a) => a.name === name);
-    const blob = await fetchArtifact(this.connection, this.jobId, name, artifact?.contentType ?? "", (got, total) => {
-      this.status.textContent = `Loading ${name}: ${Math.round((100 * got) / Math.max(total, 1))}%`;
-    });
+    const blob = await fetchArtifact(
+      this.connection,
+      this.jobId,
+      name,
+      artifact?.contentType ?? "",
+      (got, total) => {
+        this.status.textContent = `Loading ${name}: ${Math.round((100 * got) / Math.max(total, 1))}%`;
+      },
+    );
     const url = URL.createObjectURL(blob);
     this.urls.set(source, url);
     return url;

@@ -45,7 +45,10 @@ export function saveJob(view: JobView): void {
 }
 
 export function forgetJob(jobId: string): void {
-  write(jobsKey, loadJobs().filter((job) => job.jobId !== jobId));
+  write(
+    jobsKey,
+    loadJobs().filter((job) => job.jobId !== jobId),
+  );
 }
 
 // A file is known by name, size and modification time: enough to tell the same file dropped again.

@@ -50,7 +50,10 @@ export async function uploadFile(
     const data = new Uint8Array(await file.slice(offset, offset + chunkBytes).arrayBuffer());
     await connection.ready();
     try {
-      upload = await client.uploadChunk({ uploadId: upload.uploadId, offset: upload.committed, data }, { signal });
+      upload = await client.uploadChunk(
+        { uploadId: upload.uploadId, offset: upload.committed, data },
+        { signal },
+      );
       connection.succeeded();
       failures = 0;
     } catch (e) {

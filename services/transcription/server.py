@@ -1,0 +1,88 @@
+"""The Transcription gRPC service: vocals chunks in; progress, then word-timed lyrics out.
+`python -m services.transcription.server [--port N] [--host H] [--model M]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from roar.config import Settings, port_of, torch_device
+from roar.models import ModelCache
+from roar.progress import ProgressCallback, StageRun
+from roar.service import abort_with, read_options_and_data, serve, setup_logging
+from roar.v1 import common_pb2, transcription_pb2, transcription_pb2_grpc
+from services.transcription.transcriber import WhisperTranscriber, load_transcriber, prepare_audio
+
+SERVICE_NAME = transcription_pb2.DESCRIPTOR.services_by_name["Transcription"].full_name
+
+
+class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
+    def __init__(self, transcribers: ModelCache[WhisperTranscriber]) -> None:
+        self._transcribers = transcribers
+        # One transcription at a time: a single one already keeps every core busy.
+        self._slots = asyncio.Semaphore(1)
+
+    async def Transcribe(
+        self,
+        request_iterator: AsyncIterator[transcription_pb2.TranscribeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[transcription_pb2.TranscribeResponse]:
+        # options.lyrics is not used here: the karaoke service lays the user's lyrics on the words.
+        options, data = await read_options_and_data(request_iterator, context, "options", "audio")
+        try:
+            audio = await asyncio.to_thread(prepare_audio, data)
+        except Exception as exc:
+            await abort_with(context, exc)
+        model = options.model or self._transcribers.default
+
+        def work(progress: ProgressCallback) -> common_pb2.Transcript:
+            if model not in self._transcribers.loaded():
+                progress(0.0, f"loading transcription model {model}")
+            return self._transcribers.get(model).transcribe(audio, options.language, progress)
+
+        run = StageRun(work, slots=self._slots)
+        try:
+            async for update in run:
+                yield transcription_pb2.TranscribeResponse(progress=update)
+            transcript = run.result()
+        except Exception as exc:
+            await abort_with(context, exc)
+            return
+        yield transcription_pb2.TranscribeResponse(transcript=transcript)
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(description="Roar transcription service (Whisper, word times)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in containers)")
+    parser.add_argument(
+        "--port", type=int, default=port_of(settings.transcription_addr), help="port to listen on"
+    )
+    parser.add_argument(
+        "--model",
+        default=settings.transcription_model,
+        help="default model, a hub id or a local dir (ROAR_TRANSCRIPTION_MODEL)",
+    )
+    args = parser.parse_args()
+    setup_logging("transcription")
+    device = torch_device(settings)
+    transcribers: ModelCache[WhisperTranscriber] = ModelCache(
+        lambda model: load_transcriber(model, device), args.model, "ROAR_TRANSCRIPTION_MODEL"
+    )
+
+    def register(server: grpc.aio.Server) -> None:
+        transcription_pb2_grpc.add_TranscriptionServicer_to_server(
+            TranscriptionServicer(transcribers), server
+        )
+
+    async def warm_up() -> None:
+        await asyncio.to_thread(transcribers.warm_up)
+
+    asyncio.run(serve("transcription", args.port, register, [SERVICE_NAME], warm_up=warm_up, host=args.host))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Where the singing is in a vocals stem: silero-vad's voice activity model, then the regions cleaned
+up for Whisper (each fits its 30 s window) and for lyric alignment.
+
+The model is silero-vad 6's (the `silero_vad.jit` its PyPI package ships), run through a plain torch
+port of its 16 kHz network below rather than its stateful TorchScript module: the port gives the
+same probabilities (to 1e-5) for a whole song in one batched call (~40 ms a minute of audio instead
+of one call per 32 ms window, seconds a minute on a busy CPU), holds no state so threads can share
+it, and needs no import of the `silero_vad` package, which sets torch's thread count to 1 for the
+whole process.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from roar.errors import ModelUnavailable
+
+SAMPLE_RATE = 16_000
+FRAME = 512  # silero's window at 16 kHz: one speech probability per 32 ms
+_CONTEXT = 64  # samples of the previous window the model hears with each window
+_FRAME_SECONDS = FRAME / SAMPLE_RATE
+
+# Hysteresis as in silero's get_speech_timestamps: singing starts at ONSET and goes on until the
+# probability drops below OFFSET, so held notes with a dip in the middle stay one region.
+ONSET = 0.5
+OFFSET = 0.35
+# Separated vocals carry bleed from the band (hi-hats, snare, chords) that the model can take for
+# voice. Loudness is measured against the loud singing (LOUD_PERCENTILE of the frames heard as
+# speech): frames more than FLOOR_DB below it are never speech, and a region whose loudest frame
+# is more than QUIET_REGION_DB below it is only bleed.
+LOUD_PERCENTILE = 95
+FLOOR_DB = 40.0
+QUIET_REGION_DB = 25.0
+# Regions closer than this are one phrase (a breath between words).
+MERGE_GAP_SECONDS = 0.3
+# Shorter regions left after merging are clicks or consonants of bleed, not a sung word.
+MIN_REGION_SECONDS = 0.15
+# Each region is widened by this on both sides: the model reacts a window late and soft onsets
+# and endings (breaths, fading notes) belong to the words.
+PAD_SECONDS = 0.2
+# Whisper hears 30 s at once; longer regions are cut at their quietest point.
+MAX_REGION_SECONDS = 28.0
+# Loudness is smoothed over this long to find the quietest point of a long region.
+_SPLIT_SMOOTHING_SECONDS = 0.25
+
+
+class _SileroVad(nn.Module):
+    """silero-vad 6's 16 kHz network: STFT as a convolution, four convolutions, an LSTM over the
+    windows and a sigmoid. Each 512-sample window is heard with the 64 samples before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stft = nn.Conv1d(1, 258, 256, stride=128, bias=False)  # 129 real and 129 imaginary bins
+        self.encoder = nn.ModuleList(
+            [
+                nn.Conv1d(129, 128, 3, padding=1),
+                nn.Conv1d(128, 64, 3, stride=2, padding=1),
+                nn.Conv1d(64, 64, 3, stride=2, padding=1),
+                nn.Conv1d(64, 128, 3, padding=1),
+            ]
+        )
+        self.rnn = nn.LSTM(128, 128, batch_first=True)
+        self.output = nn.Conv1d(128, 1, 1)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """(samples,) float audio at 16 kHz -> (windows,) speech probabilities."""
+        padded = nn.functional.pad(audio, (_CONTEXT, (-len(audio)) % FRAME))
+        windows = padded.unfold(0, FRAME + _CONTEXT, FRAME)
+        windows = nn.functional.pad(windows, (0, _CONTEXT), mode="reflect").unsqueeze(1)
+        spectrum = self.stft(windows)
+        features = (spectrum[:, :129] ** 2 + spectrum[:, 129:] ** 2).sqrt()
+        for conv in self.encoder:
+            features = conv(features).relu()
+        hidden, _ = self.rnn(features.squeeze(-1).unsqueeze(0))
+        return self.output(hidden.relu().transpose(1, 2)).sigmoid().reshape(-1)
+
+
+def _silero_model_file() -> Path:
+    spec = importlib.util.find_spec("silero_vad")  # locates the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailable(
+            "voice activity detection needs the silero-vad package: pip install silero-vad"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.jit"
+
+
+@functools.cache
+def load_vad_model() -> _SileroVad:
+    """The model with silero's weights, loaded once per process."""
+    path = _silero_model_file()
+    try:
+        scripted = torch.jit.load(str(path), map_location="cpu")
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ModelUnavailable(f"could not load silero-vad's model {path}: {exc}") from exc
+    weights = dict(scripted._model.named_parameters())
+    state = {"stft.weight": scripted._model.stft.forward_basis_buffer}
+    for index in range(4):
+        for kind in ("weight", "bias"):
+            state[f"encoder.{index}.{kind}"] = weights[f"encoder.{index}.reparam_conv.{kind}"]
+    for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        state[f"rnn.{kind}_l0"] = weights[f"decoder.rnn.{kind}"]
+    state["output.weight"] = weights["decoder.decoder.2.weight"]
+    state["output.bias"] = weights["decoder.decoder.2.bias"]
+    model = _SileroVad()
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def speech_probabilities(audio: np.ndarray) -> np.ndarray:
+    """The model's speech probability for each 512-sample (32 ms) window of 16 kHz mono audio."""
+    with torch.inference_mode():
+        return load_vad_model()(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).numpy()
+
+
+def speech_regions(audio: np.ndarray) -> list[tuple[float, float]]:
+    """(start, end) seconds of the sung passages of a vocals stem (mono float32, 16 kHz): ordered,
+    apart from each other, each at most MAX_REGION_SECONDS long and within the audio."""
+    if audio.size == 0:
+        return []
+    probabilities = speech_probabilities(audio)
+    loudness = _frame_loudness_db(audio, len(probabilities))
+    speech = _hysteresis(probabilities)
+    if not speech.any():
+        return []
+    loud = np.percentile(loudness[speech], LOUD_PERCENTILE)
+    speech &= loudness > loud - FLOOR_DB
+    runs = [(a, b) for a, b in _runs(speech) if loudness[a:b].max() >= loud - QUIET_REGION_DB]
+    runs = _merged(runs, round(MERGE_GAP_SECONDS / _FRAME_SECONDS))
+    runs = [(a, b) for a, b in runs if (b - a) * _FRAME_SECONDS >= MIN_REGION_SECONDS]
+    pad = round(PAD_SECONDS / _FRAME_SECONDS)
+    runs = _merged([(max(a - pad, 0), min(b + pad, len(speech))) for a, b in runs], 0)
+    runs = _split_long(runs, loudness)
+    duration = len(audio) / SAMPLE_RATE
+    return [(a * _FRAME_SECONDS, min(b * _FRAME_SECONDS, duration)) for a, b in runs]
+
+
+def _frame_loudness_db(audio: np.ndarray, frames: int) -> np.ndarray:
+    padded = np.zeros(frames * FRAME, dtype=np.float64)
+    padded[: len(audio)] = audio[: frames * FRAME]
+    rms = np.sqrt(np.mean(padded.reshape(frames, FRAME) ** 2, axis=1))
+    return 20.0 * np.log10(np.maximum(rms, 1e-10))
+
+
+def _hysteresis(probabilities: np.ndarray) -> np.ndarray:
+    speech = np.zeros(len(probabilities), dtype=bool)
+    active = False
+    for index, probability in enumerate(probabilities):
+        active = probability >= (OFFSET if active else ONSET)
+        speech[index] = active
+    return speech
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) frame ranges where mask is true."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], mask, [False]]).astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def _merged(runs: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in runs:
+        if merged and start - merged[-1][1] < max(max_gap, 1):
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _split_long(runs: list[tuple[int, int]], loudness: np.ndarray) -> list[tuple[int, int]]:
+    """Cuts runs longer than MAX_REGION_SECONDS at their quietest point between half and all of
+    the limit from their start, so only a last piece can be short."""
+    limit = int(MAX_REGION_SECONDS / _FRAME_SECONDS)
+    width = max(round(_SPLIT_SMOOTHING_SECONDS / _FRAME_SECONDS), 1)
+    smooth = np.convolve(loudness, np.ones(width) / width, mode="same")
+    pieces = []
+    for start, end in runs:
+        while end - start > limit:
+            low = start + limit // 2
+            cut = low + int(np.argmin(smooth[low : start + limit]))
+            pieces.append((start, cut))
+            start = cut
+        pieces.append((start, end))
+    return pieces

@@ -1,0 +1,346 @@
+"""The web page in a real browser: Debian's headless Chromium driven by Playwright against a real
+`roar up` with tiny models. Upload, the four stages in order, downloads byte for byte, the karaoke
+player, several files at once with a reload, cancel, and a server restart mid-job.
+
+Screenshots of the main states go to tests/screenshots/ (overwritten on every run)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from roar.v1 import orchestrator_pb2 as pb
+from roar.v1 import orchestrator_pb2_grpc as pb_grpc
+from tests.support.songs import write_song
+from tests.support.suite import Suite
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs PyPI playwright (pip install '.[dev]')")
+expect = sync_api.expect
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
+# Playwright gives every launch a fresh temporary profile (--user-data-dir) of its own.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STAGES = ["separation", "transcription", "karaoke", "complete"]
+JOB_SECONDS = 120_000  # ms: a whole job of a short song on tiny models, with room for a busy machine
+
+# Every change of a progress bar or a stage card, in order: [job id or file name, what, state, percent].
+RECORD_PROGRESS = """
+window.progressLog = [];
+new MutationObserver((records) => {
+  for (const record of records) {
+    const target = record.target;
+    const item = target.closest && target.closest("[data-testid=item]");
+    if (!item) continue;
+    const card = target.closest("[data-stage]");
+    const bar = card ? card.querySelector("[role=progressbar]") : target.closest("[role=progressbar]");
+    if (!bar) continue;
+    window.progressLog.push([
+      item.dataset.jobId || item.dataset.filename,
+      card ? card.dataset.stage : bar.dataset.testid,
+      card ? card.dataset.state : bar.dataset.state,
+      Number(bar.getAttribute("aria-valuenow")),
+    ]);
+  }
+}).observe(document, { subtree: true, attributes: true, attributeFilter: ["data-state", "aria-valuenow"] });
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs Debian's chromium at {CHROMIUM} (`make system-deps` installs it)")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any, suite: Suite) -> Iterator[Any]:
+    """A fresh profile (no remembered jobs) on the page, connected to the suite."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context.add_init_script(RECORD_PROGRESS)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.goto(suite.web_url)
+    expect(opened.get_by_test_id("connection-badge")).to_have_attribute("data-state", "connected")
+    yield opened
+    context.close()
+    assert not errors, f"uncaught errors on the page: {errors}"
+
+
+def shown_item(page: Any) -> Any:
+    return page.locator("[data-testid=item]:visible")
+
+
+def upload(page: Any, song: Path) -> Any:
+    page.get_by_test_id("file-input").set_input_files(song)
+    item = shown_item(page)
+    expect(item.get_by_test_id("process-button")).to_be_visible()
+    return item
+
+
+def stage(item: Any, name: str) -> Any:
+    return item.get_by_test_id(f"stage-{name}")
+
+
+def wait_for_stage_progress(page: Any, item: Any, name: str) -> None:
+    expect(stage(item, name)).to_have_attribute("data-state", "processing", timeout=JOB_SECONDS)
+    bar = item.get_by_test_id(f"stage-{name}-bar")
+    page.wait_for_function("bar => Number(bar.getAttribute('aria-valuenow')) > 0", arg=bar.element_handle())
+
+
+def screenshot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    # Nothing caught halfway through an animation: the page drops them for reduced motion.
+    page.emulate_media(reduced_motion="reduce")
+    page.screenshot(path=SCREENSHOTS / name)
+    page.emulate_media(reduced_motion="no-preference")
+
+
+def server_job(suite: Suite, job_id: str) -> Any:
+    with grpc.insecure_channel(suite.address) as channel:
+        return pb_grpc.OrchestratorStub(channel).GetJob(pb.GetJobRequest(job_id=job_id), timeout=10)
+
+
+def server_bytes(suite: Suite, job_id: str, name: str) -> bytes:
+    with grpc.insecure_channel(suite.address) as channel:
+        chunks = pb_grpc.OrchestratorStub(channel).Download(
+            pb.DownloadRequest(job_id=job_id, name=name), timeout=30
+        )
+        return b"".join(chunk.data for chunk in chunks)
+
+
+def stage_log(page: Any, job_id: str) -> list[tuple[str, str, float]]:
+    return [
+        (what, state, percent) for key, what, state, percent in page.evaluate("progressLog") if key == job_id
+    ]
+
+
+def test_a_song_goes_through_the_four_stages_and_its_files_download(
+    page: Any, suite: Suite, tmp_path: Path
+) -> None:
+    song = write_song(tmp_path / "song.wav", 8.0)
+    item = upload(page, song)
+    upload_bar = item.get_by_test_id("upload-bar")
+    expect(upload_bar).to_have_attribute("data-state", "done")
+    expect(upload_bar).to_have_attribute("aria-valuenow", "100")
+    expect(item.get_by_test_id("file-duration")).to_have_text("0:08")
+    expect(item.get_by_test_id("file-size")).to_have_text(f"{song.stat().st_size / 2**20:.1f} MB")
+    # The 1.4 MB file goes up in several chunks, and the bar shows each.
+    upload_percents = [p for key, what, _, p in page.evaluate("progressLog") if what == "upload-bar"]
+    assert any(0 < p < 100 for p in upload_percents), upload_percents
+
+    # Notifications, asked for on a click, and counted as the page shows them.
+    page.context.grant_permissions(["notifications"], origin=suite.web_url)
+    page.evaluate(
+        """() => {
+          window.shownNotifications = [];
+          window.Notification = class extends Notification {
+            constructor(title, options) {
+              super(title, options);
+              window.shownNotifications.push(title);
+            }
+          };
+        }"""
+    )
+    page.get_by_test_id("notify-button").click()
+    expect(page.get_by_test_id("notify-button")).to_have_text("Notifications on")
+
+    item.get_by_test_id("opt-lyrics").fill("sing a song of roar\nevery word in time")
+    item.get_by_test_id("process-button").click()
+    expect(stage(item, "complete")).to_have_attribute("data-state", "done", timeout=JOB_SECONDS)
+    job_id = item.get_attribute("data-job-id")
+    assert server_job(suite, job_id).state == pb.JOB_STATE_SUCCEEDED
+    assert page.evaluate("shownNotifications") == [f"Roar: {song.name}"]
+
+    log = stage_log(page, job_id)
+    started = [
+        next(i for i, (what, state, _) in enumerate(log) if what == name and state != "waiting")
+        for name in STAGES
+    ]
+    assert started == sorted(started), f"stages began out of order: {log}"
+    for name in STAGES[:3]:
+        percents = [p for what, state, p in log if what == name and state == "processing"]
+        assert percents == sorted(percents), f"{name} went backwards: {percents}"
+    separation = [p for what, state, p in log if what == "separation" and state == "processing"]
+    assert any(0 < p < 100 for p in separation), f"separation never showed progress: {separation}"
+    for name in STAGES:
+        expect(stage(item, name)).to_have_attribute("data-state", "done")
+    expect(item.get_by_test_id("cancel-job")).to_be_hidden()
+
+    artifacts = {a.name for a in server_job(suite, job_id).artifacts}
+    links = item.get_by_test_id("artifact-link")
+    assert {links.nth(i).get_attribute("data-name") for i in range(links.count())} == artifacts
+    for name in ("instrumental.wav", "lines.json"):
+        with page.expect_download() as download:
+            item.locator(f"[data-testid=artifact-link][data-name='{name}']").click()
+        assert download.value.suggested_filename == name
+        assert Path(download.value.path()).read_bytes() == server_bytes(suite, job_id, name)
+
+    # The player lights the words of the line being sung: seek into the second word of the second line.
+    lines = json.loads(server_bytes(suite, job_id, "lines.json"))
+    words = json.loads(server_bytes(suite, job_id, "words.json"))
+    line = lines[1]
+    line_words = [words[i] for i in line["words"]]
+    at = (line_words[1]["start"] + line_words[1]["end"]) / 2
+    item.get_by_test_id("player-load").click()
+    audio = item.get_by_test_id("player-audio")
+    expect(audio).to_be_visible()
+    audio.evaluate("(audio, at) => { audio.pause(); audio.currentTime = at; }", at)
+    expect(item.get_by_test_id("karaoke-line")).to_have_text(" ".join(w["word"] for w in line_words))
+    expected = ["sung" if at >= w["end"] else "now" if at >= w["start"] else "upcoming" for w in line_words]
+    page.wait_for_function(
+        "([line, states]) => [...line.querySelectorAll('.word')].map(w => w.dataset.state).join() == states",
+        arg=[item.get_by_test_id("karaoke-line").element_handle(), ",".join(expected)],
+    )
+    expect(item.get_by_test_id("karaoke-next")).to_have_text(lines[2]["text"] if len(lines) > 2 else "")
+    options = item.get_by_test_id("player-source").locator("option")
+    assert [options.nth(i).get_attribute("value") for i in range(options.count())] == [
+        "instrumental",
+        "vocals",
+        "original",
+    ]
+    screenshot(page, "job-done.png")
+
+    # A phone: one column, nothing wider than the screen, in the dark theme.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.emulate_media(color_scheme="dark")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    expect(page.locator("body")).to_have_css("background-color", "rgb(20, 19, 18)")
+    expect(page.get_by_test_id("drop-zone")).to_have_css("background-color", "rgb(31, 30, 28)")
+    page.evaluate("window.scrollTo(0, 0)")
+    screenshot(page, "phone-dark.png")
+
+
+def test_an_upload_goes_on_after_a_dropped_chunk(page: Any, tmp_path: Path) -> None:
+    song = write_song(tmp_path / "dropped-chunk.wav", 6.0)
+    calls: list[str] = []
+    page.on("request", lambda request: calls.append(request.url.rsplit("/", 1)[-1]))
+
+    def drop_second_chunk(route: Any) -> None:
+        if calls.count("UploadChunk") == 2:
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/roar.v1.Orchestrator/UploadChunk", drop_second_chunk)
+    item = upload(page, song)
+    expect(item.get_by_test_id("upload-bar")).to_have_attribute("aria-valuenow", "100")
+    expect(item.get_by_test_id("file-duration")).to_have_text("0:06")
+    # The page asked the server how much it had, and sent the rest from there.
+    uploads = [c for c in calls if c in ("StartUpload", "UploadChunk", "GetUpload", "FinishUpload")]
+    assert uploads[:4] == ["StartUpload", "UploadChunk", "UploadChunk", "GetUpload"], uploads
+    assert uploads[-1] == "FinishUpload" and uploads.count("StartUpload") == 1, uploads
+
+
+def test_dropped_files_are_processed_side_by_side_and_survive_a_reload(
+    page: Any, suite: Suite, tmp_path: Path
+) -> None:
+    songs = [write_song(tmp_path / f"dropped-{seed}.wav", 5.0, seed=seed) for seed in (1, 2)]
+    files = page.evaluate_handle(
+        """(files) => {
+          const transfer = new DataTransfer();
+          for (const [name, data] of files) {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            transfer.items.add(new File([bytes], name, { type: "audio/wav" }));
+          }
+          return transfer;
+        }""",
+        [[song.name, base64.b64encode(song.read_bytes()).decode()] for song in songs],
+    )
+    page.get_by_test_id("drop-zone").dispatch_event("drop", {"dataTransfer": files})
+    entries = page.get_by_test_id("job-entry")
+    expect(entries).to_have_count(2)
+    for song in songs:
+        page.locator(f"[data-testid=job-entry][data-filename='{song.name}'] button").click()
+        item = shown_item(page)
+        expect(item).to_have_attribute("data-filename", song.name)
+        item.get_by_test_id("process-button").click()
+        expect(item).to_have_attribute("data-job-id", re.compile(r"\w+"))
+    job_ids = [entries.nth(i).get_attribute("data-job-id") for i in range(2)]
+
+    # A reload while the jobs run: both come back from localStorage and are followed to the end.
+    page.reload()
+    expect(entries).to_have_count(2)
+    for i in range(2):
+        expect(entries.nth(i)).to_have_attribute("data-state", "succeeded", timeout=JOB_SECONDS)
+    assert sorted(entries.nth(i).get_attribute("data-job-id") for i in range(2)) == sorted(job_ids)
+    remembered = {job["jobId"]: job for job in page.evaluate("JSON.parse(localStorage['roar.jobs.v1'])")}
+    for job_id in job_ids:
+        job = server_job(suite, job_id)
+        assert job.state == pb.JOB_STATE_SUCCEEDED
+        assert remembered[job_id]["lastSeq"] == str(job.last_event.seq)
+        page.locator(f"[data-testid=job-entry][data-job-id='{job_id}'] button").click()
+        item = shown_item(page)
+        for name in STAGES:
+            expect(stage(item, name)).to_have_attribute("data-state", "done")
+        expect(item.get_by_test_id("artifact-link")).to_have_count(len(job.artifacts))
+
+
+def test_cancel_mid_separation(page: Any, suite: Suite, tmp_path: Path) -> None:
+    item = upload(page, write_song(tmp_path / "long.wav", 60.0))
+    item.get_by_test_id("process-button").click()
+    wait_for_stage_progress(page, item, "separation")
+    screenshot(page, "processing.png")
+    item.get_by_test_id("cancel-job").click()
+    expect(item.get_by_test_id("job-state")).to_have_attribute("data-state", "cancelled")
+    expect(stage(item, "separation")).to_have_attribute("data-state", "cancelled")
+    expect(stage(item, "transcription")).to_have_attribute("data-state", "waiting")
+    expect(stage(item, "complete")).to_have_attribute("data-state", "cancelled")
+    expect(item.get_by_test_id("cancel-job")).to_be_hidden()
+    assert server_job(suite, item.get_attribute("data-job-id")).state == pb.JOB_STATE_CANCELLED
+
+
+def test_the_page_rides_out_a_server_restart(page: Any, suite: Suite, tmp_path: Path) -> None:
+    watched_from: list[int] = []
+
+    def on_request(request: Any) -> None:
+        if request.url.endswith("/roar.v1.Orchestrator/WatchJob"):
+            # One grpc-web frame: a flag byte, a 4-byte length, the message.
+            watched_from.append(pb.WatchJobRequest.FromString(request.post_data_buffer[5:]).after_seq)
+
+    page.on("request", on_request)
+    item = upload(page, write_song(tmp_path / "restart.wav", 40.0))
+    item.get_by_test_id("process-button").click()
+    wait_for_stage_progress(page, item, "separation")
+    job_id = item.get_attribute("data-job-id")
+    badge = page.get_by_test_id("connection-badge")
+    try:
+        suite.stop()
+        expect(badge).to_have_attribute("data-state", "disconnected", timeout=30_000)
+        screenshot(page, "disconnected.png")
+        seen = {j["jobId"]: j for j in page.evaluate("JSON.parse(localStorage['roar.jobs.v1'])")}[job_id]
+    finally:
+        suite.start()
+    expect(badge).to_have_attribute("data-state", "connected", timeout=30_000)
+    expect(stage(item, "complete")).to_have_attribute("data-state", "done", timeout=JOB_SECONDS)
+
+    job = server_job(suite, job_id)
+    assert job.state == pb.JOB_STATE_SUCCEEDED
+    # Re-attached from the last event it had seen, and saw every later one.
+    assert watched_from and watched_from[0] == int(seen["lastSeq"]) > 0, (watched_from, seen["lastSeq"])
+    remembered = {j["jobId"]: j for j in page.evaluate("JSON.parse(localStorage['roar.jobs.v1'])")}
+    assert remembered[job_id]["lastSeq"] == str(job.last_event.seq)
+    for name in STAGES:
+        expect(stage(item, name)).to_have_attribute("data-state", "done")

@@ -77,7 +77,7 @@ async def test_grpcurl_streams_process_events_as_they_happen(suite: Suite, tmp_p
             buffer = ""
             events.append(event)
             if state_at_first_event is None:
-                job = await stub.GetJob(pb.GetJobRequest(job_id=event["jobId"]))
+                job = await stub.GetJob(pb.GetJobRequest(job_id=event["job_id"]))
                 state_at_first_event = job.state
         assert proc.wait(60) == 0
     assert state_at_first_event not in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED), (

@@ -31,10 +31,6 @@ class Cancelled(RoarError):
         super().__init__(message)
 
 
-class DeadlineExceeded(RoarError):
-    code = "DEADLINE_EXCEEDED"
-
-
 class NotFound(RoarError):
     code = "NOT_FOUND"
 

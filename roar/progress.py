@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, Protocol, TypeVar
 
-from roar.errors import Cancelled, DeadlineExceeded
+from roar.errors import Cancelled
 from roar.v1 import common_pb2
 
 T = TypeVar("T")
@@ -60,20 +60,18 @@ class StageRun(Generic[T]):
     """Runs `work(progress)` in a thread and yields its progress as StageProgress messages.
 
     `async for p in run: ...` ends when the work ends; then `run.result()` returns its value or
-    raises its exception. Leaving the loop early (the RPC was cancelled) makes the next progress
-    call raise Cancelled, which stops the work. `slots` bounds how many runs compute at once;
-    a run waiting for a slot reports that it is queued.
+    raises its exception. Leaving the loop early (the RPC was cancelled, or its deadline passed)
+    makes the next progress call raise Cancelled, which stops the work. `slots` bounds how many
+    runs compute at once; a run waiting for a slot reports that it is queued.
     """
 
     def __init__(
         self,
         work: Callable[[ProgressCallback], T],
         slots: asyncio.Semaphore | None = None,
-        deadline: float | None = None,
     ) -> None:
         self._work = work
         self._slots = slots
-        self._deadline = deadline  # time.monotonic() value
         self._cancel = threading.Event()
         self._future: asyncio.Future[T] | None = None
 
@@ -88,8 +86,6 @@ class StageRun(Generic[T]):
                 log.info("stopped at %.1f %% (%s): the call was cancelled", *last)
                 raise Cancelled()
             last[:] = [percent, message]
-            if self._deadline is not None and time.monotonic() > self._deadline:
-                raise DeadlineExceeded("the stage ran past its deadline")
             update = common_pb2.StageProgress(percent=percent, message=message)
             seconds = eta.update(percent)
             if seconds is not None:
@@ -126,6 +122,9 @@ class StageRun(Generic[T]):
                     getter.cancel()
         finally:
             self._cancel.set()
+            if self._future is not None:
+                # A run left early ends with Cancelled that nobody awaits: mark it retrieved.
+                self._future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def result(self) -> T:
         if self._future is None or not self._future.done():

@@ -2,15 +2,18 @@
 pocketsphinx (its en-us acoustic model and CMUdict), window by window.
 
 A window is up to WINDOW_SECONDS of audio from where the last window's kept words end, skipping
-silence to the next sung region. Its grammar is the next words of the lyrics in order, and any prefix
-of them may be sung in it (pocketsphinx's own `set_align_text` needs every word sung by the end of
-the audio). The words the aligner puts in the first COMMIT_SECONDS of the window are kept; the
-rest are aligned again by the next window, which hears them whole. So the work is linear in the
-song's length (pocketsphinx aligning a whole song at once grows faster than linearly: 2.4 s for
-3 minutes, 9 s for 6), memory stays small, and progress and cancellation happen per window.
+silence to the next sung region. Its grammar is the next words of the lyrics in order, of which any
+first few may be sung in it; the words the aligner puts in the first COMMIT_SECONDS of the window
+are kept, and the rest are aligned again by the next window, which hears them whole. The last
+window's grammar needs all the words left. So the work grows linearly with the song's length
+(aligning a whole song at once grows faster: 2.4 s for 3 minutes, 9 s for 6), memory stays small,
+and progress and cancellation happen per window.
 
 Words with no pronunciation, and the words of a window whose alignment failed, are spread over the
 sung regions between their aligned neighbours in proportion to their length.
+
+The lyrics must be what is sung: an unsung extra line (a title, a chorus sung once but written
+twice) pulls the words after it off, as forced alignment has no way to leave words out.
 """
 
 from __future__ import annotations
@@ -35,12 +38,8 @@ COMMIT_SECONDS = 45.0
 LEAD_IN_SECONDS = 0.5
 # More words than anyone sings in a window: the cap keeps the grammar small for long lyrics.
 MAX_WORDS_PER_SECOND = 6.0
-# The cost of leaving a word of the lyrics out of the alignment: words the singer skipped (or
-# that are not in the song) are left out rather than squeezed in, which would pull their
-# neighbours off. Small enough that no sung word is left out (measured on the synthetic songs).
-SKIP_PROBABILITY = 1e-10
 # Confidence of a word the aligner placed, and of one spread between its neighbours without being
-# heard (pocketsphinx's word posteriors in alignment mode are ~1 whatever was sung).
+# heard (pocketsphinx's word posteriors in alignment are ~1 whatever was sung, so they say nothing).
 ALIGNED_CONFIDENCE = 1.0
 PLACED_CONFIDENCE = 0.0
 
@@ -128,7 +127,7 @@ def _align_windows(
         end = min(start + WINDOW_SECONDS, duration)
         progress(100.0 * start / duration, f"aligning lyrics: {start:.0f} s of {duration:.0f} s")
         batch = words[next_word : next_word + int(MAX_WORDS_PER_SECOND * WINDOW_SECONDS)]
-        keys = [w.key for w in batch if w.key]
+        keys = [w.key for w in batch if w.key]  # all of them: `words` holds words with keys
         last = end >= duration
         timed = None
         if last and len(batch) == len(words) - next_word:
@@ -145,30 +144,23 @@ def _align_windows(
             next_word += max(1, round(share * (len(words) - next_word)))
             position = keep_before
             continue
-        kept = [t for t in timed if t[1] < keep_before]
-        for index, word_start, word_end in kept:
-            batch[index].start, batch[index].end = word_start, word_end
-            batch[index].confidence = ALIGNED_CONFIDENCE
+        kept = [t for t in timed if t[0] < keep_before]
+        for word, (word_start, word_end) in zip(batch, kept, strict=False):
+            word.start, word.end, word.confidence = word_start, word_end, ALIGNED_CONFIDENCE
+        next_word += len(kept)
         if last:
             return
-        if kept:
-            next_word += kept[-1][0] + 1
-            position = kept[-1][2]
-        else:
-            position = keep_before
+        position = kept[-1][1] if kept else keep_before
 
 
 def _align_window(
     decoder: Decoder, pcm: np.ndarray, start: float, end: float, keys: list[str], complete: bool
-) -> list[tuple[int, float, float]] | None:
-    """(index in `keys`, start, end seconds) of the words the aligner hears in [start, end) of the
-    audio, in order. Any word may be left out at a cost (lyrics that were not sung); unless
-    `complete`, the words after the last one heard are left out for free (they come in a later
-    window). None when pocketsphinx fails."""
+) -> list[tuple[float, float]] | None:
+    """(start, end) seconds of the words of `keys` sung in [start, end) of the audio, in order: all
+    of them when `complete`, else the first few the aligner hears; None when pocketsphinx fails."""
     count = len(keys)
-    # States 0..count: word i leads from state i to i + 1, or a null transition skips it.
+    # States 0..count: word i leads from state i to i + 1; unless complete, any state may end it.
     transitions = [(i, i + 1, 1.0, key) for i, key in enumerate(keys)]
-    transitions += [(i, i + 1, SKIP_PROBABILITY) for i in range(count)]
     if not complete:
         transitions += [(i, count, 1.0) for i in range(count)]
     try:
@@ -183,25 +175,20 @@ def _align_window(
     except (RuntimeError, ValueError):
         return None
     timed = []
-    index = 0
     for segment in segments:
         if segment.word in _NON_WORDS or segment.word.startswith(("[", "+")):  # silence, fillers
             continue
-        # The path is a subsequence of the words; pocketsphinx may merge consecutive skips into
-        # one null transition, so the words are found by name (the first match after the last one).
         name = _ALTERNATIVE.sub("", segment.word)
-        while index < count and keys[index] != name:
-            index += 1
-        if index == count:
+        if len(timed) >= count or name != keys[len(timed)]:
             return None
         timed.append(
             (
-                index,
                 start + segment.start_frame / _FRAMES_PER_SECOND,
                 start + (segment.end_frame + 1) / _FRAMES_PER_SECOND,
             )
         )
-        index += 1
+    if complete and len(timed) < count:
+        return None  # pocketsphinx's best partial path: the grammar's end was never reached
     return timed
 
 
@@ -217,7 +204,7 @@ def _spread_unaligned(words: list[_Word], regions: list[tuple[float, float]], du
         while stop < len(words) and words[stop].start is None:
             stop += 1
         low = words[index - 1].end if index > 0 else 0.0
-        high = words[stop].start if stop < len(words) else duration
+        high = max(words[stop].start if stop < len(words) else duration, low)
         spans = [(max(a, low), min(b, high)) for a, b in regions if b > low and a < high] or [(low, high)]
         weights = [len(normalize_word(w.text)) + 1 for w in words[index:stop]]
         bounds = [total / sum(weights) for total in accumulate(weights, initial=0)]
@@ -270,15 +257,15 @@ def _pronunciation(decoder: Decoder, word: str) -> str | None:
 
 
 _ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-    "sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+)  # fmt: skip
+_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 
 
 def number_words(number: int) -> list[str]:
-    """How a number is sung: 42 -> forty two, 1999 -> nineteen ninety nine, 2005 -> two thousand
-    five, 1905 -> nineteen oh five, 300 -> three hundred."""
+    """How a number is sung: 42 -> forty two, 300 -> three hundred, 1999 -> nineteen ninety nine,
+    1905 -> nineteen oh five, 2012 -> twenty twelve, 2005 -> two thousand five."""
     if number < 20:
         return [_ONES[number]]
     if number < 100:
@@ -286,13 +273,10 @@ def number_words(number: int) -> list[str]:
     if number < 1000:
         rest = number % 100
         return [_ONES[number // 100], "hundred"] + (number_words(rest) if rest else [])
-    if 1100 <= number < 10_000 and number // 100 % 10 and not 2000 <= number < 2010:  # a year
+    if 1100 <= number < 2000 or 2010 <= number < 2100:  # read as a year
         high, low = divmod(number, 100)
-        return (
-            number_words(high)
-            + (["oh"] if 0 < low < 10 else [])
-            + (number_words(low) if low else ["hundred"])
-        )
+        tail = (["oh"] if low < 10 else []) + number_words(low) if low else ["hundred"]
+        return number_words(high) + tail
     if number < 1_000_000:
         rest = number % 1000
         return number_words(number // 1000) + ["thousand"] + (number_words(rest) if rest else [])
@@ -328,10 +312,9 @@ def letters_to_phones(word: str) -> str | None:
                 break
         else:
             return None
-        sounds = _SPELLINGS[spelling].split()
-        if sounds and not (phones and phones[-1] == sounds[0]):  # doubled letters sound once: "ll"
-            phones.extend(sounds)
-        elif sounds:
-            phones.extend(sounds[1:])
+        sounds = ["Y"] if spelling == "y" and position == 0 else _SPELLINGS[spelling].split()
+        if phones and sounds and phones[-1] == sounds[0]:
+            sounds = sounds[1:]  # doubled letters sound once: "ll", "xs"
+        phones.extend(sounds)
         position += len(spelling)
     return " ".join(phones) or None

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from roar import audio, client
 from roar.config import Settings, port_of
+from roar.service import is_serving
 from roar.v1 import common_pb2
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -63,15 +63,6 @@ def _service_commands(settings: Settings) -> dict[str, list[str]]:
             str(settings.web_port),
         ],
     }
-
-
-def _is_serving(address: str) -> bool:
-    try:
-        with grpc.insecure_channel(address) as ch:
-            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        return False
 
 
 def _stop_all(processes: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -137,7 +128,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 if processes[name].poll() is not None:
                     print(f"roar: {name} exited with code {processes[name].returncode}", file=sys.stderr)
                     return 1
-                if _is_serving(addresses[name]):
+                if is_serving(addresses[name]):
                     waiting.discard(name)
                     print(f"roar: {name} ready on {addresses[name]}", flush=True)
             if time.monotonic() > deadline:

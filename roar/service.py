@@ -30,6 +30,16 @@ MAX_STAGE_INPUT_BYTES = 2 * 1024 * 1024 * 1024
 log = logging.getLogger("roar")
 
 
+def is_serving(address: str) -> bool:
+    """Whether the gRPC server at address answers its health check with SERVING."""
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
 def setup_logging(name: str) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
 

@@ -83,10 +83,12 @@ def align_lyrics(
     decoder = Decoder(lm=None, bestpath=False, loglevel="FATAL")
     words = [_Word(text, _dictionary_key(decoder, text)) for line in lines for text in line]
     duration = len(audio) / SAMPLE_RATE
-    regions = speech_regions(audio) or [(0.0, duration)]
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    _align_windows(decoder, pcm, [w for w in words if w.key], regions, progress)
-    _spread_unaligned(words, regions, duration)
+    regions = speech_regions(audio)
+    if regions:
+        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+        _align_windows(decoder, pcm, [w for w in words if w.key], regions, progress)
+        _start_in_regions(words, regions)
+    _spread_unaligned(words, regions or [(0.0, duration)], duration)
     progress(100.0, "lyrics aligned")
     segments = []
     first = 0
@@ -190,6 +192,20 @@ def _align_window(
     if complete and len(timed) < count:
         return None  # pocketsphinx's best partial path: the grammar's end was never reached
     return timed
+
+
+def _start_in_regions(words: list[_Word], regions: list[tuple[float, float]]) -> None:
+    """Moves the start of an aligned word that begins in a gap between sung regions to where the
+    next region begins, when that is before the word's end: the aligner lets a line's first word
+    take in the band's bleed before it, while the voice activity model hears no singing there."""
+    starts = [start for start, _ in regions]
+    for word in words:
+        if word.start is None or word.end is None:
+            continue
+        following = bisect.bisect_right(starts, word.start)
+        in_region = following > 0 and word.start < regions[following - 1][1]
+        if not in_region and following < len(regions) and starts[following] < word.end:
+            word.start = starts[following]
 
 
 def _spread_unaligned(words: list[_Word], regions: list[tuple[float, float]], duration: float) -> None:

@@ -10,8 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from roar.service import is_serving
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,15 +19,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def serving(address: str) -> bool:
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        return False
 
 
 class Suite:
@@ -73,7 +63,7 @@ class Suite:
         )
         deadline = time.monotonic() + timeout
         addresses = [self.address, *self.stage_addresses.values()]
-        while not all(serving(a) for a in addresses):
+        while not all(is_serving(a) for a in addresses):
             if self.process.poll() is not None:
                 raise RuntimeError(f"roar up exited with {self.process.returncode}:\n{self.log(6000)}")
             if time.monotonic() > deadline:

@@ -1,0 +1,146 @@
+"""Lyrics-guided alignment: the user's words timed against a vocals stem with pocketsphinx."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from roar.errors import Cancelled
+from roar.text import normalize_word
+from roar.v1 import common_pb2
+from services.transcription.align import align_lyrics, letters_to_phones, number_words
+from services.transcription.vad import SAMPLE_RATE
+from tests.support.espeak_words import SONGS, sing, truth, vocals_with_bleed
+
+
+def _words(segments: list[common_pb2.Segment]) -> list[common_pb2.Word]:
+    return [word for segment in segments for word in segment.words]
+
+
+def _assert_ordered(segments: list[common_pb2.Segment], duration: float) -> None:
+    words = _words(segments)
+    assert all(0.0 <= w.start <= w.end <= duration for w in words)
+    assert all(a.end <= b.start + 1e-9 for a, b in itertools.pairwise(words))
+    for segment in segments:
+        assert (segment.start, segment.end) == (segment.words[0].start, segment.words[-1].end)
+
+
+def _onset_errors(words: list[common_pb2.Word], truth_words: list[dict]) -> np.ndarray:
+    assert [normalize_word(w.text) for w in words] == [normalize_word(t["word"]) for t in truth_words]
+    return np.abs([w.start - t["start"] for w, t in zip(words, truth_words, strict=True)])
+
+
+@pytest.mark.parametrize("name", ["song_000", "song_001"])
+def test_words_are_timed_to_the_singing(name: str) -> None:
+    audio = vocals_with_bleed(SONGS / name, bleed=0.2)
+    song = truth(SONGS / name)
+    segments = align_lyrics(audio, song["lyrics"])
+    assert [s.text for s in segments] == [line["text"] for line in song["lines"]]
+    _assert_ordered(segments, len(audio) / SAMPLE_RATE)
+    errors = _onset_errors(_words(segments), song["words"])
+    # The band's bleed pulls a few words (short ones: "the", "to") early by 0.2-0.3 s.
+    assert np.median(errors) <= 0.1 and np.mean(errors <= 0.2) >= 0.8, errors
+    assert all(w.confidence == 1.0 for w in _words(segments))
+
+
+def test_the_users_lines_spelling_and_unknown_words(tmp_path: Path) -> None:
+    """Lines follow the user's line breaks (blank lines and section markers skipped), words keep
+    their punctuation, and a word CMUdict lacks is still found between its neighbours."""
+    lines = [
+        "the morning light is on the hill",
+        "I saw Zorblax at the door",
+        "we walk together down the road",
+    ]
+    song_dir = sing(tmp_path / "song", lines, seed=4, min_gap=3.5)
+    audio = vocals_with_bleed(song_dir, bleed=0.3, band_stems=("drums",))
+    song = truth(song_dir)
+    gaps = [b["start"] - a["end"] for a, b in itertools.pairwise(song["lines"])]
+    assert min(gaps) >= 3.5
+
+    lyrics = (
+        "[Verse 1]\nThe morning light is on the hill,\n\nI saw Zorblax at the door!\n[Chorus]\n" + lines[2]
+    )
+    segments = align_lyrics(audio, lyrics)
+    assert [s.text for s in segments] == [
+        "The morning light is on the hill,",
+        "I saw Zorblax at the door!",
+        lines[2],
+    ]
+    words = _words(segments)
+    assert [w.text for w in words][5:10] == ["the", "hill,", "I", "saw", "Zorblax"]
+    _assert_ordered(segments, len(audio) / SAMPLE_RATE)
+    errors = _onset_errors(words, song["words"])
+    assert np.median(errors) <= 0.1, errors
+    zorblax = next(i for i, w in enumerate(words) if w.text == "Zorblax")
+    assert words[zorblax - 1].end <= words[zorblax].start < words[zorblax + 1].start
+    assert errors[zorblax] <= 0.2
+
+
+def test_a_word_without_a_pronunciation_is_spread_between_its_neighbours() -> None:
+    audio = vocals_with_bleed(SONGS / "song_000", bleed=0.2)
+    song = truth(SONGS / "song_000")
+    first, *rest = song["lyrics"].split("\n")
+    words = first.split()
+    lyrics = "\n".join([" ".join([*words[:3], "—", *words[3:]]), *rest])
+    segments = align_lyrics(audio, lyrics)
+    _assert_ordered(segments, len(audio) / SAMPLE_RATE)
+    dash = segments[0].words[3]
+    assert dash.text == "—" and dash.confidence == 0.0
+    assert segments[0].words[2].end <= dash.start <= dash.end <= segments[0].words[4].start
+    kept = [w for w in _words(segments) if w.text != "—"]
+    assert np.median(_onset_errors(kept, song["words"])) <= 0.1
+
+
+def test_a_long_song_is_aligned_window_by_window_with_progress() -> None:
+    """Four times the song (80 s) takes several windows; each reports progress, and the words of
+    every repeat land on their own repeat."""
+    once = vocals_with_bleed(SONGS / "song_001", bleed=0.2)
+    song = truth(SONGS / "song_001")
+    repeats = 4
+    audio = np.tile(once, repeats)
+    length = len(once) / SAMPLE_RATE
+    truth_words = [{**w, "start": w["start"] + k * length} for k in range(repeats) for w in song["words"]]
+    reports: list[float] = []
+    segments = align_lyrics(audio, "\n".join([song["lyrics"]] * repeats), lambda p, m="": reports.append(p))
+    assert len(segments) == repeats * len(song["lines"])
+    _assert_ordered(segments, len(audio) / SAMPLE_RATE)
+    errors = _onset_errors(_words(segments), truth_words)
+    assert np.median(errors) <= 0.1 and np.mean(errors <= 0.2) >= 0.8, errors
+    assert len(reports) >= 3 and reports == sorted(reports) and reports[-1] == 100.0
+
+
+def test_cancelling_stops_the_alignment() -> None:
+    audio = np.tile(vocals_with_bleed(SONGS / "song_001", bleed=0.2), 4)
+    lyrics = "\n".join([truth(SONGS / "song_001")["lyrics"]] * 4)
+    reports: list[float] = []
+
+    def progress(percent: float, message: str = "") -> None:
+        reports.append(percent)
+        if len(reports) == 2:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        align_lyrics(audio, lyrics, progress)
+    assert len(reports) == 2
+
+
+def test_without_singing_the_words_are_spread_over_the_audio() -> None:
+    silence = np.zeros(SAMPLE_RATE * 10, dtype=np.float32)
+    segments = align_lyrics(silence, "one two three\n\n[Outro]\nfour five")
+    assert [[w.text for w in s.words] for s in segments] == [["one", "two", "three"], ["four", "five"]]
+    _assert_ordered(segments, 10.0)
+    assert segments[0].start == 0.0 and segments[-1].end == 10.0
+    assert all(w.confidence == 0.0 for w in _words(segments))
+    assert align_lyrics(silence, "\n[Chorus]\n") == []
+
+
+def test_pronunciations_for_words_cmudict_lacks() -> None:
+    assert number_words(1999) == ["nineteen", "ninety", "nine"]
+    assert number_words(2005) == ["two", "thousand", "five"]
+    assert number_words(42) == ["forty", "two"]
+    assert letters_to_phones("zorblax") == "Z AO R B L AE K S"
+    assert letters_to_phones("yell") == "Y EH L"
+    assert letters_to_phones("日本") is None

@@ -1,0 +1,72 @@
+"""Voice activity on vocals stems: silero-vad's model (our port of it) and the regions made from it."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from services.transcription import vad
+from tests.support.espeak_words import SONGS, truth, vocals_with_bleed
+
+
+@pytest.mark.parametrize("name", ["song_000", "song_001"])
+def test_regions_are_the_sung_lines_not_the_gaps_between_them(name: str) -> None:
+    audio = vocals_with_bleed(SONGS / name, bleed=0.2)
+    lines = truth(SONGS / name)["lines"]
+    regions = vad.speech_regions(audio)
+    assert len(regions) == len(lines)
+    for (start, end), line in zip(regions, lines, strict=True):
+        # The whole line is inside, with some padding before its first word.
+        assert start <= line["start"] - 0.05, (start, line)
+        assert end >= line["end"], (end, line)
+        assert end - start <= line["end"] - line["start"] + 1.5, (start, end, line)
+    for earlier, later in itertools.pairwise(regions):
+        assert earlier[1] < later[0]
+
+
+def test_the_band_alone_and_silence_hold_no_singing() -> None:
+    vocals = vocals_with_bleed(SONGS / "song_000", bleed=0.0)
+    song = vocals_with_bleed(SONGS / "song_000", bleed=1.0)
+    assert vad.speech_regions(song - vocals) == []
+    assert vad.speech_regions(np.zeros(vad.SAMPLE_RATE * 3, dtype=np.float32)) == []
+    assert vad.speech_regions(np.zeros(0, dtype=np.float32)) == []
+
+
+def test_long_singing_is_cut_to_fit_whisper_windows() -> None:
+    """Lines sung back to back for ~45 s become regions of at most 28 s that still cover them."""
+    audio = vocals_with_bleed(SONGS / "song_000", bleed=0.0)
+    rate = vad.SAMPLE_RATE
+    lines = [
+        audio[round((line["start"] - 0.1) * rate) : round((line["end"] + 0.1) * rate)]
+        for line in truth(SONGS / "song_000")["lines"]
+    ]
+    singing = np.concatenate(lines * 4)
+    regions = vad.speech_regions(singing)
+    duration = len(singing) / rate
+    assert duration > 1.5 * vad.MAX_REGION_SECONDS
+    assert len(regions) >= 2
+    assert all(0.0 <= start < end <= duration for start, end in regions)
+    assert all(end - start <= vad.MAX_REGION_SECONDS + 1e-6 for start, end in regions)
+    assert sum(end - start for start, end in regions) >= 0.9 * duration
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_the_port_gives_silero_s_own_probabilities() -> None:
+    """Our batched port against silero's TorchScript model called window by window, as its
+    get_speech_timestamps does."""
+    audio = vocals_with_bleed(SONGS / "song_000", bleed=0.2)
+    clip = audio[vad.SAMPLE_RATE : vad.SAMPLE_RATE + 48 * vad.FRAME]  # 1-2.5 s: silence, then singing
+    scripted = torch.jit.load(str(vad._silero_model_file()), map_location="cpu")
+    scripted.reset_states()
+    with torch.inference_mode():
+        expected = [
+            scripted(torch.from_numpy(clip[i : i + vad.FRAME]), vad.SAMPLE_RATE).item()
+            for i in range(0, len(clip), vad.FRAME)
+        ]
+    probabilities = vad.speech_probabilities(clip)
+    assert probabilities.shape == (len(expected),)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    assert probabilities.min() < 0.1 and probabilities.max() > 0.9  # both silence and singing

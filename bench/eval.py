@@ -321,10 +321,14 @@ def run_naive(
     songs: Sequence[Song], models: dict[str, str], log: Log, stop: threading.Event
 ) -> list[NaiveOutput]:
     """Spleeter on each mixture, Whisper on its vocals and on the mixture, one song at a time."""
+    from transformers import logging as transformers_logging
     from transformers import pipeline
 
     from services.separation.spleeter import SpleeterSeparator
 
+    # Its per-call warnings (chunking is "experimental", generation_config) say nothing new each time.
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
     separator = SpleeterSeparator(Path(models["separation"]))
     asr = pipeline("automatic-speech-recognition", model=models["transcription"], device="cpu")
     outputs = []

@@ -7,16 +7,14 @@ overlap (a word starts at or after the previous word's end), so the format write
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 
-from roar.text import edit_distance, normalize_word
+from roar.text import edit_distance, lyric_lines, normalize_word
 from roar.v1 import common_pb2
 
 # Lines such as "[Chorus]" or "[Verse 2]" name a section of the song; nobody sings them.
-_SECTION_MARKER = re.compile(r"^\[[^\]]*\]$")
 # Two words whose character edit distance is at most this share of the longer word's length are
 # the same sung word ("gonna"/"going", "colour"/"color"), so they still anchor the timing.
 _NEAR_MATCH = 0.4
@@ -55,7 +53,7 @@ def karaoke_lines(
     Confidence is the transcript word's for aligned words and 0 for placed ones.
     """
     heard_lines = _transcript_lines(transcript)
-    user_lines = _user_lines(user_lyrics)
+    user_lines = lyric_lines(user_lyrics)
     if not user_lines:
         return [_segment(words) for words in heard_lines]
     heard = [word for words in heard_lines for word in words]
@@ -92,15 +90,6 @@ def _transcript_lines(transcript: common_pb2.Transcript) -> list[list[_Timed]]:
             previous_end = word.end
         if words:
             lines.append(words)
-    return lines
-
-
-def _user_lines(lyrics: str) -> list[list[str]]:
-    lines = []
-    for raw in lyrics.splitlines():
-        line = raw.strip()
-        if line and not _SECTION_MARKER.match(line):
-            lines.append(line.split())
     return lines
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from pocketsphinx import Decoder
 
 from roar.progress import ProgressCallback, no_progress
-from roar.text import normalize_word, normalized_words
+from roar.text import lyric_lines, normalize_word, normalized_words
 from roar.v1 import common_pb2
 from services.transcription.vad import SAMPLE_RATE, speech_regions
 
@@ -44,7 +44,6 @@ ALIGNED_CONFIDENCE = 1.0
 PLACED_CONFIDENCE = 0.0
 
 # Lines such as "[Chorus]" or "[Verse 2]" name a section of the song; nobody sings them.
-_SECTION_MARKER = re.compile(r"^\[[^\]]*\]$")
 _FRAMES_PER_SECOND = 100  # pocketsphinx's default frame rate
 _NON_WORDS = ("<s>", "</s>", "<sil>", "(NULL)")  # "(NULL)": a null transition of the grammar
 _ALTERNATIVE = re.compile(r"\(\d+\)$")  # "the(2)": CMUdict's second pronunciation of "the"
@@ -57,16 +56,6 @@ class _Word:
     start: float | None = None
     end: float | None = None
     confidence: float = PLACED_CONFIDENCE
-
-
-def lyric_lines(lyrics: str) -> list[list[str]]:
-    """The sung lines of the user's lyrics as words (blank lines and section markers left out)."""
-    lines = []
-    for raw in lyrics.splitlines():
-        line = raw.strip()
-        if line and not _SECTION_MARKER.match(line):
-            lines.append(line.split())
-    return lines
 
 
 def align_lyrics(

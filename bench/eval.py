@@ -253,10 +253,11 @@ async def _run_job(stub: pb_grpc.OrchestratorStub, upload_id: str, options: pb.J
     final: pb.ProgressEvent | None = None
     async for event in client.process(stub, upload_id, options):
         final = event
-    if final is None or final.state != pb.JOB_STATE_SUCCEEDED:
-        state = pb.JobState.Name(final.state) if final else "without events"
-        errors = "; ".join(f"{e.code}: {e.message}" for e in final.errors) if final else ""
-        raise RuntimeError(f"job ended {state} {errors or (final.error.message if final else '')}")
+    if final is None:
+        raise RuntimeError("the job sent no events")
+    if final.state != pb.JOB_STATE_SUCCEEDED:
+        errors = "; ".join(f"{e.code}: {e.message}" for e in final.errors) or final.error.message
+        raise RuntimeError(f"job {final.job_id} ended {pb.JobState.Name(final.state)}: {errors}")
     return final.job_id
 
 

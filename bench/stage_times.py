@@ -1,10 +1,11 @@
 """Seconds each stage takes on this machine for one song, through the real services.
 
-    python -m bench.stage_times [--seconds 60] [--separation-model M] [--transcription-model M]
+    python -m bench.stage_times [--lines 10] [--separation-model M] [--transcription-model M]
 
 Without model flags it measures two set-ups: a full-size HTDemucs (the pretrained htdemucs'
 architecture with random weights: the same compute, since no pretrained Demucs weights can be had
-here) and the Spleeter 2-stem model, both with Whisper tiny.en from ../shared. Stage times come
+here) and the Spleeter 2-stem model, both with Whisper tiny.en from ../shared, on a synthetic
+song (bench.synth: sung lines over drums, bass and chords; 10 lines is about a minute). Stage times come
 from the job's own events (stage start to stage done), so they include streaming the audio in
 and out of each service.
 """
@@ -17,10 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import soundfile as sf
+
+from bench.synth import LYRIC_LINES, make_song
 from roar import client
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
-from tests.support.songs import write_song
 from tests.support.suite import Suite
 from tests.support.tiny_demucs import HTDEMUCS_KWARGS, build_tiny_demucs
 
@@ -63,13 +66,15 @@ def measure(label: str, env: dict[str, str], song: Path, seconds: float, work: P
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--lines", type=int, default=10, help="sung lines in the synthetic song")
     parser.add_argument("--separation-model")
     parser.add_argument("--transcription-model", default=str(SHARED / "whisper-tiny.en"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        song = write_song(work / "song.wav", args.seconds)
+        make_song(work / "song", list(LYRIC_LINES[: args.lines]), seed=7, stems=("mixture",))
+        song = work / "song" / "mixture.wav"
+        seconds = sf.info(song).duration
         if args.separation_model:
             setups = {"custom": args.separation_model}
         else:
@@ -79,7 +84,7 @@ def main() -> None:
             }
         for label, model in setups.items():
             env = {"ROAR_SEPARATION_MODEL": model, "ROAR_TRANSCRIPTION_MODEL": args.transcription_model}
-            measure(label, env, song, args.seconds, work)
+            measure(label, env, song, seconds, work)
 
 
 if __name__ == "__main__":

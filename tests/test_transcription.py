@@ -1,9 +1,12 @@
-"""Transcription: the Whisper wrapper with a tiny random Whisper (windows, progress, word times,
-languages, loading), real whisper-tiny.en on read speech (../shared), and the gRPC service."""
+"""Transcription: the Whisper wrapper with a tiny random Whisper (sung passages, progress, word times,
+languages, loading), the Gemma 3n backend with a tiny random Gemma 3n, the user's lyrics timed by
+forced alignment, the clean-up of decoded text, real whisper-tiny.en on read speech (../shared), and
+the gRPC service. Quality on sung vocals: test_transcription_quality.py."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,17 +24,26 @@ from roar.models import ModelCache
 from roar.service import request_stream
 from roar.text import edit_distance, normalized_words
 from roar.v1 import common_pb2, transcription_pb2, transcription_pb2_grpc
+from services.transcription.gemma import GemmaTranscriber, sentences
 from services.transcription.server import TranscriptionServicer
 from services.transcription.transcriber import (
+    ALIGNER_NAME,
     SAMPLE_RATE,
     WhisperTranscriber,
+    collapse_loops,
     group_lines,
+    is_word,
     load_transcriber,
     prepare_audio,
+    speech_spans,
+    transcribe_with_lyrics,
+    windows,
 )
+from tests.support.tiny_gemma import build_tiny_gemma
 from tests.support.tiny_whisper import build_tiny_whisper
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SONG = Path(__file__).resolve().parent / "data" / "songs" / "song_000"
 WHISPER_TINY_EN = SHARED / "models" / "whisper-tiny.en"
 LIBRIVOX = SHARED / "audio" / "librivox"
 
@@ -47,6 +59,22 @@ def noise(seconds: float, seed: int = 0) -> np.ndarray:
 
 def all_words(transcript: common_pb2.Transcript) -> list[common_pb2.Word]:
     return [word for segment in transcript.segments for word in segment.words]
+
+
+@pytest.fixture(scope="module")
+def vocals() -> np.ndarray:
+    """A committed synthetic song's vocals (20 s, three sung lines) as 16 kHz mono."""
+    return prepare_audio((SONG / "vocals.flac").read_bytes())
+
+
+def assert_inside_spans(words: list[common_pb2.Word], spans: list[tuple[float, float]]) -> None:
+    for word in words:
+        assert any(start - 1e-6 <= word.start <= word.end <= end + 1e-6 for start, end in spans), (
+            word.text,
+            word.start,
+            word.end,
+            spans,
+        )
 
 
 def assert_words_in_order_within(words: list[common_pb2.Word], duration: float) -> None:
@@ -82,38 +110,65 @@ def tiny(tiny_dir: Path) -> WhisperTranscriber:
 # The wrapper, with a tiny random Whisper of the real architecture
 
 
-def test_long_audio_goes_window_by_window_with_rising_progress(tiny: WhisperTranscriber) -> None:
+def test_sung_passages_are_transcribed_window_by_window(tiny: WhisperTranscriber, vocals: np.ndarray) -> None:
+    song = np.concatenate([vocals, vocals, vocals])  # one minute, nine sung lines
+    spans = speech_spans(song)
+    assert len(spans) == 9
     reports: list[tuple[float, str]] = []
-    transcript = tiny.transcribe(
-        noise(50.0), "", lambda percent, message="": reports.append((percent, message))
-    )
+    transcript = tiny.transcribe(song, "", lambda percent, message="": reports.append((percent, message)))
 
     percents = [p for p, _ in reports]
-    assert len(reports) >= 3, reports  # the start, then one report per window: at least two windows
     assert percents[0] == 0.0 and percents[-1] == 100.0
-    assert all(a < b for a, b in itertools.pairwise(percents)), percents
-    assert reports[-1][1] == "transcribing 0:50 / 0:50"
+    assert percents == sorted(percents)
+    # The lines packed into 30 s windows: two, then.
+    messages = [m for _, m in reports if m.startswith("transcribing")]
+    assert messages == ["transcribing segments 1-6/9", "transcribing segments 7-9/9"]
     words = all_words(transcript)
-    assert_words_in_order_within(words, 50.0)
-    assert max(w.start for w in words) > 30.0  # the second window's words are there too
+    assert_words_in_order_within(words, len(song) / SAMPLE_RATE)
+    assert_inside_spans(words, spans)
+    assert max(w.start for w in words) > 40.0  # the second window's words are there too
     assert transcript.language == "en" and transcript.model == tiny.name
+    assert not transcript.from_user_lyrics
     for segment in transcript.segments:
         assert segment.text == " ".join(w.text for w in segment.words)
         assert (segment.start, segment.end) == (segment.words[0].start, segment.words[-1].end)
+
+
+def test_window_times_map_back_to_the_audio() -> None:
+    packed = windows([(2.0, 6.0), (8.0, 12.0), (14.0, 40.0)])
+    assert [w.passages for w in packed] == [[(2.0, 6.0), (8.0, 12.0)], [(14.0, 40.0)]]
+    window = packed[0]  # 0.5 s of silence, 2-6 s, 0.5 s of silence, 8-12 s, 0.5 s of silence
+    assert len(window.samples(np.ones(50 * SAMPLE_RATE, np.float32))) == 9.5 * SAMPLE_RATE
+    assert window.audio_times(0.5, 1.0) == (2.0, 2.5)
+    assert window.audio_times(6.0, 7.0) == (9.0, 10.0)  # in the second passage
+    # A word heard in the silence before a passage starts with it, and ends in the passage it starts in.
+    assert window.audio_times(0.2, 0.7) == (2.0, 2.2)
+    assert window.audio_times(4.7, 5.5) == (8.0, 8.5)
+    assert window.audio_times(4.0, 5.5) == (5.5, 6.0)
+    assert window.audio_times(9.2, 9.4) == (12.0, 12.0)  # after the last passage
+
+
+def test_audio_without_singing_has_no_words(tiny: WhisperTranscriber) -> None:
+    reports: list[tuple[float, str]] = []
+    silence = np.zeros(5 * SAMPLE_RATE, np.float32)
+    transcript = tiny.transcribe(silence, "", lambda percent, message="": reports.append((percent, message)))
+    assert not transcript.segments
+    assert reports[-1] == (100.0, "transcribed 0 segments")
 
 
 def test_english_only_models_ignore_the_language(tiny: WhisperTranscriber) -> None:
     assert tiny.transcribe(noise(3.0), "de").language == "en"
 
 
-def test_multilingual_models_take_or_detect_the_language(tmp_path: Path) -> None:
+def test_multilingual_models_take_or_detect_the_language(tmp_path: Path, vocals: np.ndarray) -> None:
     transcriber = load_transcriber(str(build_tiny_whisper(tmp_path / "multi", multilingual=True)), "cpu")
-    assert transcriber.multilingual
-    assert transcriber.transcribe(noise(3.0), "de").language == "de"
-    detected = transcriber.transcribe(noise(3.0), "").language
+    assert isinstance(transcriber, WhisperTranscriber) and transcriber.multilingual
+    first_line = vocals[: 7 * SAMPLE_RATE]
+    assert transcriber.transcribe(first_line, "de").language == "de"
+    detected = transcriber.transcribe(first_line, "").language
     assert re.fullmatch(r"[a-z]{2,3}", detected), detected
     with pytest.raises(BadInput, match="xx"):
-        transcriber.transcribe(noise(3.0), "xx")
+        transcriber.transcribe(first_line, "xx")
 
 
 def test_prepare_audio_makes_16k_mono() -> None:
@@ -156,6 +211,105 @@ def test_lines_break_at_pauses_sentences_and_length() -> None:
     ]
     lines = [segment.text for segment in group_lines(words)]
     assert lines == ["one two.", "three", "four w0 w1 w2 w3 w4 w5 w6", "w7 w8", "long"]
+
+
+# Clean-up of decoded text
+
+
+def test_phrases_repeated_in_a_loop_collapse_to_one() -> None:
+    looped = "the stars come out " + "thank you for watching. " * 12 + "and goodbye"
+    assert " ".join(collapse_loops(looped.split(), key=str.lower)) == (
+        "the stars come out thank you for watching. and goodbye"
+    )
+    assert collapse_loops(["la", "la", "la", "la"], key=str) == ["la"]
+    # Two in a row is a sung repeat, not a loop; the key decides what is the same word.
+    sung = ["baby", "baby", "one", "more", "time"]
+    assert collapse_loops(sung, key=str) == sung
+    assert collapse_loops(["Go,", "go", "GO!", "now"], key=lambda w: w.strip(",!").lower()) == ["Go,", "now"]
+
+
+@pytest.mark.parametrize("text", ["♪", "♪♪", "[Music]", "(upbeat music)", "*laughs*", "..."])
+def test_captions_of_sounds_are_not_words(text: str) -> None:
+    assert not is_word(text)
+
+
+@pytest.mark.parametrize("text", ["don't", "rock-n-roll", "(oh)yeah", "1999", "Über", "歌"])
+def test_sung_words_are_words(text: str) -> None:
+    assert is_word(text)
+
+
+# The user's lyrics, timed by forced alignment
+
+
+def test_lyrics_are_timed_by_forced_alignment(vocals: np.ndarray) -> None:
+    truth = json.loads((SONG / "truth.json").read_text())
+    reports: list[tuple[float, str]] = []
+
+    def no_transcription(progress: object) -> common_pb2.Transcript:
+        raise AssertionError("aligned lyrics need no transcription")
+
+    transcript = transcribe_with_lyrics(
+        vocals, truth["lyrics"], "EN", no_transcription, lambda p, m="": reports.append((p, m))
+    )
+    assert transcript.from_user_lyrics and transcript.model == ALIGNER_NAME and transcript.language == "en"
+    assert [segment.text for segment in transcript.segments] == truth["lyrics"].splitlines()
+    words = all_words(transcript)
+    assert_words_in_order_within(words, len(vocals) / SAMPLE_RATE)
+    onsets = [abs(w.start - t["start"]) for w, t in zip(words, truth["words"], strict=True)]
+    assert np.median(onsets) < 0.08 and max(onsets) < 0.3
+    assert reports[-1][0] == 100.0 and any("aligning lyrics" in m for _, m in reports)
+
+
+def test_lyrics_the_aligner_cannot_place_fall_back_to_the_transcription(
+    tiny: WhisperTranscriber, vocals: np.ndarray
+) -> None:
+    """The aligner's en-us model has no pronunciation for Japanese script, so it places no word."""
+    reports: list[tuple[float, str]] = []
+    transcript = transcribe_with_lyrics(
+        vocals,
+        "夢を見る\n山は白い",
+        "",
+        lambda progress: tiny.transcribe(vocals, "", progress),
+        lambda p, m="": reports.append((p, m)),
+    )
+    assert not transcript.from_user_lyrics and transcript.model == tiny.name
+    assert_words_in_order_within(all_words(transcript), len(vocals) / SAMPLE_RATE)
+    percents = [p for p, _ in reports]
+    assert percents == sorted(percents) and percents[-1] == 100.0
+    assert any(m.startswith("transcribing segment") for _, m in reports)
+
+
+# Gemma 3n, with a tiny random Gemma 3n of the real architecture
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_gemma(tmp_path_factory.mktemp("gemma") / "tiny")
+
+
+def test_gemma_transcribes_each_passage_with_aligned_word_times(
+    tiny_gemma_dir: Path, vocals: np.ndarray
+) -> None:
+    transcriber = load_transcriber(str(tiny_gemma_dir), "cpu")
+    assert isinstance(transcriber, GemmaTranscriber)
+    reports: list[tuple[float, str]] = []
+    transcript = transcriber.transcribe(vocals, "", lambda p, m="": reports.append((p, m)))
+
+    assert [m for _, m in reports if m.startswith("transcribing")] == ["transcribing segments 1-3/3"]
+    assert reports[-1][0] == 100.0
+    words = all_words(transcript)
+    assert_words_in_order_within(words, len(vocals) / SAMPLE_RATE)
+    assert_inside_spans(words, speech_spans(vocals))
+    assert any(w.confidence == 1.0 for w in words)  # placed by the aligner, not only spread
+    assert transcript.model == str(tiny_gemma_dir) and not transcript.from_user_lyrics
+
+
+def test_gemma_text_is_cut_into_sentences_for_the_aligner() -> None:
+    assert sentences(" I dream of snow. The lanterns glow!  Along the street ") == [
+        "I dream of snow.",
+        "The lanterns glow!",
+        "Along the street",
+    ]
 
 
 # Real whisper-tiny.en on read speech
@@ -235,24 +389,49 @@ async def transcription_stub(default_model: str) -> AsyncIterator[transcription_
         await server.stop(grace=None)
 
 
-def transcribe_requests(data: bytes, model: str = "") -> object:
-    options = transcription_pb2.TranscriptionOptions(model=model, language="en")
+def transcribe_requests(data: bytes, model: str = "", lyrics: str = "") -> object:
+    options = transcription_pb2.TranscriptionOptions(model=model, language="en", lyrics=lyrics)
     return request_stream(transcription_pb2.TranscribeRequest, options, "audio", data)
 
 
-async def test_service_streams_progress_then_the_transcript(tiny_dir: Path) -> None:
-    song = np.stack([noise(8.0), noise(8.0, seed=1)])
-    data = audio.encode(audio.resample(song, SAMPLE_RATE, 44100), 44100, "flac")
-    async with transcription_stub(str(tiny_dir)) as stub:
-        responses = [r async for r in stub.Transcribe(transcribe_requests(data))]
-
+async def transcribe_song(
+    default_model: str, model: str = "", lyrics: str = ""
+) -> tuple[list[common_pb2.StageProgress], common_pb2.Transcript]:
+    """The progress updates and the transcript for the committed song's vocals (a 44.1 kHz FLAC)."""
+    data = (SONG / "vocals.flac").read_bytes()
+    async with transcription_stub(default_model) as stub:
+        responses = [r async for r in stub.Transcribe(transcribe_requests(data, model, lyrics))]
     kinds = [r.WhichOneof("response") for r in responses]
     assert kinds[-1] == "transcript" and set(kinds[:-1]) == {"progress"}
-    percents = [r.progress.percent for r in responses[:-1]]
+    updates = [r.progress for r in responses[:-1]]
+    percents = [u.percent for u in updates]
     assert percents == sorted(percents) and percents[-1] == 100.0
-    transcript = responses[-1].transcript
-    assert transcript.model == str(tiny_dir)
-    assert_words_in_order_within(all_words(transcript), 8.0)
+    return updates, responses[-1].transcript
+
+
+async def test_service_streams_progress_then_the_transcript(tiny_dir: Path, vocals: np.ndarray) -> None:
+    updates, transcript = await transcribe_song(str(tiny_dir))
+    assert any(u.message == "transcribing segments 1-3/3" for u in updates)
+    assert transcript.model == str(tiny_dir) and not transcript.from_user_lyrics
+    assert_words_in_order_within(all_words(transcript), len(vocals) / SAMPLE_RATE)
+
+
+async def test_service_times_the_users_lyrics(tiny_dir: Path) -> None:
+    lyrics = (SONG / "lyrics.txt").read_text()
+    updates, transcript = await transcribe_song(str(tiny_dir), lyrics=lyrics)
+    assert any(u.message.startswith("aligning lyrics") for u in updates)
+    assert transcript.from_user_lyrics and transcript.model == ALIGNER_NAME
+    assert [s.text for s in transcript.segments] == lyrics.strip().splitlines()
+    assert [w.text for w in all_words(transcript)] == lyrics.split()
+
+
+async def test_service_transcribes_with_gemma(
+    tiny_dir: Path, tiny_gemma_dir: Path, vocals: np.ndarray
+) -> None:
+    updates, transcript = await transcribe_song(str(tiny_dir), model=str(tiny_gemma_dir))
+    assert any(u.message == f"loading transcription model {tiny_gemma_dir}" for u in updates)
+    assert transcript.model == str(tiny_gemma_dir)
+    assert_words_in_order_within(all_words(transcript), len(vocals) / SAMPLE_RATE)
 
 
 async def test_service_rejects_undecodable_audio(tiny_dir: Path) -> None:

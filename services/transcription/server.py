@@ -1,4 +1,5 @@
-"""The Transcription gRPC service: vocals chunks in; progress, then word-timed lyrics out.
+"""The Transcription gRPC service: vocals chunks in; progress, then word-timed lyrics out: the user's
+lyrics timed by forced alignment when the options carry them, else the model's transcription.
 `python -m services.transcription.server [--port N] [--host H] [--model M]`."""
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ from roar.models import ModelCache
 from roar.progress import ProgressCallback, StageRun
 from roar.service import abort_with, read_options_and_data, serve, setup_logging
 from roar.v1 import common_pb2, transcription_pb2, transcription_pb2_grpc
-from services.transcription.transcriber import WhisperTranscriber, load_transcriber, prepare_audio
+from services.transcription.transcriber import (
+    Transcriber,
+    load_transcriber,
+    prepare_audio,
+    transcribe_with_lyrics,
+)
 
 SERVICE_NAME = transcription_pb2.DESCRIPTOR.services_by_name["Transcription"].full_name
 
 
 class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
-    def __init__(self, transcribers: ModelCache[WhisperTranscriber]) -> None:
+    def __init__(self, transcribers: ModelCache[Transcriber]) -> None:
         self._transcribers = transcribers
         # One transcription at a time: a single one already keeps every core busy.
         self._slots = asyncio.Semaphore(1)
@@ -30,7 +36,6 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
         request_iterator: AsyncIterator[transcription_pb2.TranscribeRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[transcription_pb2.TranscribeResponse]:
-        # options.lyrics is not used here: the karaoke service lays the user's lyrics on the words.
         options, data = await read_options_and_data(request_iterator, context, "options", "audio")
         try:
             audio = await asyncio.to_thread(prepare_audio, data)
@@ -38,10 +43,15 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
             await abort_with(context, exc)
         model = options.model or self._transcribers.default
 
-        def work(progress: ProgressCallback) -> common_pb2.Transcript:
+        def transcribe(progress: ProgressCallback) -> common_pb2.Transcript:
             if model not in self._transcribers.loaded():
                 progress(0.0, f"loading transcription model {model}")
             return self._transcribers.get(model).transcribe(audio, options.language, progress)
+
+        def work(progress: ProgressCallback) -> common_pb2.Transcript:
+            if options.lyrics.strip():
+                return transcribe_with_lyrics(audio, options.lyrics, options.language, transcribe, progress)
+            return transcribe(progress)
 
         run = StageRun(work, slots=self._slots)
         try:
@@ -56,7 +66,9 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
 
 def main() -> None:
     settings = Settings.from_env()
-    parser = argparse.ArgumentParser(description="Roar transcription service (Whisper, word times)")
+    parser = argparse.ArgumentParser(
+        description="Roar transcription service (Whisper or Gemma 3n, word times)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in containers)")
     parser.add_argument(
         "--port", type=int, default=port_of(settings.transcription_addr), help="port to listen on"
@@ -69,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging("transcription")
     device = torch_device(settings)
-    transcribers: ModelCache[WhisperTranscriber] = ModelCache(
+    transcribers: ModelCache[Transcriber] = ModelCache(
         lambda model: load_transcriber(model, device), args.model, "ROAR_TRANSCRIPTION_MODEL"
     )
 

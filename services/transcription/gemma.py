@@ -1,0 +1,152 @@
+"""Gemma 3n as a transcription backend: transformers' Gemma3nForConditionalGeneration hears the
+passages of singing that voice activity detection finds, packed into windows of at most 30 s as
+for Whisper (its audio encoder takes no more), and writes their words when asked "Transcribe this
+audio."; the words get their times from forced alignment of that text to the window
+(align.align_lyrics), as the user's own lyrics do.
+
+The model is built without its vision tower: the service only hears audio, and the tower (a
+300 M-parameter MobileNet from timm) would need timm and torchvision besides. Its weights in a
+checkpoint are left unread.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import (
+    AutoModel,
+    AutoProcessor,
+    Gemma3nConfig,
+    Gemma3nForConditionalGeneration,
+    ProcessorMixin,
+)
+from transformers.models.gemma3n.modeling_gemma3n import (
+    Gemma3nModel,
+    Gemma3nMultimodalEmbedder,
+    Gemma3nPreTrainedModel,
+)
+
+from roar.progress import ProgressCallback, no_progress
+from roar.text import normalize_word
+from roar.v1 import common_pb2
+from services.transcription import align
+from services.transcription.transcriber import (
+    COMPRESSION_RATIO_THRESHOLD,
+    SAMPLE_RATE,
+    SENTENCE_ENDS,
+    collapse_loops,
+    compression_ratio,
+    group_lines,
+    is_word,
+    speech_spans,
+    window_message,
+    windows,
+)
+
+PROMPT = "Transcribe this audio."
+# Room for the words of a passage: more tokens a second than anyone sings, so that a model caught in
+# a loop stops soon.
+MAX_TOKENS_PER_SECOND = 8
+MIN_NEW_TOKENS = 16
+_SENTENCE = re.compile(r"(?<=[" + re.escape("".join(SENTENCE_ENDS)) + r"])\s+")
+
+
+class _Gemma3nAudioModel(Gemma3nModel):
+    """Gemma3nModel as transformers builds it, less the vision tower."""
+
+    def __init__(self, config: Gemma3nConfig) -> None:
+        Gemma3nPreTrainedModel.__init__(self, config)
+        self.vocab_size = config.text_config.vocab_size
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.vocab_size_per_layer_input = config.text_config.vocab_size_per_layer_input
+        self.audio_tower = AutoModel.from_config(config.audio_config)
+        # forward() embeds the image vocabulary's tokens with embed_vision, images or not.
+        self.embed_vision = Gemma3nMultimodalEmbedder(config.vision_config, config.text_config)
+        self.embed_audio = Gemma3nMultimodalEmbedder(config.audio_config, config.text_config)
+        self.post_init()
+
+
+class Gemma3nForAudio(Gemma3nForConditionalGeneration):
+    """Gemma3nForConditionalGeneration without the vision tower: audio and text in, text out."""
+
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"vision_tower\."]
+
+    def __init__(self, config: Gemma3nConfig) -> None:
+        Gemma3nPreTrainedModel.__init__(self, config)
+        self.model = _Gemma3nAudioModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+
+@dataclass
+class GemmaTranscriber:
+    name: str
+    model: Gemma3nForConditionalGeneration
+    processor: ProcessorMixin
+
+    def transcribe(
+        self, audio: np.ndarray, language: str = "", progress: ProgressCallback = no_progress
+    ) -> common_pb2.Transcript:
+        """Transcribes mono 16 kHz audio passage by passage. `language` (an ISO 639-1 code) is only
+        passed on: Gemma 3n hears the language itself."""
+        progress(0.0, "finding the singing")
+        spans = speech_spans(audio)
+        words: list[common_pb2.Word] = []
+        for window in windows(spans):
+            progress(100.0 * window.first / len(spans), window_message(window, len(spans)))
+            samples = window.samples(audio)
+            text = self._transcribe_window(samples)
+            for segment in align.align_lyrics(samples, "\n".join(sentences(text))):
+                for word in segment.words:  # in order, so still in order in the audio
+                    start, end = window.audio_times(word.start, word.end)
+                    words.append(
+                        common_pb2.Word(text=word.text, start=start, end=end, confidence=word.confidence)
+                    )
+        progress(100.0, f"transcribed {len(spans)} segments")
+        return common_pb2.Transcript(
+            language=language.strip().lower(), segments=group_lines(words), model=self.name
+        )
+
+    def _transcribe_window(self, samples: np.ndarray) -> str:
+        """The text Gemma 3n hears in up to 30 s of audio, loops and captions left out."""
+        content = [{"type": "audio", "audio": samples}, {"type": "text", "text": PROMPT}]
+        messages = [{"role": "user", "content": content}]
+        inputs = self.processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+        inputs = {
+            key: value.to(self.model.device, self.model.dtype if value.is_floating_point() else None)
+            for key, value in inputs.items()
+        }
+        prompt_length = inputs["input_ids"].shape[1]
+        seconds = len(samples) / SAMPLE_RATE
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=max(MIN_NEW_TOKENS, round(MAX_TOKENS_PER_SECOND * seconds)),
+                do_sample=False,
+            )
+        text = self.processor.decode(output[0, prompt_length:], skip_special_tokens=True)
+        kept = [word for word in collapse_loops(text.split(), key=normalize_word) if is_word(word)]
+        text = " ".join(kept)
+        return "" if compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD else text
+
+
+def sentences(text: str) -> list[str]:
+    """The text cut after each sentence end: the aligner's lines."""
+    return [sentence for sentence in _SENTENCE.split(text.strip()) if sentence]
+
+
+def load_gemma(name: str, model_dir: str, device: str = "cpu") -> GemmaTranscriber:
+    """Loads a Gemma 3n model dir (weights, processor, chat template) for `device`."""
+    model = Gemma3nForAudio.from_pretrained(
+        model_dir, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32
+    )
+    return GemmaTranscriber(
+        name=name, model=model.to(device).eval(), processor=AutoProcessor.from_pretrained(model_dir)
+    )

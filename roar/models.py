@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from roar.errors import ModelUnavailable
+from roar.progress import ProgressCallback, no_progress
 
 M = TypeVar("M")
 log = logging.getLogger("roar.models")
@@ -26,10 +27,12 @@ class ModelCache(Generic[M]):
         self._models: dict[str, M] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str = "") -> M:
+    def get(self, name: str = "", progress: ProgressCallback = no_progress) -> M:
+        """The model, loaded first if need be (reported through progress)."""
         name = name or self.default
         with self._lock:
             if name not in self._models:
+                progress(0.0, f"loading model {name}")
                 if len(self._models) >= self._max_models:
                     # Evict the oldest non-default model to bound memory.
                     victim = next((n for n in self._models if n != self.default), None)
@@ -46,9 +49,6 @@ class ModelCache(Generic[M]):
                     ) from exc
                 log.info("model %s ready", name)
             return self._models[name]
-
-    def loaded(self) -> list[str]:
-        return list(self._models)
 
     def warm_up(self) -> None:
         """Loads the default model, logging (not raising) a failure: the service still starts

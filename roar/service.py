@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from roar.errors import RoarError
+from roar.progress import StageRun
 from roar.v1 import common_pb2
 
 CHUNK_BYTES = 1 << 20
@@ -83,6 +84,19 @@ async def read_options_and_data(
     if not data:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no {data_field} bytes were sent")
     return options, bytes(data)
+
+
+async def progress_responses(
+    run: StageRun[Any], context: grpc.aio.ServicerContext, response_type: type
+) -> AsyncIterator[Any]:
+    """A stage call's progress as `response_type(progress=...)` messages while `run` works; ends
+    the call with the matching status if the work failed. Then `run.result()` holds the output."""
+    try:
+        async for update in run:
+            yield response_type(progress=update)
+        run.result()
+    except Exception as exc:
+        await abort_with(context, exc)
 
 
 def chunked(data: bytes, size: int = CHUNK_BYTES) -> Iterator[bytes]:

@@ -429,7 +429,7 @@ async def test_service_transcribes_with_gemma(
     tiny_dir: Path, tiny_gemma_dir: Path, vocals: np.ndarray
 ) -> None:
     updates, transcript = await transcribe_song(str(tiny_dir), model=str(tiny_gemma_dir))
-    assert any(u.message == f"loading transcription model {tiny_gemma_dir}" for u in updates)
+    assert any(u.message == f"loading model {tiny_gemma_dir}" for u in updates)
     assert transcript.model == str(tiny_gemma_dir)
     assert_words_in_order_within(all_words(transcript), len(vocals) / SAMPLE_RATE)
 

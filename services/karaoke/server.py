@@ -11,7 +11,13 @@ import grpc
 
 from roar.config import Settings, port_of
 from roar.progress import StageRun
-from roar.service import abort_with, file_chunks, read_options_and_data, serve, setup_logging
+from roar.service import (
+    file_chunks,
+    progress_responses,
+    read_options_and_data,
+    serve,
+    setup_logging,
+)
 from roar.v1 import karaoke_pb2, karaoke_pb2_grpc
 from services.karaoke.build import build_karaoke
 
@@ -30,14 +36,9 @@ class KaraokeServicer(karaoke_pb2_grpc.KaraokeServicer):
             request_iterator, context, "options", "instrumental"
         )
         run = StageRun(lambda progress: build_karaoke(options, instrumental, progress), slots=self._slots)
-        try:
-            async for update in run:
-                yield karaoke_pb2.BuildResponse(progress=update)
-            files = run.result()
-        except Exception as error:
-            await abort_with(context, error)
-            return
-        for name, data in files.items():
+        async for response in progress_responses(run, context, karaoke_pb2.BuildResponse):
+            yield response
+        for name, data in run.result().items():
             for chunk in file_chunks(name, data):
                 yield karaoke_pb2.BuildResponse(file=chunk)
 

@@ -13,7 +13,14 @@ from roar.config import Settings, port_of, torch_device
 from roar.errors import BadInput
 from roar.models import ModelCache
 from roar.progress import ProgressCallback, StageRun
-from roar.service import abort_with, file_chunks, read_options_and_data, serve, setup_logging
+from roar.service import (
+    abort_with,
+    file_chunks,
+    progress_responses,
+    read_options_and_data,
+    serve,
+    setup_logging,
+)
 from roar.v1 import separation_pb2, separation_pb2_grpc
 from services.separation.backends import load_separator
 from services.separation.separate import SeparationOutput, separate_song
@@ -41,19 +48,13 @@ class SeparationServicer(separation_pb2_grpc.SeparationServicer):
             await abort_with(context, exc)
 
         def work(progress: ProgressCallback) -> SeparationOutput:
-            if model not in self._separators.loaded():
-                progress(0.0, f"loading separation model {model}")
-            separator = self._separators.get(model)
+            separator = self._separators.get(model, progress)
             return separate_song(separator, data, options.all_stems, fmt, progress)
 
         run = StageRun(work, slots=self._slots)
-        try:
-            async for update in run:
-                yield separation_pb2.SeparateResponse(progress=update)
-            output = run.result()
-        except Exception as exc:
-            await abort_with(context, exc)
-            return
+        async for response in progress_responses(run, context, separation_pb2.SeparateResponse):
+            yield response
+        output = run.result()
         for name, stem in output.stems.items():
             for chunk in file_chunks(name, stem):
                 yield separation_pb2.SeparateResponse(stem=chunk)

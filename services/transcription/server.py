@@ -13,7 +13,7 @@ import grpc
 from roar.config import Settings, port_of, torch_device
 from roar.models import ModelCache
 from roar.progress import ProgressCallback, StageRun
-from roar.service import abort_with, read_options_and_data, serve, setup_logging
+from roar.service import abort_with, progress_responses, read_options_and_data, serve, setup_logging
 from roar.v1 import common_pb2, transcription_pb2, transcription_pb2_grpc
 from services.transcription.transcriber import (
     Transcriber,
@@ -44,9 +44,7 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
         model = options.model or self._transcribers.default
 
         def transcribe(progress: ProgressCallback) -> common_pb2.Transcript:
-            if model not in self._transcribers.loaded():
-                progress(0.0, f"loading transcription model {model}")
-            return self._transcribers.get(model).transcribe(audio, options.language, progress)
+            return self._transcribers.get(model, progress).transcribe(audio, options.language, progress)
 
         def work(progress: ProgressCallback) -> common_pb2.Transcript:
             if options.lyrics.strip():
@@ -54,14 +52,9 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
             return transcribe(progress)
 
         run = StageRun(work, slots=self._slots)
-        try:
-            async for update in run:
-                yield transcription_pb2.TranscribeResponse(progress=update)
-            transcript = run.result()
-        except Exception as exc:
-            await abort_with(context, exc)
-            return
-        yield transcription_pb2.TranscribeResponse(transcript=transcript)
+        async for response in progress_responses(run, context, transcription_pb2.TranscribeResponse):
+            yield response
+        yield transcription_pb2.TranscribeResponse(transcript=run.result())
 
 
 def main() -> None:

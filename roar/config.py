@@ -6,6 +6,7 @@ one setting everywhere.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,22 @@ def _env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError as exc:
         raise SystemExit(f"{name} must be an integer, got {value!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    value = _env(name, str(default))
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a number, got {value!r}") from exc
+    if not math.isfinite(number) or number < 0:
+        raise SystemExit(f"{name} must be a finite number, 0 or more, got {value!r}")
+    return number
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    """A comma-separated setting as a tuple of its non-empty items."""
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
 
 
 def port_of(address: str) -> int:
@@ -55,6 +72,46 @@ class Settings:
     # Seconds a job may take before it fails with DEADLINE_EXCEEDED.
     job_timeout_seconds: int = 3 * 3600
 
+    # Models offered to clients: "name=source" entries (ROAR_SEPARATION_MODELS,
+    # ROAR_TRANSCRIPTION_MODELS). A request names one of them or the default; never a path.
+    separation_models: tuple[str, ...] = ()
+    transcription_models: tuple[str, ...] = ()
+
+    # API keys: "auto" requires them when the orchestrator listens beyond loopback, "on" always,
+    # "off" never (beyond loopback only when set explicitly).
+    auth: str = "auto"
+    # A key accepted as admin without being in the store (a Kubernetes Secret).
+    admin_key: str = ""
+    # The shared secret the orchestrator presents to the stage services, and they require.
+    stage_key: str = ""
+    # This process's TLS certificate and key (PEM files): TLS on every port it serves.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # When set, servers require client certificates signed by this CA (mutual TLS).
+    tls_client_ca: str = ""
+    # The orchestrator's side of its calls to the stages: the CA that signed the stages'
+    # certificates (TLS to the stages when set), and its own client certificate for mutual TLS.
+    stage_tls_ca: str = ""
+    stage_tls_cert: str = ""
+    stage_tls_key: str = ""
+    # grpc-web: origins other than the page's own that may call (empty: same origin only), and
+    # the Host names the web port answers to (empty: loopback names and the listening host).
+    cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    # Clients (the CLI): the key to send and the CA that signed the orchestrator's certificate.
+    api_key: str = ""
+    tls_ca: str = ""
+
+    # Longest song accepted, checked at FinishUpload and again when decoding.
+    max_audio_minutes: float = 120.0
+    # Unfinished uploads are deleted after this many hours; finished jobs' files after this many
+    # days (0: kept).
+    upload_ttl_hours: float = 24.0
+    retention_days: float = 0.0
+    # How long the orchestrator keeps retrying a stage call that broke (a crashed or restarting
+    # replica) before the stage fails.
+    stage_retry_seconds: float = 60.0
+
     @classmethod
     def from_env(cls) -> Settings:
         d = cls()
@@ -73,6 +130,25 @@ class Settings:
             max_queued_jobs=_env_int("ROAR_MAX_QUEUED_JOBS", d.max_queued_jobs),
             max_upload_bytes=_env_int("ROAR_MAX_UPLOAD_MB", d.max_upload_bytes // 2**20) * 2**20,
             job_timeout_seconds=_env_int("ROAR_JOB_TIMEOUT", d.job_timeout_seconds),
+            separation_models=_env_list("ROAR_SEPARATION_MODELS"),
+            transcription_models=_env_list("ROAR_TRANSCRIPTION_MODELS"),
+            auth=_env("ROAR_AUTH", d.auth).lower(),
+            admin_key=_env("ROAR_ADMIN_KEY", d.admin_key),
+            stage_key=_env("ROAR_STAGE_KEY", d.stage_key),
+            tls_cert=_env("ROAR_TLS_CERT", d.tls_cert),
+            tls_key=_env("ROAR_TLS_KEY", d.tls_key),
+            tls_client_ca=_env("ROAR_TLS_CLIENT_CA", d.tls_client_ca),
+            stage_tls_ca=_env("ROAR_STAGE_TLS_CA", d.stage_tls_ca),
+            stage_tls_cert=_env("ROAR_STAGE_TLS_CERT", d.stage_tls_cert),
+            stage_tls_key=_env("ROAR_STAGE_TLS_KEY", d.stage_tls_key),
+            cors_origins=_env_list("ROAR_CORS_ORIGINS"),
+            allowed_hosts=_env_list("ROAR_ALLOWED_HOSTS"),
+            api_key=_env("ROAR_API_KEY", d.api_key),
+            tls_ca=_env("ROAR_TLS_CA", d.tls_ca),
+            max_audio_minutes=_env_float("ROAR_MAX_AUDIO_MINUTES", d.max_audio_minutes),
+            upload_ttl_hours=_env_float("ROAR_UPLOAD_TTL_HOURS", d.upload_ttl_hours),
+            retention_days=_env_float("ROAR_RETENTION_DAYS", d.retention_days),
+            stage_retry_seconds=_env_float("ROAR_STAGE_RETRY_SECONDS", d.stage_retry_seconds),
         )
 
 

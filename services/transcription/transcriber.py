@@ -239,7 +239,7 @@ class WhisperTranscriber:
     def _transcribe_window(self, window: Window, samples: np.ndarray, language: str) -> list[common_pb2.Word]:
         """The words of a window's passages, with times in the audio; none when the model hears no
         speech there or only loops."""
-        decoded = self._decode(samples, language, temperature=0.0)
+        decoded = self._decode(samples, window.duration, language, temperature=0.0)
         if decoded.no_speech_prob > NO_SPEECH_THRESHOLD and decoded.avg_logprob < LOGPROB_THRESHOLD:
             return []
         for attempt, temperature in enumerate(FALLBACK_TEMPERATURES):
@@ -248,7 +248,7 @@ class WhisperTranscriber:
             # Seeded, so that a window transcribes the same every time.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(attempt)
-                retry = self._decode(samples, language, temperature)
+                retry = self._decode(samples, window.duration, language, temperature)
             decoded = min(decoded, retry, key=lambda d: (d.poor, -d.avg_logprob))
         if decoded.avg_logprob < LOGPROB_THRESHOLD:
             # No temperature decodes it with confidence: Whisper's guesses at music or noise ("Thanks
@@ -262,7 +262,7 @@ class WhisperTranscriber:
         words: list[common_pb2.Word] = []
         for (text, piece_start, piece_end), confidence in kept:
             text = text.strip()
-            if not is_word(text) or piece_start >= window.duration:  # a caption, or heard after the singing
+            if not is_word(text):  # a caption
                 continue
             word_start, word_end = window.audio_times(piece_start, piece_end)
             if words and word_start < words[-1].end:
@@ -274,7 +274,11 @@ class WhisperTranscriber:
             return []  # still a loop, of something longer than a line: nothing usable
         return words
 
-    def _decode(self, window: np.ndarray, language: str, temperature: float) -> _Decoded:
+    def _decode(self, window: np.ndarray, singing_ends: float, language: str, temperature: float) -> _Decoded:
+        """Whisper's words for a window, without those it hears after `singing_ends` (seconds into
+        the window): in the silence at the end of a nearly full window it tends to make up a loop
+        ("Thank you so much for watching, and I'll see you in the next video, and ..."), which would
+        set off the fallback when the words of the singing are fine."""
         generate_kwargs: dict[str, object] = (
             {"language": language, "task": "transcribe"} if self.multilingual else {}
         )
@@ -285,7 +289,7 @@ class WhisperTranscriber:
             return_timestamps="word",
             generate_kwargs=generate_kwargs,
         )
-        pieces = _join_hyphenated(output["chunks"])
+        pieces = [piece for piece in _join_hyphenated(output["chunks"]) if piece[1] < singing_ends]
         return self._score(window, pieces, language)
 
     def _score(self, window: np.ndarray, pieces: list[tuple[str, float, float]], language: str) -> _Decoded:

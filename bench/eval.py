@@ -268,15 +268,15 @@ async def _download(stub: pb_grpc.OrchestratorStub, job_id: str, name: str, work
 
 
 async def run_pipeline_song(
-    stub: pb_grpc.OrchestratorStub, song: Song, models: dict[str, str], work_dir: Path, log: Log
+    stub: pb_grpc.OrchestratorStub, song: Song, work_dir: Path, log: Log
 ) -> PipelineOutput:
-    """The song's two jobs, without and with the true lyrics, at once; the stems from the first."""
+    """The song's two jobs, without and with the true lyrics, at once; the stems from the first. Jobs
+    name no model: they get the server's defaults (the harness's models when it starts the suite)."""
     upload = await client.upload_file(stub, song.mixture_path)
-    base = {"separation_model": models["separation"], "transcription_model": models["transcription"]}
 
     async def job(lyrics: str) -> str:
         try:
-            job_id = await _run_job(stub, upload.upload_id, pb.JobOptions(lyrics=lyrics, **base))
+            job_id = await _run_job(stub, upload.upload_id, pb.JobOptions(lyrics=lyrics))
         except RuntimeError as exc:
             raise RuntimeError(f"{song.name} ({'with' if lyrics else 'without'} lyrics): {exc}") from exc
         log(f"{song.name}: pipeline {'with' if lyrics else 'without'} lyrics done")
@@ -290,13 +290,11 @@ async def run_pipeline_song(
     return PipelineOutput(vocals.audio, instrumental.audio, vocals.sample_rate, words, lyrics_words)
 
 
-async def run_pipeline(
-    address: str, songs: Sequence[Song], models: dict[str, str], work_dir: Path, log: Log
-) -> list[PipelineOutput]:
+async def run_pipeline(address: str, songs: Sequence[Song], work_dir: Path, log: Log) -> list[PipelineOutput]:
     """Every song's jobs submitted at once; the orchestrator queues them."""
     async with client.channel(address) as channel:
         stub = pb_grpc.OrchestratorStub(channel)
-        return await asyncio.gather(*(run_pipeline_song(stub, s, models, work_dir, log) for s in songs))
+        return await asyncio.gather(*(run_pipeline_song(stub, s, work_dir, log) for s in songs))
 
 
 # --- the naive baselines ---
@@ -398,7 +396,7 @@ async def evaluate(
 
     try:
         piped, naive = await asyncio.gather(
-            timed(PIPELINE, run_pipeline(address, songs, models, work_dir, log)),
+            timed(PIPELINE, run_pipeline(address, songs, work_dir, log)),
             timed(NAIVE, asyncio.to_thread(run_naive, songs, models, log, stop)),
         )
     finally:

@@ -19,6 +19,7 @@ from orchestrator.stages import StageClients, StageFailed
 from orchestrator.store import TERMINAL_STATES, Store
 from orchestrator.uploads import Uploads
 from roar.audio import content_type, format_name
+from roar.catalog import separation_catalog, transcription_catalog
 from roar.config import Settings
 from roar.errors import BadInput, FailedPrecondition, NotFound, ResourceExhausted
 from roar.v1 import common_pb2, karaoke_pb2, separation_pb2, transcription_pb2
@@ -64,6 +65,9 @@ class Jobs:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
         self._signals: dict[str, asyncio.Event] = {}
+        # The models jobs may name: the same catalogs the stages build from the same settings.
+        self.separation_models = separation_catalog(settings)
+        self.transcription_models = transcription_catalog(settings)
 
     # Queries.
 
@@ -119,6 +123,9 @@ class Jobs:
         if len(options.lyrics) > MAX_LYRICS_CHARS:
             raise BadInput(f"lyrics are limited to {MAX_LYRICS_CHARS} characters")
         format_name(options.audio_format)  # raises BadInput when unknown
+        # Only offered names, checked before the job exists (each raises BadInput otherwise).
+        self.separation_models.name_for(options.separation_model)
+        self.transcription_models.name_for(options.transcription_model)
         if any(f not in common_pb2.LyricsFormat.values() for f in options.lyrics_formats):
             raise BadInput("unknown lyrics format")
         limit = self._settings.max_running_jobs + self._settings.max_queued_jobs

@@ -25,14 +25,6 @@ from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 
 log = logging.getLogger("roar.orchestrator")
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
-DEMUCS_MODELS = ["htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi", "mdx", "mdx_extra"]
-WHISPER_MODELS = [
-    "openai/whisper-tiny",
-    "openai/whisper-base",
-    "openai/whisper-small",
-    "openai/whisper-medium",
-    "openai/whisper-large-v3-turbo",
-]
 
 
 def _unary(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,10 +50,6 @@ def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., Async
             await abort_with(context, exc)
 
     return call
-
-
-def _offered(default: str, known: list[str]) -> list[str]:
-    return [default, *(m for m in known if m != default)]
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServicer):
@@ -125,12 +113,13 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     @_unary
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Any) -> pb.ServerInfo:
         s = self._settings
+        separation, transcription = self._jobs.separation_models, self._jobs.transcription_models
         return pb.ServerInfo(
             version=__version__,
-            default_separation_model=s.separation_model,
-            separation_models=_offered(s.separation_model, DEMUCS_MODELS),
-            default_transcription_model=s.transcription_model,
-            transcription_models=_offered(s.transcription_model, WHISPER_MODELS),
+            default_separation_model=separation.default,
+            separation_models=separation.names,
+            default_transcription_model=transcription.default,
+            transcription_models=transcription.names,
             max_upload_bytes=s.max_upload_bytes,
             max_chunk_bytes=MAX_CHUNK_BYTES,
         )

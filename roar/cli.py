@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 
 from roar import audio, client
+from roar.catalog import separation_catalog, transcription_catalog
 from roar.config import Settings, port_of
 from roar.service import is_serving
 from roar.v1 import common_pb2
@@ -90,6 +91,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     env.update({k: str(v) for k, v in flags.items() if v is not None})
     os.environ.update(env)
     settings = Settings.from_env()
+    # A malformed model setting stops `roar up` here, before it starts any service.
+    separation_catalog(settings)
+    transcription_catalog(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Stage services whose address was pointed elsewhere are not started here.
     local = {"separation", "transcription", "karaoke", "orchestrator"}

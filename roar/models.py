@@ -1,4 +1,4 @@
-"""Models load once and stay warm: a per-process cache keyed by model name."""
+"""Models load once and stay warm: a per-process cache of the catalog's models, keyed by name."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from roar.catalog import ModelCatalog
 from roar.errors import ModelUnavailable
 from roar.progress import ProgressCallback, no_progress
 
@@ -15,21 +16,28 @@ log = logging.getLogger("roar.models")
 
 
 class ModelCache(Generic[M]):
-    """Loads each named model on first use and keeps it; loading is serialised so two jobs never
+    """Loads each offered model on first use and keeps it; loading is serialised so two jobs never
     load the same model twice. Failures are not cached: a later job tries again (the network or
-    the files may be back)."""
+    the files may be back).
 
-    def __init__(self, loader: Callable[[str], M], default: str, setting: str, max_models: int = 2) -> None:
+    `loader(name, source)` loads one model. Its errors reach clients as ModelUnavailable naming the
+    model's name and the setting to change; the source (a path, often) goes only to the log."""
+
+    def __init__(self, loader: Callable[[str, str], M], catalog: ModelCatalog, max_models: int = 2) -> None:
         self._loader = loader
-        self.default = default
-        self._setting = setting  # the environment variable that chooses the model
+        self.catalog = catalog
         self._max_models = max_models
         self._models: dict[str, M] = {}
         self._lock = threading.Lock()
 
+    @property
+    def default(self) -> str:
+        return self.catalog.default
+
     def get(self, name: str = "", progress: ProgressCallback = no_progress) -> M:
-        """The model, loaded first if need be (reported through progress)."""
-        name = name or self.default
+        """The named model (the default when empty), loaded first if need be (reported through
+        progress). A name the catalog does not offer raises BadInput."""
+        name = self.catalog.name_for(name)
         with self._lock:
             if name not in self._models:
                 progress(0.0, f"loading model {name}")
@@ -38,14 +46,22 @@ class ModelCache(Generic[M]):
                     victim = next((n for n in self._models if n != self.default), None)
                     if victim is not None:
                         del self._models[victim]
-                log.info("loading model %s", name)
+                source = self.catalog.source_of(name)
+                log.info("loading model %s from %s", name, source)
+                hint = f"set {self.catalog.setting_of(name)} to a model that loads"
                 try:
-                    self._models[name] = self._loader(name)
-                except ModelUnavailable:
-                    raise
-                except (Exception, SystemExit) as exc:  # some loaders sys.exit() on a missing repo
+                    self._models[name] = self._loader(name, source)
+                except ModelUnavailable as exc:  # its message is written for clients: no paths
+                    log.error("model %s (%s) unavailable: %s", name, source, exc.message)
                     raise ModelUnavailable(
-                        f"could not load model {name!r} ({exc}); set {self._setting} to one that loads"
+                        f"{self.catalog.stage} model {name!r} is unavailable: {exc.message}; {hint}"
+                    ) from exc
+                except (Exception, SystemExit) as exc:  # some loaders sys.exit() on a missing repo
+                    # Library messages often hold paths: the details stay in the log.
+                    log.exception("model %s (%s) failed to load", name, source)
+                    raise ModelUnavailable(
+                        f"{self.catalog.stage} model {name!r} failed to load ({type(exc).__name__}; the "
+                        f"service log has the details); {hint}"
                     ) from exc
                 log.info("model %s ready", name)
             return self._models[name]

@@ -26,14 +26,20 @@ def shared_path(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """ROAR_* model settings pointing at small random HTDemucs and Whisper models."""
+    """ROAR_* model settings pointing at small random HTDemucs and Whisper models. The servers offer
+    each under two names (the defaults "tiny" and "whisper", derived from their sources, and
+    "tiny-again" / "whisper-again"), and "broken" for a listed model whose files are missing."""
     from tests.support.tiny_demucs import build_tiny_demucs
     from tests.support.tiny_whisper import build_tiny_whisper
 
     root = tmp_path_factory.mktemp("models")
+    demucs = build_tiny_demucs(root / "demucs")
+    whisper = build_tiny_whisper(root / "whisper")
     return {
-        "ROAR_SEPARATION_MODEL": build_tiny_demucs(root / "demucs"),
-        "ROAR_TRANSCRIPTION_MODEL": str(build_tiny_whisper(root / "whisper")),
+        "ROAR_SEPARATION_MODEL": demucs,
+        "ROAR_SEPARATION_MODELS": f"tiny-again={demucs},broken=broken@{root / 'absent'}",
+        "ROAR_TRANSCRIPTION_MODEL": str(whisper),
+        "ROAR_TRANSCRIPTION_MODELS": f"whisper-again={whisper},broken={root / 'absent'}",
     }
 
 

@@ -148,22 +148,25 @@ async def test_cancel_stops_a_running_job(stub, tmp_path: Path, suite: Suite) ->
 
 
 async def test_missing_separation_model_fails_with_the_setting_to_change(
-    stub, song: Path, tmp_path: Path
+    stub, song: Path, tiny_models: dict[str, str]
 ) -> None:
-    events = await asyncio.wait_for(run_job(stub, song, separation_model=f"nope@{tmp_path}/none"), 120)
+    # "broken" is offered (conftest's ROAR_SEPARATION_MODELS) but its repo dir does not exist.
+    events = await asyncio.wait_for(run_job(stub, song, separation_model="broken"), 120)
     final = events[-1]
     assert final.state == pb.JOB_STATE_FAILED
     assert final.error.code == "FAILED_PRECONDITION"
-    assert "ROAR_SEPARATION_MODEL" in final.error.message
+    assert "'broken'" in final.error.message and "ROAR_SEPARATION_MODELS" in final.error.message
+    models_dir = str(Path(tiny_models["ROAR_TRANSCRIPTION_MODEL"]).parent)
+    assert models_dir not in final.error.message
     assert any(e.error.code and e.stage == pb.STAGE_SEPARATION for e in events)
 
 
-async def test_missing_transcription_model_still_delivers_stems(stub, song: Path, tmp_path: Path) -> None:
-    events = await asyncio.wait_for(run_job(stub, song, transcription_model=str(tmp_path / "absent")), 120)
+async def test_missing_transcription_model_still_delivers_stems(stub, song: Path) -> None:
+    events = await asyncio.wait_for(run_job(stub, song, transcription_model="broken"), 120)
     final = events[-1]
     assert final.state == pb.JOB_STATE_PARTIAL
     assert [e.stage for e in final.errors] == [pb.STAGE_TRANSCRIPTION]
-    assert "ROAR_TRANSCRIPTION_MODEL" in final.errors[0].message
+    assert "'broken'" in final.errors[0].message and "ROAR_TRANSCRIPTION_MODELS" in final.errors[0].message
     names = {a.name for a in final.artifacts}
     assert {"vocals.wav", "instrumental.wav"} <= names and "words.json" not in names
 

@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from roar.audio import decode, encode
+from roar.catalog import separation_catalog
+from roar.config import Settings
 from roar.errors import BadInput, Cancelled, ModelUnavailable
 from roar.models import ModelCache
 from roar.service import CHANNEL_OPTIONS, FileAssembler, request_stream
@@ -167,14 +169,17 @@ def test_unknown_output_format_is_refused_before_separating(separator: DemucsSep
 
 
 @pytest.mark.parametrize(
-    "model",
-    ["no_such_model", "tiny@/no/such/dir", "", "@", "other_name@{repo}", "{repo}"],
-    ids=["unknown-name", "missing-repo", "empty", "malformed", "name-not-in-repo", "dir-not-spleeter"],
+    "source",
+    ["no_such_model", "tiny@/no/such/dir", "@", "other_name@{repo}", "{repo}"],
+    ids=["unknown-name", "missing-repo", "malformed", "name-not-in-repo", "dir-not-spleeter"],
 )
-def test_a_bad_model_string_names_the_setting(model: str, tiny_model: str) -> None:
+def test_a_bad_model_source_names_the_model_and_setting_not_the_path(source: str, tiny_model: str) -> None:
     repo = tiny_model.partition("@")[2]
-    with pytest.raises(ModelUnavailable, match="ROAR_SEPARATION_MODEL"):
-        load_separator(model.format(repo=repo), "cpu")
+    settings = Settings(separation_models=(f"broken={source.format(repo=repo)}",))
+    separators = ModelCache(lambda name, source: load_separator(source, "cpu"), separation_catalog(settings))
+    with pytest.raises(ModelUnavailable, match=r"model 'broken' .*ROAR_SEPARATION_MODELS") as raised:
+        separators.get("broken")
+    assert repo not in raised.value.message and "/no/such" not in raised.value.message
 
 
 @pytest.mark.shared
@@ -187,9 +192,8 @@ def test_a_spleeter_dir_loads_the_spleeter_backend() -> None:
 
 @asynccontextmanager
 async def separation_server(default_model: str) -> AsyncIterator[separation_pb2_grpc.SeparationStub]:
-    separators = ModelCache(
-        lambda model: load_separator(model, "cpu"), default_model, "ROAR_SEPARATION_MODEL"
-    )
+    catalog = separation_catalog(Settings(separation_model=default_model))
+    separators = ModelCache(lambda name, source: load_separator(source, "cpu"), catalog)
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     separation_pb2_grpc.add_SeparationServicer_to_server(SeparationServicer(separators), server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -228,7 +232,7 @@ async def test_server_streams_progress_then_stems_then_the_result(tiny_model: st
         if response.HasField("stem"):
             files.add(response.stem)
     result = responses[-1].result
-    assert result.model == tiny_model
+    assert result.model == "tiny"  # the offered name, not the source
     assert list(result.stems) == ["vocals.flac", "instrumental.flac"] == list(files.files)
     assert result.input == AudioInfo(duration_seconds=10.0, sample_rate=44100, channels=2, format="FLAC")
     for data in files.files.values():
@@ -253,7 +257,7 @@ async def test_server_refuses_bad_requests_with_their_status(tiny_model: str) ->
     cases = [
         (separate_requests(b"not a song " * 1000), grpc.StatusCode.INVALID_ARGUMENT, ""),
         (without_options, grpc.StatusCode.INVALID_ARGUMENT, "options"),
-        (separate_requests(song_file(1.0), model="no_such"), grpc.StatusCode.FAILED_PRECONDITION, "ROAR_"),
+        (separate_requests(song_file(1.0), model="no_such"), grpc.StatusCode.INVALID_ARGUMENT, "offers tiny"),
         (separate_requests(song_file(1.0), format=17), grpc.StatusCode.INVALID_ARGUMENT, "format"),
     ]
     async with separation_server(tiny_model) as stub:

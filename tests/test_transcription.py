@@ -19,6 +19,8 @@ import pytest
 import torch
 
 from roar import audio
+from roar.catalog import transcription_catalog
+from roar.config import Settings
 from roar.errors import BadInput, ModelUnavailable
 from roar.models import ModelCache
 from roar.service import request_stream
@@ -187,13 +189,17 @@ def test_undecodable_audio_is_bad_input() -> None:
         prepare_audio(b"this is not audio" * 100)
 
 
-@pytest.mark.parametrize("model", ["absent-dir", "roar-tests/no-such-whisper"])
-def test_a_missing_model_fails_fast_naming_the_setting(tmp_path: Path, model: str) -> None:
-    name = str(tmp_path / model) if model == "absent-dir" else model
+@pytest.mark.parametrize("source", ["absent-dir", "roar-tests/no-such-whisper"])
+def test_a_missing_model_fails_fast_naming_the_model_and_setting(tmp_path: Path, source: str) -> None:
+    if source == "absent-dir":
+        source = str(tmp_path / source)
+    catalog = transcription_catalog(Settings(transcription_model=source))
+    transcribers = ModelCache(lambda name, source: load_transcriber(source, "cpu", name), catalog)
     started = time.monotonic()
-    with pytest.raises(ModelUnavailable, match="ROAR_TRANSCRIPTION_MODEL"):
-        load_transcriber(name, "cpu")
+    with pytest.raises(ModelUnavailable, match="ROAR_TRANSCRIPTION_MODEL") as raised:
+        transcribers.get()
     assert time.monotonic() - started < 15
+    assert f"model {catalog.default!r}" in raised.value.message and str(tmp_path) not in raised.value.message
 
 
 def word(text: str, start: float, end: float) -> common_pb2.Word:
@@ -374,10 +380,13 @@ def test_real_whisper_neither_cuts_nor_repeats_words_between_windows(tiny_en: Wh
 
 
 @asynccontextmanager
-async def transcription_stub(default_model: str) -> AsyncIterator[transcription_pb2_grpc.TranscriptionStub]:
-    transcribers = ModelCache(
-        lambda model: load_transcriber(model, "cpu"), default_model, "ROAR_TRANSCRIPTION_MODEL"
-    )
+async def transcription_stub(
+    default_dir: Path, **other_dirs: Path
+) -> AsyncIterator[transcription_pb2_grpc.TranscriptionStub]:
+    """The service offering `default_dir` as "tiny" (the default) and each other dir by its keyword."""
+    entries = (f"tiny={default_dir}", *(f"{name}={path}" for name, path in other_dirs.items()))
+    catalog = transcription_catalog(Settings(transcription_model="tiny", transcription_models=entries))
+    transcribers = ModelCache(lambda name, source: load_transcriber(source, "cpu", name), catalog)
     server = grpc.aio.server()
     transcription_pb2_grpc.add_TranscriptionServicer_to_server(TranscriptionServicer(transcribers), server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -395,11 +404,11 @@ def transcribe_requests(data: bytes, model: str = "", lyrics: str = "") -> objec
 
 
 async def transcribe_song(
-    default_model: str, model: str = "", lyrics: str = ""
+    default_dir: Path, model: str = "", lyrics: str = "", **other_dirs: Path
 ) -> tuple[list[common_pb2.StageProgress], common_pb2.Transcript]:
     """The progress updates and the transcript for the committed song's vocals (a 44.1 kHz FLAC)."""
     data = (SONG / "vocals.flac").read_bytes()
-    async with transcription_stub(default_model) as stub:
+    async with transcription_stub(default_dir, **other_dirs) as stub:
         responses = [r async for r in stub.Transcribe(transcribe_requests(data, model, lyrics))]
     kinds = [r.WhichOneof("response") for r in responses]
     assert kinds[-1] == "transcript" and set(kinds[:-1]) == {"progress"}
@@ -410,15 +419,15 @@ async def transcribe_song(
 
 
 async def test_service_streams_progress_then_the_transcript(tiny_dir: Path, vocals: np.ndarray) -> None:
-    updates, transcript = await transcribe_song(str(tiny_dir))
+    updates, transcript = await transcribe_song(tiny_dir)
     assert any(u.message == "transcribing segments 1-3/3" for u in updates)
-    assert transcript.model == str(tiny_dir) and not transcript.from_user_lyrics
+    assert transcript.model == "tiny" and not transcript.from_user_lyrics
     assert_words_in_order_within(all_words(transcript), len(vocals) / SAMPLE_RATE)
 
 
 async def test_service_times_the_users_lyrics(tiny_dir: Path) -> None:
     lyrics = (SONG / "lyrics.txt").read_text()
-    updates, transcript = await transcribe_song(str(tiny_dir), lyrics=lyrics)
+    updates, transcript = await transcribe_song(tiny_dir, lyrics=lyrics)
     assert any(u.message.startswith("aligning lyrics") for u in updates)
     assert transcript.from_user_lyrics and transcript.model == ALIGNER_NAME
     assert [s.text for s in transcript.segments] == lyrics.strip().splitlines()
@@ -428,14 +437,14 @@ async def test_service_times_the_users_lyrics(tiny_dir: Path) -> None:
 async def test_service_transcribes_with_gemma(
     tiny_dir: Path, tiny_gemma_dir: Path, vocals: np.ndarray
 ) -> None:
-    updates, transcript = await transcribe_song(str(tiny_dir), model=str(tiny_gemma_dir))
-    assert any(u.message == f"loading model {tiny_gemma_dir}" for u in updates)
-    assert transcript.model == str(tiny_gemma_dir)
+    updates, transcript = await transcribe_song(tiny_dir, model="gemma", gemma=tiny_gemma_dir)
+    assert any(u.message == "loading model gemma" for u in updates)
+    assert transcript.model == "gemma"
     assert_words_in_order_within(all_words(transcript), len(vocals) / SAMPLE_RATE)
 
 
 async def test_service_rejects_undecodable_audio(tiny_dir: Path) -> None:
-    async with transcription_stub(str(tiny_dir)) as stub:
+    async with transcription_stub(tiny_dir) as stub:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             _ = [r async for r in stub.Transcribe(transcribe_requests(b"not audio" * 100))]
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -443,8 +452,10 @@ async def test_service_rejects_undecodable_audio(tiny_dir: Path) -> None:
 
 async def test_service_reports_a_missing_model(tiny_dir: Path, tmp_path: Path) -> None:
     data = audio.encode(noise(2.0)[None], SAMPLE_RATE, "wav")
-    async with transcription_stub(str(tiny_dir)) as stub:
+    async with transcription_stub(tiny_dir, absent=tmp_path / "absent") as stub:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            _ = [r async for r in stub.Transcribe(transcribe_requests(data, model=str(tmp_path / "absent")))]
+            _ = [r async for r in stub.Transcribe(transcribe_requests(data, model="absent"))]
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "ROAR_TRANSCRIPTION_MODEL" in (raised.value.details() or "")
+    details = raised.value.details() or ""
+    assert "model 'absent'" in details and "ROAR_TRANSCRIPTION_MODELS" in details
+    assert str(tmp_path) not in details

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from roar import audio
+from roar.catalog import separation_catalog
 from roar.config import Settings, port_of, torch_device
 from roar.errors import BadInput
 from roar.models import ModelCache
@@ -41,8 +42,8 @@ class SeparationServicer(separation_pb2_grpc.SeparationServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[separation_pb2.SeparateResponse]:
         options, data = await read_options_and_data(request_iterator, context, "options", "audio")
-        model = options.model or self._separators.default
         try:
+            model = self._separators.catalog.name_for(options.model)
             fmt = audio.format_name(options.format)
         except BadInput as exc:
             await abort_with(context, exc)
@@ -70,13 +71,16 @@ def main() -> None:
         "--port", type=int, default=port_of(settings.separation_addr), help="port to listen on"
     )
     parser.add_argument(
-        "--model", default=settings.separation_model, help="default model (ROAR_SEPARATION_MODEL)"
+        "--model",
+        default=settings.separation_model,
+        help="default model, a name from ROAR_SEPARATION_MODELS or a source (ROAR_SEPARATION_MODEL)",
     )
     args = parser.parse_args()
     setup_logging("separation")
+    catalog = separation_catalog(settings, args.model)
     device = torch_device(settings)
     separators: ModelCache[Separator] = ModelCache(
-        lambda model: load_separator(model, device), args.model, "ROAR_SEPARATION_MODEL"
+        lambda name, source: load_separator(source, device), catalog
     )
 
     def register(server: grpc.aio.Server) -> None:

@@ -7,6 +7,7 @@ sources' outputs become ratio masks applied to the complex STFT of the mixture.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from torch import nn
 from roar.errors import ModelUnavailable
 from roar.progress import ProgressCallback
 
+log = logging.getLogger("roar.separation")
+
 SOURCES = ["vocals", "accompaniment"]
 N_FFT = 4096
 HOP = 1024
@@ -25,8 +28,8 @@ BINS = 1024  # the nets see the first 1024 of the 2049 bins (up to ~11 kHz); the
 SEGMENT_FRAMES = 512
 EPSILON = 1e-10
 ENCODER_CHANNELS = [16, 32, 64, 128, 256, 512]
-SETTING_HINT = (
-    "set ROAR_SEPARATION_MODEL to a directory holding vocals.safetensors and accompaniment.safetensors"
+SOURCE_HINT = (
+    "a Spleeter model's source is a directory holding vocals.safetensors and accompaniment.safetensors"
 )
 
 
@@ -88,7 +91,9 @@ def _load_unet(path: Path, device: str) -> UNet:
     try:
         unet.load_state_dict(load_file(path), strict=True)
     except (OSError, SafetensorError, RuntimeError) as exc:
-        raise ModelUnavailable(f"cannot load Spleeter weights {path}: {exc}; {SETTING_HINT}") from exc
+        # The library's message names the file's path: it goes to the log only.
+        log.error("cannot load Spleeter weights %s: %s", path, exc)
+        raise ModelUnavailable(f"its Spleeter weights {path.name} do not load; {SOURCE_HINT}") from exc
     return unet.to(device).eval()
 
 
@@ -104,9 +109,7 @@ class SpleeterSeparator:
         model_dir = Path(model_dir)
         missing = [f"{s}.safetensors" for s in SOURCES if not (model_dir / f"{s}.safetensors").is_file()]
         if missing:
-            raise ModelUnavailable(
-                f"no Spleeter model in {model_dir} (missing {', '.join(missing)}); {SETTING_HINT}"
-            )
+            raise ModelUnavailable(f"its Spleeter model dir lacks {' and '.join(missing)}; {SOURCE_HINT}")
         self.device = device
         self.nets = {source: _load_unet(model_dir / f"{source}.safetensors", device) for source in SOURCES}
         self._window = torch.hann_window(N_FFT, device=device)

@@ -145,7 +145,7 @@ def sentences(text: str) -> list[str]:
 def load_gemma(name: str, model_dir: str, device: str = "cpu") -> GemmaTranscriber:
     """Loads a Gemma 3n model dir (weights, processor, chat template) for `device`."""
     model = Gemma3nForAudio.from_pretrained(
-        model_dir, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32
+        model_dir, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32, use_safetensors=True
     )
     return GemmaTranscriber(
         name=name, model=model.to(device).eval(), processor=AutoProcessor.from_pretrained(model_dir)

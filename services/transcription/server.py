@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from roar.catalog import transcription_catalog
 from roar.config import Settings, port_of, torch_device
+from roar.errors import BadInput
 from roar.models import ModelCache
 from roar.progress import ProgressCallback, StageRun
 from roar.service import abort_with, progress_responses, read_options_and_data, serve, setup_logging
@@ -38,10 +40,13 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
     ) -> AsyncIterator[transcription_pb2.TranscribeResponse]:
         options, data = await read_options_and_data(request_iterator, context, "options", "audio")
         try:
+            model = self._transcribers.catalog.name_for(options.model)
+        except BadInput as exc:
+            await abort_with(context, exc)
+        try:
             audio = await asyncio.to_thread(prepare_audio, data)
         except Exception as exc:
             await abort_with(context, exc)
-        model = options.model or self._transcribers.default
 
         def transcribe(progress: ProgressCallback) -> common_pb2.Transcript:
             return self._transcribers.get(model, progress).transcribe(audio, options.language, progress)
@@ -69,13 +74,15 @@ def main() -> None:
     parser.add_argument(
         "--model",
         default=settings.transcription_model,
-        help="default model, a hub id or a local dir (ROAR_TRANSCRIPTION_MODEL)",
+        help="default model, a name from ROAR_TRANSCRIPTION_MODELS or a source: a hub id or a local dir "
+        "(ROAR_TRANSCRIPTION_MODEL)",
     )
     args = parser.parse_args()
     setup_logging("transcription")
+    catalog = transcription_catalog(settings, args.model)
     device = torch_device(settings)
     transcribers: ModelCache[Transcriber] = ModelCache(
-        lambda model: load_transcriber(model, device), args.model, "ROAR_TRANSCRIPTION_MODEL"
+        lambda name, source: load_transcriber(source, device, name), catalog
     )
 
     def register(server: grpc.aio.Server) -> None:

@@ -70,9 +70,11 @@ SENTENCE_ENDS = (".", "!", "?", "…", "。", "！", "？")
 ALIGNER_NAME = "pocketsphinx forced alignment"
 HUB_TIMEOUT_SECONDS = 10.0
 MODEL_HINT = (
-    "set ROAR_TRANSCRIPTION_MODEL (or --model) to a local Whisper or Gemma 3n model dir, or to a "
-    "Hugging Face model id such as openai/whisper-small while the hub is reachable"
+    "a transcription model's source is a local Whisper or Gemma 3n model dir (safetensors weights), or "
+    "a Hugging Face model id such as openai/whisper-small while the hub is reachable"
 )
+# What a hub download fetches: configs, tokenizers and safetensors weights, never pickled weights.
+HUB_FILES = ["*.json", "*.jinja", "*.txt", "*.model", "*.safetensors"]
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 # Captions Whisper writes for sounds rather than words: "[Music]", "(upbeat music)", "*laughs*".
 _CAPTION = re.compile(r"^[\[(*].*[\])*]$")
@@ -442,31 +444,32 @@ def transcribe_with_lyrics(
     return transcribe(scaled(progress, reached[0], 100.0))
 
 
-def _model_dir(model: str) -> str:
-    """A local dir holding `model`: the dir itself, or a hub model from the local cache, fetched
-    first when not cached. Fails fast, without the hub's retries, when the hub is unreachable."""
-    path = Path(model).expanduser()
+def _model_dir(source: str) -> str:
+    """A local dir holding the model `source` names: the dir itself, or a hub model from the local
+    cache, fetched first when not cached. Fails fast, without the hub's retries, when the hub is
+    unreachable. The source is the operator's (from the model catalog); messages never repeat it
+    or the library's text (which holds paths), as they reach clients: the log has them."""
+    path = Path(source).expanduser()
     if path.is_dir():
         return str(path)
-    if not _HUB_ID.match(model):
-        raise ModelUnavailable(f"no model dir at {model}: {MODEL_HINT}")
+    if not _HUB_ID.match(source):
+        raise ModelUnavailable(f"its source is neither a local dir nor a hub id: {MODEL_HINT}")
     try:
-        return snapshot_download(model, local_files_only=True)
+        return snapshot_download(source, local_files_only=True)
     except LocalEntryNotFoundError:
         pass
     if is_offline_mode():
         raise ModelUnavailable(
-            f"{model!r} is neither a local dir nor in the model cache (HF_HUB_OFFLINE is set): {MODEL_HINT}"
+            f"it is neither a local dir nor in the model cache (HF_HUB_OFFLINE is set): {MODEL_HINT}"
         )
     try:
-        HfApi().model_info(model, timeout=HUB_TIMEOUT_SECONDS)
-        log.info("downloading %s", model)
-        return snapshot_download(
-            model, allow_patterns=["*.json", "*.jinja", "*.txt", "*.model", "*.safetensors"]
-        )
+        HfApi().model_info(source, timeout=HUB_TIMEOUT_SECONDS)
+        log.info("downloading %s", source)
+        return snapshot_download(source, allow_patterns=HUB_FILES)
     except Exception as exc:  # unreachable, unknown, gated, cut off: every way the files cannot come
+        log.error("cannot fetch %s from the Hugging Face hub: %s", source, exc)
         raise ModelUnavailable(
-            f"cannot fetch {model!r} from the Hugging Face hub ({exc}): {MODEL_HINT}"
+            f"it cannot be fetched from the Hugging Face hub ({type(exc).__name__}): {MODEL_HINT}"
         ) from exc
 
 
@@ -474,25 +477,29 @@ def _model_type(model_dir: str) -> str:
     try:
         return str(json.loads((Path(model_dir) / "config.json").read_text()).get("model_type", ""))
     except (OSError, ValueError) as exc:
-        raise ModelUnavailable(f"{model_dir} has no readable config.json ({exc}): {MODEL_HINT}") from exc
+        log.error("no readable config.json in %s: %s", model_dir, exc)
+        raise ModelUnavailable(f"its model dir has no readable config.json: {MODEL_HINT}") from exc
 
 
-def load_transcriber(model: str, device: str = "cpu") -> Transcriber:
+def load_transcriber(source: str, device: str = "cpu", name: str = "") -> Transcriber:
     """Loads a Whisper or Gemma 3n model (hub id or local dir) for `device` ("cpu", "cuda",
-    "cuda:1"), chosen by the model's config. A model that cannot be found raises ModelUnavailable;
+    "cuda:1"), chosen by the model's config; transcripts carry `name` (default: the source). Only
+    safetensors weights load, never pickles. A model that cannot be found raises ModelUnavailable;
     one whose files do not load raises what transformers raises (ModelCache turns that into
     ModelUnavailable)."""
-    model_dir = _model_dir(model)
+    name = name or source
+    model_dir = _model_dir(source)
     if _model_type(model_dir) == "gemma3n":
         from services.transcription.gemma import load_gemma  # it builds on this module
 
-        return load_gemma(model, model_dir, device)
+        return load_gemma(name, model_dir, device)
     pipe = pipeline(
         "automatic-speech-recognition",
         model=model_dir,
         device=device,
         dtype=torch.float16 if device.startswith("cuda") else torch.float32,
+        model_kwargs={"use_safetensors": True},
     )
     if pipe.type != "seq2seq_whisper":
-        raise ModelUnavailable(f"{model!r} is neither a Whisper nor a Gemma 3n model: {MODEL_HINT}")
-    return WhisperTranscriber(name=model, pipe=pipe)
+        raise ModelUnavailable(f"it is neither a Whisper nor a Gemma 3n model: {MODEL_HINT}")
+    return WhisperTranscriber(name=name, pipe=pipe)

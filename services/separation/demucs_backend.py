@@ -58,8 +58,8 @@ def load_model_safely(path_or_package: Path | str | dict[str, Any]) -> Any:
     """demucs.states.load_model without unpickling anything but weights: builds the model from a
     package only when it names a demucs model class."""
     package = path_or_package if isinstance(path_or_package, dict) else load_package(path_or_package)
-    if package.get("klass") not in MODEL_CLASSES:
-        log.error("refused demucs package naming class %r", package.get("klass"))
+    if not isinstance(package, dict) or package.get("klass") not in MODEL_CLASSES:
+        log.error("refused a demucs package that names no demucs model class: %.200r", package)
         raise ModelUnavailable(REFUSED)
     return load_model(package)
 

@@ -8,6 +8,7 @@ import base64
 import binascii
 import contextlib
 import re
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from urllib.parse import quote
 
 import grpc
 import uvicorn
+from google.protobuf.message import DecodeError
 from sonora import protocol
 from sonora.asgi import grpcASGI
 from starlette.applications import Starlette
@@ -23,6 +25,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from roar.config import Settings
+from roar.service import CHANNEL_OPTIONS
 from roar.tls import web_ssl_options
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -85,14 +88,16 @@ def web_app() -> GrpcWebApp:
 
 # Browsers can send text/plain, form and multipart POSTs to any site without asking first; these
 # types need a CORS preflight, so a foreign page cannot make a browser send them unasked.
-GRPC_WEB_CONTENT_TYPES = frozenset(
-    {"application/grpc-web", "application/grpc-web+proto", "application/grpc-web-text"}
-)
+GRPC_WEB_TEXT = "application/grpc-web-text"
+GRPC_WEB_CONTENT_TYPES = frozenset({"application/grpc-web", "application/grpc-web+proto", GRPC_WEB_TEXT})
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 CORS_ALLOW_HEADERS = b"content-type, x-grpc-web, x-user-agent, authorization, grpc-timeout"
 CORS_EXPOSE_HEADERS = b"grpc-status, grpc-message"
 PREFLIGHT_MAX_AGE_SECONDS = b"600"
+FRAME_HEADER_BYTES = 5
+# A request body holds one message of at most the gRPC port's size, base64 in grpc-web-text.
+MAX_BODY_BYTES = dict(CHANNEL_OPTIONS)["grpc.max_receive_message_length"] * 4 // 3 + 2 * FRAME_HEADER_BYTES
 # The gRPC wire format of a timeout: at most 8 digits and a unit.
 GRPC_TIMEOUT = re.compile(rb"[0-9]{1,8}[HMSmun]")
 
@@ -190,35 +195,115 @@ class WebGuard:
             await send({"type": "http.response.start", "status": 204, "headers": [*cors, *preflight]})
             await send({"type": "http.response.body", "body": b""})
             return
-        if scope["method"] == "POST":
-            if headers.get("content-type", "").strip() not in GRPC_WEB_CONTENT_TYPES:
-                await _plain(send, 415, b"grpc-web requests only (application/grpc-web+proto)")
-                return
-            try:
-                scope = {**scope, "headers": _checked_metadata(scope["headers"])}
-            except ValueError as exc:
-                await _grpc_web_error(send, grpc.StatusCode.INVALID_ARGUMENT, str(exc), cors)
-                return
-        await self._app(scope, receive, _with_headers(send, cors) if cors else send)
+        if scope["method"] != "POST":
+            await self._app(scope, receive, _with_headers(send, cors) if cors else send)
+            return
+        content_type = headers.get("content-type", "").strip()
+        if content_type not in GRPC_WEB_CONTENT_TYPES:
+            await _plain(send, 415, b"grpc-web requests only (application/grpc-web+proto)")
+            return
+        try:
+            scope = {**scope, "headers": _checked_metadata(scope["headers"])}
+            body = await _whole_body(receive, headers)
+            _check_frames(base64.b64decode(body, validate=True) if content_type == GRPC_WEB_TEXT else body)
+        except (Refused, binascii.Error) as exc:
+            refusal = exc if isinstance(exc, Refused) else Refused("the body is not base64")
+            await _grpc_web_error(send, refusal.code, str(refusal), cors)
+            return
+        await self._call_grpc(scope, _replay(body, receive), send, cors)
+
+    async def _call_grpc(
+        self, scope: Scope, receive: Receive, send: Send, cors: list[tuple[bytes, bytes]]
+    ) -> None:
+        started = False
+
+        async def sending(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), *cors]}
+            await send(message)
+
+        try:
+            await self._app(scope, receive, sending)
+        except DecodeError:
+            # sonora parses the request outside its error handling (an HTTP 500).
+            if started:
+                raise
+            message = "the request is not a valid message for this method"
+            await _grpc_web_error(send, grpc.StatusCode.INVALID_ARGUMENT, message, cors)
+
+
+class Refused(Exception):
+    """A grpc-web request answered with a status before anything behind the guard runs."""
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def _whole_body(receive: Receive, headers: Headers) -> bytes:
+    """The request body, up to MAX_BODY_BYTES. sonora would buffer any size, and it decodes
+    grpc-web-text piece by piece, which fails where a piece is not whole base64."""
+    too_large = Refused(
+        f"the request is larger than {MAX_BODY_BYTES} bytes", grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise Refused("the client went away", grpc.StatusCode.CANCELLED)
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+        if not message.get("more_body"):
+            return bytes(body)
+
+
+def _check_frames(body: bytes) -> None:
+    """Refuses a body that is not whole uncompressed grpc-web message frames (sonora would run
+    the method with an empty request for a truncated one)."""
+    while body:
+        if len(body) < FRAME_HEADER_BYTES:
+            raise Refused("the body ends inside a frame header")
+        flags, length = struct.unpack(">BI", body[:FRAME_HEADER_BYTES])
+        if flags:
+            raise Refused("only uncompressed message frames are accepted")
+        if len(body) < FRAME_HEADER_BYTES + length:
+            raise Refused("the body ends inside a message")
+        body = body[FRAME_HEADER_BYTES + length :]
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body again in one piece; after it, the client's own events (a disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receiving() -> dict[str, Any]:
+        return pending.pop() if pending else await receive()
+
+    return receiving
 
 
 def _checked_metadata(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The headers as sonora can read them (ASCII, valid base64 in -bin values, padded as it needs,
-    a well-formed grpc-timeout), or ValueError saying which one is not."""
+    a well-formed grpc-timeout), or Refused saying which one is not."""
     checked = []
     for key, value in headers:
         name = key.decode("latin-1")
         if not value.isascii():
-            raise ValueError(f"metadata {name!r} is not ASCII")
+            raise Refused(f"metadata {name!r} is not ASCII")
         if key.endswith(b"-bin"):
             # gRPC allows unpadded base64; sonora's decoder needs the padding.
             value = value.strip() + b"=" * (-len(value.strip()) % 4)
             try:
                 base64.b64decode(value, validate=True)
             except binascii.Error:
-                raise ValueError(f"metadata {name!r} is not base64") from None
+                raise Refused(f"metadata {name!r} is not base64") from None
         elif key == b"grpc-timeout" and not GRPC_TIMEOUT.fullmatch(value):
-            raise ValueError("grpc-timeout is malformed")
+            raise Refused("grpc-timeout is malformed")
         checked.append((key, value))
     return checked
 

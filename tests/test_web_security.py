@@ -5,8 +5,11 @@ grpc-web status, never an HTTP 500."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.client
+import re
 import struct
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -212,3 +215,50 @@ def test_unpadded_binary_metadata_is_accepted(web_suite: Suite) -> None:
     )
     assert response.status == 200
     assert grpc_status(response) == "0"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        grpc_web_frame(b"\xff\xff\xff"),  # not a CancelJobRequest
+        grpc_web_frame(pb.CancelJobRequest(job_id="x").SerializeToString())[:-1],  # truncated
+        b"\x01" + grpc_web_frame(b"")[1:],  # a compressed frame
+    ],
+    ids=["garbage", "truncated", "compressed"],
+)
+def test_malformed_bodies_are_invalid_argument_and_run_nothing(web_suite: Suite, body: bytes) -> None:
+    # Had CancelJob run, the empty or garbled job id would be NOT_FOUND (5).
+    response = send(web_suite, "POST", CANCEL_PATH, {"Content-Type": GRPC_WEB}, body)
+    assert response.status == 200 and grpc_status(response) == "3"
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(web_suite: Suite) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", web_suite.web_port, timeout=30)
+    connection.putrequest("POST", INFO_PATH)
+    connection.putheader("Content-Type", GRPC_WEB)
+    connection.putheader("Content-Length", str(10 * 2**30))
+    connection.endheaders()
+    response = connection.getresponse()
+    connection.close()
+    assert response.status == 200 and response.headers["grpc-status"] == "8"  # RESOURCE_EXHAUSTED
+
+
+def test_grpc_web_text_arriving_in_pieces_is_decoded_whole(web_suite: Suite) -> None:
+    # sonora decodes each piece of a base64 body on its own; a piece that is not whole base64 broke it.
+    body = base64.b64encode(grpc_web_frame(b""))
+    connection = http.client.HTTPConnection("127.0.0.1", web_suite.web_port, timeout=30)
+    connection.putrequest("POST", INFO_PATH)
+    connection.putheader("Content-Type", "application/grpc-web-text")
+    connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders()
+    for piece in (body[:3], body[3:]):
+        connection.send(piece)
+        time.sleep(0.3)  # separate reads on the server
+    response = connection.getresponse()
+    # The message and the trailer frame come as base64 pieces of their own, each padded.
+    payload = b"".join(base64.b64decode(p) for p in re.findall(rb"[A-Za-z0-9+/]+=*", response.read()))
+    connection.close()
+    assert response.status == 200
+    length = struct.unpack(">I", payload[1:5])[0]
+    assert pb.ServerInfo.FromString(payload[5 : 5 + length]).max_chunk_bytes > 0
+    assert b"grpc-status: 0" in payload[5 + length :]

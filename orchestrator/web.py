@@ -86,8 +86,8 @@ def web_app() -> GrpcWebApp:
     return GrpcWebApp(page, enable_cors=False)
 
 
-# Browsers can send text/plain, form and multipart POSTs to any site without asking first; these
-# types need a CORS preflight, so a foreign page cannot make a browser send them unasked.
+# Browsers send text/plain, form and multipart POSTs to any site without asking first; the grpc-web
+# types need a CORS preflight, which a foreign origin fails. These are the ones sonora reads right.
 GRPC_WEB_TEXT = "application/grpc-web-text"
 GRPC_WEB_CONTENT_TYPES = frozenset({"application/grpc-web", "application/grpc-web+proto", GRPC_WEB_TEXT})
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -147,9 +147,10 @@ def _origin(value: str) -> str:
 
 
 class WebGuard:
-    """ASGI middleware in front of the page and grpc-web: nothing behind it runs for a request to
-    a Host name it does not serve, from a foreign page's Origin, or POSTed with a non-grpc-web
-    content type; allowed origins get CORS answers; malformed metadata is INVALID_ARGUMENT."""
+    """ASGI middleware in front of the page and grpc-web. Nothing behind it runs for a request to a
+    Host name it does not serve, from a foreign page's Origin, or POSTed with a non-grpc-web content
+    type; allowed origins get CORS answers. grpc-web requests with malformed metadata or bodies, or
+    bodies over MAX_BODY_BYTES, get a grpc-web status, never an HTTP 500."""
 
     def __init__(
         self, app: Asgi, hosts: tuple[frozenset[str], frozenset[str]], origins: tuple[str, ...]
@@ -205,9 +206,8 @@ class WebGuard:
         try:
             scope = {**scope, "headers": _checked_metadata(scope["headers"])}
             body = await _whole_body(receive, headers)
-            _check_frames(base64.b64decode(body, validate=True) if content_type == GRPC_WEB_TEXT else body)
-        except (Refused, binascii.Error) as exc:
-            refusal = exc if isinstance(exc, Refused) else Refused("the body is not base64")
+            _check_frames(_decoded(body, content_type))
+        except Refused as refusal:
             await _grpc_web_error(send, refusal.code, str(refusal), cors)
             return
         await self._call_grpc(scope, _replay(body, receive), send, cors)
@@ -261,6 +261,15 @@ async def _whole_body(receive: Receive, headers: Headers) -> bytes:
             raise too_large
         if not message.get("more_body"):
             return bytes(body)
+
+
+def _decoded(body: bytes, content_type: str) -> bytes:
+    if content_type != GRPC_WEB_TEXT:
+        return body
+    try:
+        return base64.b64decode(body, validate=True)
+    except binascii.Error:
+        raise Refused("the body is not base64") from None
 
 
 def _check_frames(body: bytes) -> None:

@@ -20,6 +20,7 @@ from roar import __version__
 from roar.config import Settings
 from roar.errors import OutOfRange, RoarError
 from roar.service import abort_with, serve, setup_logging
+from roar.tls import stage_channel_credentials
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 
@@ -128,7 +129,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
 async def run(settings: Settings, host: str) -> None:
     store = Store(settings.data_dir / "roar.sqlite")
     uploads = Uploads(store, settings.data_dir / "uploads", settings.max_upload_bytes)
-    clients = StageClients(settings.separation_addr, settings.transcription_addr, settings.karaoke_addr)
+    clients = StageClients(
+        settings.separation_addr,
+        settings.transcription_addr,
+        settings.karaoke_addr,
+        stage_channel_credentials(settings),
+    )
     jobs = Jobs(settings, store, uploads, clients)
     servicer = OrchestratorServicer(settings, uploads, jobs)
     app = web_app()
@@ -136,10 +142,11 @@ async def run(settings: Settings, host: str) -> None:
 
     @contextlib.asynccontextmanager
     async def running() -> AsyncIterator[None]:
-        web = web_server(app, host, settings.web_port)
+        web = web_server(app, host, settings.web_port, settings)
         web_task = asyncio.create_task(web.serve())
         jobs.resume_unfinished()
-        log.info("web page and grpc-web on http://%s:%d/", host, settings.web_port)
+        scheme = "https" if settings.tls_cert else "http"
+        log.info("web page and grpc-web on %s://%s:%d/", scheme, host, settings.web_port)
         try:
             yield
         finally:

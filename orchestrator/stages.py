@@ -43,16 +43,29 @@ class StageService:
     setting: str  # the environment variable that points at it
 
 
+def stage_channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    """The orchestrator's channel to one stage: TLS when credentials are given (stage_tls_*)."""
+    # round_robin: a stage address that resolves to several replicas (a headless Kubernetes
+    # Service) spreads calls over all of them instead of pinning one.
+    options = [*CHANNEL_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
+    if credentials is not None:
+        return grpc.aio.secure_channel(address, credentials, options=options)
+    return grpc.aio.insecure_channel(address, options=options)
+
+
 class StageClients:
-    def __init__(self, separation: str, transcription: str, karaoke: str) -> None:
+    def __init__(
+        self,
+        separation: str,
+        transcription: str,
+        karaoke: str,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.separation = StageService("separation", separation, "ROAR_SEPARATION_ADDR")
         self.transcription = StageService("transcription", transcription, "ROAR_TRANSCRIPTION_ADDR")
         self.karaoke = StageService("karaoke", karaoke, "ROAR_KARAOKE_ADDR")
-        # round_robin: a stage address that resolves to several replicas (a headless Kubernetes
-        # Service) spreads calls over all of them instead of pinning one.
-        options = [*CHANNEL_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
         self._channels = {
-            s.name: grpc.aio.insecure_channel(s.address, options=options)
+            s.name: stage_channel(s.address, credentials)
             for s in (self.separation, self.transcription, self.karaoke)
         }
 

@@ -17,6 +17,7 @@ from roar import audio, client
 from roar.catalog import separation_catalog, transcription_catalog
 from roar.config import Settings, port_of
 from roar.service import is_serving
+from roar.tls import suite_credentials
 from roar.v1 import common_pb2
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -116,6 +117,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         nonlocal stopping
         stopping = True
 
+    health = suite_credentials(settings, starts_stages=bool(local - {"orchestrator"}))
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     processes = {
@@ -132,7 +134,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 if processes[name].poll() is not None:
                     print(f"roar: {name} exited with code {processes[name].returncode}", file=sys.stderr)
                     return 1
-                if is_serving(addresses[name]):
+                if is_serving(addresses[name], health):
                     waiting.discard(name)
                     print(f"roar: {name} ready on {addresses[name]}", flush=True)
             if time.monotonic() > deadline:
@@ -142,7 +144,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         if not stopping:
             print(
                 f"roar: up. gRPC on 127.0.0.1:{settings.orchestrator_port}, "
-                f"web page on http://127.0.0.1:{settings.web_port}/ (Ctrl-C stops)",
+                f"web page on {'https' if health else 'http'}://127.0.0.1:{settings.web_port}/ "
+                "(Ctrl-C stops)",
                 flush=True,
             )
         while not stopping:
@@ -238,7 +241,7 @@ async def cmd_process(args: argparse.Namespace) -> int:
     if args.lyrics:
         options.lyrics = Path(args.lyrics).read_text(encoding="utf-8")
     out = Path(args.out) if args.out else Path(f"{path.stem}-karaoke")
-    async with client.channel(args.server) as ch:
+    async with client.channel(args.server, args.ca) as ch:
         stub = pb_grpc.OrchestratorStub(ch)
 
         def on_upload(done: int, total: int) -> None:
@@ -255,7 +258,7 @@ async def cmd_process(args: argparse.Namespace) -> int:
 
 
 async def cmd_watch(args: argparse.Namespace) -> int:
-    async with client.channel(args.server) as ch:
+    async with client.channel(args.server, args.ca) as ch:
         stub = pb_grpc.OrchestratorStub(ch)
         last = await _show(client.follow(stub, args.job_id), ProgressView())
         if last is None:
@@ -264,7 +267,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 
 
 async def cmd_jobs(args: argparse.Namespace) -> int:
-    async with client.channel(args.server) as ch:
+    async with client.channel(args.server, args.ca) as ch:
         stub = pb_grpc.OrchestratorStub(ch)
         reply = await stub.ListJobs(pb.ListJobsRequest(page_size=args.limit))
     print(f"{'JOB':<32}  {'STATE':<10} {'DONE':>6}  {'CREATED':<19}  FILE")
@@ -276,7 +279,7 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
-    async with client.channel(args.server) as ch:
+    async with client.channel(args.server, args.ca) as ch:
         job = await pb_grpc.OrchestratorStub(ch).CancelJob(pb.CancelJobRequest(job_id=args.job_id))
     print(f"job {job.job_id}: cancel requested (state {STATE_LABELS[job.state]})")
     return 0
@@ -321,6 +324,11 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (process, watch, jobs, cancel):
         sub.add_argument(
             "--server", default=default_server, help=f"orchestrator address (default {default_server})"
+        )
+        sub.add_argument(
+            "--ca",
+            default=settings.tls_ca,
+            help="TLS: the CA that signed the orchestrator's certificate (ROAR_TLS_CA); default: plaintext",
         )
     return parser
 

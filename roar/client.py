@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from roar.service import CHANNEL_OPTIONS
+from roar.tls import channel_credentials
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 
@@ -23,7 +24,12 @@ RETRYABLE = frozenset(
 )
 
 
-def channel(address: str) -> grpc.aio.Channel:
+def channel(address: str, ca: str = "") -> grpc.aio.Channel:
+    """A channel to the orchestrator; over TLS, verifying its certificate against the CA file `ca`,
+    when that is given."""
+    if ca:
+        credentials = channel_credentials(ca, "--ca (ROAR_TLS_CA)")
+        return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
     return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 

@@ -15,8 +15,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from roar.config import Settings
 from roar.errors import RoarError
 from roar.progress import StageRun
+from roar.tls import server_credentials
 from roar.v1 import common_pb2
 
 CHUNK_BYTES = 1 << 20
@@ -31,10 +33,13 @@ MAX_STAGE_INPUT_BYTES = 2 * 1024 * 1024 * 1024
 log = logging.getLogger("roar")
 
 
-def is_serving(address: str) -> bool:
-    """Whether the gRPC server at address answers its health check with SERVING."""
+def is_serving(address: str, credentials: grpc.ChannelCredentials | None = None) -> bool:
+    """Whether the gRPC server at address answers its health check with SERVING (over TLS when
+    credentials are given)."""
     try:
-        with grpc.insecure_channel(address) as channel:
+        with (
+            grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+        ) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
         return reply.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.RpcError:
@@ -153,7 +158,11 @@ async def serve(
     reflection.enable_server_reflection(
         [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    credentials = server_credentials(Settings.from_env())
+    if credentials is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
     if bound == 0:
         raise SystemExit(f"{name}: cannot listen on {host}:{port}")
 
@@ -163,7 +172,7 @@ async def serve(
 
     await set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
-    log.info("%s listening on %s:%d", name, host, bound)
+    log.info("%s listening on %s:%d%s", name, host, bound, " (TLS)" if credentials else "")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -243,6 +243,40 @@ def test_orchestrator_reaches_every_stage_through_a_headless_service() -> None:
         assert service["spec"].get("clusterIP") == "None", f"service {match['host']} should be headless"
 
 
+def _pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    return deployment["spec"]["template"]["metadata"]["labels"]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert "matchExpressions" not in selector, "the checks here read matchLabels only"
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def test_only_the_orchestrator_reaches_the_stages() -> None:
+    policies = [p for p in _named("NetworkPolicy").values() if "Ingress" in p["spec"]["policyTypes"]]
+    (orchestrator,) = (d for d in DEPLOYMENTS.values() if "orchestrator" in _container(d)["image"])
+    stages = {name: d for name, d in DEPLOYMENTS.items() if d is not orchestrator}
+    assert stages
+    for name, stage in stages.items():
+        selecting = [p for p in policies if _selects(p["spec"]["podSelector"], _pod_labels(stage))]
+        assert selecting, f"no NetworkPolicy limits who reaches {name}"
+        rules = [rule for p in selecting for rule in p["spec"].get("ingress", [])]
+        assert rules, f"nothing may reach {name}, not even the orchestrator"
+        for rule in rules:
+            # A rule without `from` admits every source; namespaceSelector and ipBlock admit others.
+            assert rule.get("from"), f"{name} admits every source"
+            for peer in rule["from"]:
+                assert set(peer) == {"podSelector"}, f"{name} admits {peer}"
+                admitted = [
+                    d for d in DEPLOYMENTS if _selects(peer["podSelector"], _pod_labels(DEPLOYMENTS[d]))
+                ]
+                assert admitted == [orchestrator["metadata"]["name"]], f"{name} admits {admitted}"
+            ports = {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])}
+            assert ports == {("TCP", _ports(_container(stage))["grpc"])}, f"{name} opens {ports}"
+    # The orchestrator is the entry point: no policy closes it.
+    assert not [p for p in policies if _selects(p["spec"]["podSelector"], _pod_labels(orchestrator))]
+
+
 # --- images: Dockerfiles and the deployments that run them ---
 
 

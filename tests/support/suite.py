@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
+
 from roar.service import is_serving
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,8 +27,16 @@ class Suite:
     """`roar up` with its own data dir and ports; stop() and start() again keep both, like a
     server restart."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str],
+        log_path: Path,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        # TLS (env with ROAR_TLS_CERT): how the health checks verify the servers.
+        self.credentials = credentials
         self.port = free_port()
         self.web_port = free_port()
         self.stage_addresses = {
@@ -54,7 +64,8 @@ class Suite:
 
     @property
     def web_url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        scheme = "https" if self.env.get("ROAR_TLS_CERT") else "http"
+        return f"{scheme}://127.0.0.1:{self.web_port}"
 
     def start(self, timeout: float = 180.0) -> None:
         log = self.log_path.open("ab")
@@ -63,7 +74,7 @@ class Suite:
         )
         deadline = time.monotonic() + timeout
         addresses = [self.address, *self.stage_addresses.values()]
-        while not all(is_serving(a) for a in addresses):
+        while not all(is_serving(a, self.credentials) for a in addresses):
             if self.process.poll() is not None:
                 raise RuntimeError(f"roar up exited with {self.process.returncode}:\n{self.log(6000)}")
             if time.monotonic() > deadline:

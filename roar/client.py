@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from roar.auth import bearer_metadata
 from roar.service import CHANNEL_OPTIONS
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -23,8 +24,37 @@ RETRYABLE = frozenset(
 )
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+def channel(address: str, *, key: str = "") -> grpc.aio.Channel:
+    """A channel to the orchestrator; with `key`, every call on it presents that API key."""
+    interceptors = _key_interceptors(key) if key else None
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
+
+
+def _key_interceptors(key: str) -> list[grpc.aio.ClientInterceptor]:
+    """Adds `authorization: Bearer <key>` to every call; grpc.aio wants one interceptor per call
+    shape."""
+    metadata = bearer_metadata(key)
+
+    def with_key(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        return details._replace(metadata=grpc.aio.Metadata(*(details.metadata or ()), *metadata))
+
+    class UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+        async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[override]
+            return await continuation(with_key(details), request)
+
+    class UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+        async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[override]
+            return await continuation(with_key(details), request)
+
+    class StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+        async def intercept_stream_unary(self, continuation, details, requests):  # type: ignore[override]
+            return await continuation(with_key(details), requests)
+
+    class StreamStream(grpc.aio.StreamStreamClientInterceptor):
+        async def intercept_stream_stream(self, continuation, details, requests):  # type: ignore[override]
+            return await continuation(with_key(details), requests)
+
+    return [UnaryUnary(), UnaryStream(), StreamUnary(), StreamStream()]
 
 
 async def _retrying(call: Callable[[], object], attempts: int = 8) -> object:

@@ -388,3 +388,56 @@ def test_stage_services_refuse_calls_without_the_stage_key(keyed_suite: Suite) -
             assert "stage key" in info.value.details()
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.browser
+def test_the_page_asks_for_a_key_and_uses_it(
+    keyed_suite: Suite, keys: dict[str, str], tmp_path: Path
+) -> None:
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="needs PyPI playwright (pip install '.[dev]')"
+    )
+    from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, screenshot
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs Debian's chromium at {CHROMIUM} (`make system-deps` installs it)")
+    expect = sync_api.expect
+    song = write_song(tmp_path / "from-the-page.wav", 2.0)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(keyed_suite.web_url)
+            badge, form = page.get_by_test_id("connection-badge"), page.get_by_test_id("key-form")
+            message = page.get_by_test_id("key-message")
+            expect(badge).to_have_attribute("data-state", "key-needed")
+            expect(message).to_contain_text("This server needs an API key")
+            screenshot(page, "key-needed.png")
+
+            page.get_by_test_id("key-input").fill("roar_nonsense")
+            page.get_by_test_id("key-submit").click()
+            expect(message).to_contain_text("refused this key (the API key is unknown or revoked)")
+            page.get_by_test_id("key-input").fill(keys["alice"])
+            page.get_by_test_id("key-submit").click()
+            expect(badge).to_have_attribute("data-state", "connected")
+            expect(form).to_be_hidden()
+            expect(page.locator("#server-version")).to_contain_text("Roar server")
+
+            # Every call now carries the key: an upload made on the page is alice's.
+            page.get_by_test_id("file-input").set_input_files(song)
+            item = page.locator("[data-testid=item]:visible")
+            expect(item.get_by_test_id("process-button")).to_be_visible(timeout=60_000)
+            (upload_id,) = page.evaluate("Object.values(JSON.parse(localStorage.getItem('roar.uploads.v1')))")
+            request = pb.GetUploadRequest(upload_id=upload_id)
+            assert call(keyed_suite, "GetUpload", request, keys["alice"]).finished
+            assert refused(keyed_suite, "GetUpload", request, keys["bob"]).code() == grpc.StatusCode.NOT_FOUND
+
+            # The key is remembered: a reload connects without asking.
+            page.reload()
+            expect(badge).to_have_attribute("data-state", "connected")
+            expect(form).to_be_hidden()
+            assert not errors, f"uncaught errors on the page: {errors}"
+        finally:
+            browser.close()

@@ -332,10 +332,11 @@ def _parser() -> argparse.ArgumentParser:
     create = keys_commands.add_parser("create", help="make a key and print it (only this once)")
     create.add_argument("--name", required=True, help="who or what the key is for")
     create.add_argument("--admin", action="store_true", help="the key sees and cancels every job")
-    keys_commands.add_parser("list", help="list keys (never their secrets)")
+    listing = keys_commands.add_parser("list", help="list keys (never their secrets)")
     revoke = keys_commands.add_parser("revoke", help="revoke a key: refused from its next call on")
     revoke.add_argument("key_id", help="the ID column of `roar keys list`")
-    keys.add_argument("--data-dir", help="the orchestrator's data dir (ROAR_DATA_DIR)")
+    for sub in (create, listing, revoke):
+        sub.add_argument("--data-dir", help="the orchestrator's data dir (ROAR_DATA_DIR)")
     return parser
 
 

@@ -148,6 +148,19 @@ def test_a_store_from_before_keys_gains_owners(tmp_path: Path) -> None:
     assert store.list_jobs(10, 0, owner="someone") == []
 
 
+def test_keys_commands_take_a_data_dir(tmp_path: Path) -> None:
+    def keys(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "roar.cli", "keys", *args, "--data-dir", str(tmp_path)]
+        return subprocess.run(command, cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=60)
+
+    made = keys("create", "--name", "ci runner", "--admin")
+    assert made.returncode == 0, made.stderr
+    key_id = made.stdout.split("_")[1]
+    (row,) = keys("list").stdout.splitlines()[1:]
+    assert row.split()[:2] == [key_id, "yes"] and row.endswith("  -                    ci runner")
+    assert keys("create", "--name", " ").returncode == 2
+
+
 # --- refusing to start beyond loopback (each exits before it binds anything) ---
 
 

@@ -77,13 +77,14 @@ class Jobs:
             raise NotFound(f"no job {job_id!r}")
         return job
 
-    def list(self, page_size: int, page_token: str) -> pb.ListJobsResponse:
+    def list(self, page_size: int, page_token: str, owner: str | None = None) -> pb.ListJobsResponse:
+        """A page of jobs, newest first: everyone's, or only `owner`'s."""
         size = page_size if 0 < page_size <= 500 else 50
         try:
             offset = int(page_token or 0)
         except ValueError as exc:
             raise BadInput(f"bad page_token {page_token!r}") from exc
-        jobs = self._store.list_jobs(size + 1, offset)
+        jobs = self._store.list_jobs(size + 1, offset, owner)
         response = pb.ListJobsResponse(jobs=jobs[:size])
         if len(jobs) > size:
             response.next_page_token = str(offset + size)
@@ -114,7 +115,7 @@ class Jobs:
 
     # Commands.
 
-    def submit(self, upload_id: str, options: pb.JobOptions) -> pb.Job:
+    def submit(self, upload_id: str, options: pb.JobOptions, owner: str = "") -> pb.Job:
         upload = self._uploads.get(upload_id)
         if not upload.finished:
             raise FailedPrecondition("the upload is not finished: call FinishUpload first")
@@ -141,7 +142,7 @@ class Jobs:
             created=now,
             updated=now,
         )
-        self._store.put_job(upload_id, job)
+        self._store.put_job(upload_id, job, owner)
         minutes, seconds = divmod(int(upload.audio.duration_seconds), 60)
         self._emit(
             job,

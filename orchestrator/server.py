@@ -11,9 +11,10 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from orchestrator.auth import Authenticator, Caller, authenticator
 from orchestrator.jobs import Jobs
 from orchestrator.stages import StageClients
-from orchestrator.store import Store
+from orchestrator.store import STORE_FILE, Store
 from orchestrator.uploads import MAX_CHUNK_BYTES, Uploads
 from orchestrator.web import web_app, web_server
 from roar import __version__
@@ -29,12 +30,14 @@ DOWNLOAD_CHUNK_BYTES = 256 * 1024
 
 
 def _unary(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Turns domain errors into gRPC statuses."""
+    """Finds the caller from its API key (orchestrator/auth.py) and hands it to the method as its
+    last argument; turns domain errors, a refused key included, into gRPC statuses."""
 
     @functools.wraps(method)
-    async def call(self: Any, request: Any, context: Any) -> Any:
+    async def call(self: OrchestratorServicer, request: Any, context: Any) -> Any:
         try:
-            return await method(self, request, context)
+            caller = self.auth.caller(context.invocation_metadata())
+            return await method(self, request, context, caller)
         except RoarError as exc:
             await abort_with(context, exc)
 
@@ -42,10 +45,13 @@ def _unary(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    """_unary for server-streaming methods."""
+
     @functools.wraps(method)
-    async def call(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+    async def call(self: OrchestratorServicer, request: Any, context: Any) -> AsyncIterator[Any]:
         try:
-            async for response in method(self, request, context):
+            caller = self.auth.caller(context.invocation_metadata())
+            async for response in method(self, request, context, caller):
                 yield response
         except RoarError as exc:
             await abort_with(context, exc)
@@ -54,52 +60,69 @@ def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., Async
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServicer):
-    def __init__(self, settings: Settings, uploads: Uploads, jobs: Jobs) -> None:
+    def __init__(self, settings: Settings, uploads: Uploads, jobs: Jobs, auth: Authenticator) -> None:
         self._settings = settings
         self._uploads = uploads
         self._jobs = jobs
+        self.auth = auth
 
     @_unary
-    async def StartUpload(self, request: pb.StartUploadRequest, context: Any) -> pb.Upload:
-        return self._uploads.start(request.filename, request.size, request.content_type)
+    async def StartUpload(self, request: pb.StartUploadRequest, context: Any, caller: Caller) -> pb.Upload:
+        return self._uploads.start(request.filename, request.size, request.content_type, caller.owner)
 
     @_unary
-    async def UploadChunk(self, request: pb.UploadChunkRequest, context: Any) -> pb.Upload:
+    async def UploadChunk(self, request: pb.UploadChunkRequest, context: Any, caller: Caller) -> pb.Upload:
+        self.auth.check_upload(caller, request.upload_id)
         return self._uploads.add_chunk(request.upload_id, request.offset, request.data)
 
     @_unary
-    async def GetUpload(self, request: pb.GetUploadRequest, context: Any) -> pb.Upload:
+    async def GetUpload(self, request: pb.GetUploadRequest, context: Any, caller: Caller) -> pb.Upload:
+        self.auth.check_upload(caller, request.upload_id)
         return self._uploads.get(request.upload_id)
 
     @_unary
-    async def FinishUpload(self, request: pb.FinishUploadRequest, context: Any) -> pb.Upload:
+    async def FinishUpload(self, request: pb.FinishUploadRequest, context: Any, caller: Caller) -> pb.Upload:
+        self.auth.check_upload(caller, request.upload_id)
         return await self._uploads.finish(request.upload_id)
 
     @_streaming
-    async def Process(self, request: pb.ProcessRequest, context: Any) -> AsyncIterator[pb.ProgressEvent]:
-        job = self._jobs.submit(request.upload_id, request.options)
+    async def Process(
+        self, request: pb.ProcessRequest, context: Any, caller: Caller
+    ) -> AsyncIterator[pb.ProgressEvent]:
+        self.auth.check_upload(caller, request.upload_id)
+        job = self._jobs.submit(request.upload_id, request.options, caller.owner)
         async for event in self._jobs.watch(job.job_id, 0):
             yield event
 
     @_streaming
-    async def WatchJob(self, request: pb.WatchJobRequest, context: Any) -> AsyncIterator[pb.ProgressEvent]:
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: Any, caller: Caller
+    ) -> AsyncIterator[pb.ProgressEvent]:
+        self.auth.check_job(caller, request.job_id)
         async for event in self._jobs.watch(request.job_id, request.after_seq):
             yield event
 
     @_unary
-    async def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.Job:
+    async def GetJob(self, request: pb.GetJobRequest, context: Any, caller: Caller) -> pb.Job:
+        self.auth.check_job(caller, request.job_id)
         return self._jobs.get(request.job_id)
 
     @_unary
-    async def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> pb.ListJobsResponse:
-        return self._jobs.list(request.page_size, request.page_token)
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: Any, caller: Caller
+    ) -> pb.ListJobsResponse:
+        return self._jobs.list(request.page_size, request.page_token, caller.listed_owner)
 
     @_unary
-    async def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.Job:
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Any, caller: Caller) -> pb.Job:
+        self.auth.check_job(caller, request.job_id)
         return self._jobs.cancel(request.job_id)
 
     @_streaming
-    async def Download(self, request: pb.DownloadRequest, context: Any) -> AsyncIterator[pb.DownloadChunk]:
+    async def Download(
+        self, request: pb.DownloadRequest, context: Any, caller: Caller
+    ) -> AsyncIterator[pb.DownloadChunk]:
+        self.auth.check_job(caller, request.job_id)
         path = self._jobs.artifact_path(request.job_id, request.name)
         size = path.stat().st_size
         if not 0 <= request.offset <= size:
@@ -112,7 +135,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
                 offset += len(data)
 
     @_unary
-    async def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Any) -> pb.ServerInfo:
+    async def GetServerInfo(
+        self, request: pb.GetServerInfoRequest, context: Any, caller: Caller
+    ) -> pb.ServerInfo:
         s = self._settings
         separation, transcription = self._jobs.separation_models, self._jobs.transcription_models
         return pb.ServerInfo(
@@ -127,16 +152,18 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
 
 
 async def run(settings: Settings, host: str) -> None:
-    store = Store(settings.data_dir / "roar.sqlite")
+    store = Store(settings.data_dir / STORE_FILE)
+    auth = authenticator(settings, store, host)  # exits, before anything listens, if keys are missing
     uploads = Uploads(store, settings.data_dir / "uploads", settings.max_upload_bytes)
     clients = StageClients(
         settings.separation_addr,
         settings.transcription_addr,
         settings.karaoke_addr,
         stage_channel_credentials(settings),
+        settings.stage_key,
     )
     jobs = Jobs(settings, store, uploads, clients)
-    servicer = OrchestratorServicer(settings, uploads, jobs)
+    servicer = OrchestratorServicer(settings, uploads, jobs, auth)
     app = web_app()
     pb_grpc.add_OrchestratorServicer_to_server(servicer, app)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from roar.auth import bearer_metadata
 from roar.errors import RoarError
 from roar.service import CHANNEL_OPTIONS, FileAssembler, request_stream
 from roar.v1 import (
@@ -60,7 +61,10 @@ class StageClients:
         transcription: str,
         karaoke: str,
         credentials: grpc.ChannelCredentials | None = None,
+        stage_key: str = "",
     ) -> None:
+        # Presented on every stage call: stages beyond loopback refuse calls without it.
+        self._metadata = bearer_metadata(stage_key)
         self.separation = StageService("separation", separation, "ROAR_SEPARATION_ADDR")
         self.transcription = StageService("transcription", transcription, "ROAR_TRANSCRIPTION_ADDR")
         self.karaoke = StageService("karaoke", karaoke, "ROAR_KARAOKE_ADDR")
@@ -105,7 +109,7 @@ class StageClients:
         outputs = []
         answered = False
         try:
-            async for response in method(iter(requests), timeout=timeout):
+            async for response in method(iter(requests), timeout=timeout, metadata=self._metadata):
                 answered = True
                 if response.WhichOneof("response") == "progress":
                     await on_progress(response.progress)
@@ -119,6 +123,8 @@ class StageClients:
                     f"the {service.name} service at {service.address} is unavailable ({detail}); "
                     f"start it or point {service.setting} at it"
                 )
+            elif exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                detail = f"the {service.name} service refused the stage key: set one ROAR_STAGE_KEY on both"
             elif exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 detail = f"the {service.name} stage ran past the job's time limit"
             raise StageFailed(code, detail, answered) from exc

@@ -1,15 +1,19 @@
-"""SQLite job store: uploads, jobs and every progress event (so WatchJob can replay), plus the
-per-stage speed the ETA is estimated from. One connection, used from the event loop thread;
-every write is a short transaction."""
+"""SQLite job store: uploads, jobs and every progress event (so WatchJob can replay), the
+per-stage speed the ETA is estimated from, and the API keys. One connection, used from the event
+loop thread; every write is a short transaction. `roar keys` opens the same file from another
+process while the server runs (WAL)."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from roar.v1 import orchestrator_pb2 as pb
 
+# The store's file in ROAR_DATA_DIR.
+STORE_FILE = "roar.sqlite"
 TERMINAL_STATES = frozenset(
     {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_PARTIAL, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 )
@@ -22,14 +26,16 @@ CREATE TABLE IF NOT EXISTS uploads (
     content_type TEXT NOT NULL,
     committed INTEGER NOT NULL DEFAULT 0,
     audio BLOB,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
     upload_id TEXT NOT NULL,
     job BLOB NOT NULL,
     state INTEGER NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created DESC);
 CREATE TABLE IF NOT EXISTS events (
@@ -42,7 +48,28 @@ CREATE TABLE IF NOT EXISTS stage_speed (
     stage INTEGER PRIMARY KEY,
     seconds_per_audio_second REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS keys (
+    key_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    admin INTEGER NOT NULL,
+    created REAL NOT NULL,
+    revoked REAL
+);
 """
+# Owner: the id of the API key that made an upload or job; '' is the anonymous caller (no key).
+_OWNER_COLUMNS = ("uploads", "jobs")
+_OWNER_INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created DESC)"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    name: str
+    secret_sha256: str
+    admin: bool
+    created: float
+    revoked: float | None
 
 
 class Store:
@@ -52,17 +79,27 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        for table in _OWNER_COLUMNS:  # stores made before API keys have no owner column yet
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if "owner" not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+        self._db.execute(_OWNER_INDEX)
 
     def close(self) -> None:
         self._db.close()
 
     # Uploads.
 
-    def add_upload(self, upload: pb.Upload, content_type: str) -> None:
+    def add_upload(self, upload: pb.Upload, content_type: str, owner: str = "") -> None:
         self._db.execute(
-            "INSERT INTO uploads (upload_id, filename, size, content_type, created) VALUES (?, ?, ?, ?, ?)",
-            (upload.upload_id, upload.filename, upload.size, content_type, time.time()),
+            "INSERT INTO uploads (upload_id, filename, size, content_type, created, owner) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (upload.upload_id, upload.filename, upload.size, content_type, time.time(), owner),
         )
+
+    def upload_owner(self, upload_id: str) -> str | None:
+        row = self._db.execute("SELECT owner FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone()
+        return None if row is None else row[0]
 
     def get_upload(self, upload_id: str) -> pb.Upload | None:
         row = self._db.execute(
@@ -87,12 +124,17 @@ class Store:
 
     # Jobs.
 
-    def put_job(self, upload_id: str, job: pb.Job) -> None:
+    def put_job(self, upload_id: str, job: pb.Job, owner: str = "") -> None:
+        """Adds or updates a job; `owner` is set when it is added and kept after."""
         self._db.execute(
-            "INSERT INTO jobs (job_id, upload_id, job, state, created) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO jobs (job_id, upload_id, job, state, created, owner) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (job_id) DO UPDATE SET job = excluded.job, state = excluded.state",
-            (job.job_id, upload_id, job.SerializeToString(), job.state, job.created.ToSeconds()),
+            (job.job_id, upload_id, job.SerializeToString(), job.state, job.created.ToSeconds(), owner),
         )
+
+    def job_owner(self, job_id: str) -> str | None:
+        row = self._db.execute("SELECT owner FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else row[0]
 
     def get_job(self, job_id: str) -> pb.Job | None:
         row = self._db.execute("SELECT job FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -101,10 +143,17 @@ class Store:
     def upload_of(self, job_id: str) -> str:
         return self._db.execute("SELECT upload_id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()[0]
 
-    def list_jobs(self, limit: int, offset: int) -> list[pb.Job]:
-        rows = self._db.execute(
-            "SELECT job FROM jobs ORDER BY created DESC, job_id LIMIT ? OFFSET ?", (limit, offset)
-        )
+    def list_jobs(self, limit: int, offset: int, owner: str | None = None) -> list[pb.Job]:
+        """Newest first: every job, or only `owner`'s."""
+        if owner is None:
+            rows = self._db.execute(
+                "SELECT job FROM jobs ORDER BY created DESC, job_id LIMIT ? OFFSET ?", (limit, offset)
+            )
+        else:
+            rows = self._db.execute(
+                "SELECT job FROM jobs WHERE owner = ? ORDER BY created DESC, job_id LIMIT ? OFFSET ?",
+                (owner, limit, offset),
+            )
         return [pb.Job.FromString(row[0]) for row in rows]
 
     def unfinished_jobs(self) -> list[pb.Job]:
@@ -143,3 +192,34 @@ class Store:
             "ON CONFLICT (stage) DO UPDATE SET seconds_per_audio_second = excluded.seconds_per_audio_second",
             (stage, seconds_per_audio_second),
         )
+
+    # API keys: only the sha256 of each secret is kept.
+
+    def add_key(self, key_id: str, name: str, secret_sha256: str, admin: bool) -> None:
+        self._db.execute(
+            "INSERT INTO keys (key_id, name, secret_sha256, admin, created) VALUES (?, ?, ?, ?, ?)",
+            (key_id, name, secret_sha256, int(admin), time.time()),
+        )
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        row = self._db.execute(
+            "SELECT key_id, name, secret_sha256, admin, created, revoked FROM keys WHERE key_id = ?",
+            (key_id,),
+        ).fetchone()
+        return None if row is None else ApiKey(*row[:3], bool(row[3]), *row[4:])
+
+    def list_keys(self) -> list[ApiKey]:
+        rows = self._db.execute(
+            "SELECT key_id, name, secret_sha256, admin, created, revoked FROM keys ORDER BY created"
+        )
+        return [ApiKey(*row[:3], bool(row[3]), *row[4:]) for row in rows]
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Revokes a key; False when there is no such key or it was already revoked."""
+        cursor = self._db.execute(
+            "UPDATE keys SET revoked = ? WHERE key_id = ? AND revoked IS NULL", (time.time(), key_id)
+        )
+        return cursor.rowcount == 1
+
+    def has_active_keys(self) -> bool:
+        return self._db.execute("SELECT 1 FROM keys WHERE revoked IS NULL LIMIT 1").fetchone() is not None

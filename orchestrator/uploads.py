@@ -26,7 +26,7 @@ class Uploads:
     def path(self, upload_id: str) -> Path:
         return self._dir / upload_id
 
-    def start(self, filename: str, size: int, content_type: str) -> pb.Upload:
+    def start(self, filename: str, size: int, content_type: str, owner: str = "") -> pb.Upload:
         if size <= 0:
             raise BadInput("size must be the file's length in bytes, more than 0")
         if size > self.max_bytes:
@@ -38,7 +38,7 @@ class Uploads:
             upload_id=uuid.uuid4().hex, filename=name, size=size, max_chunk_bytes=MAX_CHUNK_BYTES
         )
         self.path(upload.upload_id).touch()
-        self._store.add_upload(upload, content_type)
+        self._store.add_upload(upload, content_type, owner)
         return upload
 
     def get(self, upload_id: str) -> pb.Upload:

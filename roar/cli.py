@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -95,6 +97,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     # A malformed model setting stops `roar up` here, before it starts any service.
     separation_catalog(settings)
     transcription_catalog(settings)
+    if settings.auth == "on" and not settings.stage_key:
+        # ROAR_AUTH=on makes the stages demand a key: one for this run, shared by what starts here.
+        env["ROAR_STAGE_KEY"] = secrets.token_urlsafe(32)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Stage services whose address was pointed elsewhere are not started here.
     local = {"separation", "transcription", "karaoke", "orchestrator"}
@@ -241,7 +246,7 @@ async def cmd_process(args: argparse.Namespace) -> int:
     if args.lyrics:
         options.lyrics = Path(args.lyrics).read_text(encoding="utf-8")
     out = Path(args.out) if args.out else Path(f"{path.stem}-karaoke")
-    async with client.channel(args.server, args.ca) as ch:
+    async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
         stub = pb_grpc.OrchestratorStub(ch)
 
         def on_upload(done: int, total: int) -> None:
@@ -258,7 +263,7 @@ async def cmd_process(args: argparse.Namespace) -> int:
 
 
 async def cmd_watch(args: argparse.Namespace) -> int:
-    async with client.channel(args.server, args.ca) as ch:
+    async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
         stub = pb_grpc.OrchestratorStub(ch)
         last = await _show(client.follow(stub, args.job_id), ProgressView())
         if last is None:
@@ -267,7 +272,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 
 
 async def cmd_jobs(args: argparse.Namespace) -> int:
-    async with client.channel(args.server, args.ca) as ch:
+    async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
         stub = pb_grpc.OrchestratorStub(ch)
         reply = await stub.ListJobs(pb.ListJobsRequest(page_size=args.limit))
     print(f"{'JOB':<32}  {'STATE':<10} {'DONE':>6}  {'CREATED':<19}  FILE")
@@ -279,7 +284,7 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
-    async with client.channel(args.server, args.ca) as ch:
+    async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
         job = await pb_grpc.OrchestratorStub(ch).CancelJob(pb.CancelJobRequest(job_id=args.job_id))
     print(f"job {job.job_id}: cancel requested (state {STATE_LABELS[job.state]})")
     return 0
@@ -330,13 +335,41 @@ def _parser() -> argparse.ArgumentParser:
             default=settings.tls_ca,
             help="TLS: the CA that signed the orchestrator's certificate (ROAR_TLS_CA); default: plaintext",
         )
+        sub.add_argument("--key", default=settings.api_key, help="API key to present (default: ROAR_API_KEY)")
+
+    keys = commands.add_parser(
+        "keys", help="manage API keys (on the orchestrator's machine; works while it runs)"
+    )
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser("create", help="make a key and print it (only this once)")
+    create.add_argument("--name", required=True, help="who or what the key is for")
+    create.add_argument("--admin", action="store_true", help="the key sees and cancels every job")
+    listing = keys_commands.add_parser("list", help="list keys (never their secrets)")
+    revoke = keys_commands.add_parser("revoke", help="revoke a key: refused from its next call on")
+    revoke.add_argument("key_id", help="the ID column of `roar keys list`")
+    for sub in (create, listing, revoke):
+        sub.add_argument("--data-dir", help="the orchestrator's data dir (ROAR_DATA_DIR)")
     return parser
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    # The keys live in the orchestrator's store: only where the orchestrator is installed (the
+    # stage images ship without it).
+    try:
+        keys = importlib.import_module("orchestrator.keys")
+    except ImportError:
+        print("roar: `roar keys` runs where the orchestrator is installed", file=sys.stderr)
+        return 2
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else Settings.from_env().data_dir
+    return keys.run(args, data_dir)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "up":
         sys.exit(cmd_up(args))
+    if args.command == "keys":
+        sys.exit(cmd_keys(args))
     command = {"process": cmd_process, "watch": cmd_watch, "jobs": cmd_jobs, "cancel": cmd_cancel}[
         args.command
     ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from roar.auth import bearer_metadata
 from roar.service import CHANNEL_OPTIONS
 from roar.tls import channel_credentials
 from roar.v1 import orchestrator_pb2 as pb
@@ -24,13 +25,43 @@ RETRYABLE = frozenset(
 )
 
 
-def channel(address: str, ca: str = "") -> grpc.aio.Channel:
-    """A channel to the orchestrator; over TLS, verifying its certificate against the CA file `ca`,
-    when that is given."""
+def channel(address: str, *, ca: str = "", key: str = "") -> grpc.aio.Channel:
+    """A channel to the orchestrator: over TLS, verifying its certificate against the CA file `ca`,
+    when that is given; with `key`, every call on it presents that API key."""
+    interceptors = _key_interceptors(key) if key else None
     if ca:
         credentials = channel_credentials(ca, "--ca (ROAR_TLS_CA)")
-        return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(
+            address, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+        )
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
+
+
+def _key_interceptors(key: str) -> list[grpc.aio.ClientInterceptor]:
+    """Adds `authorization: Bearer <key>` to every call; grpc.aio wants one interceptor per call
+    shape."""
+    metadata = bearer_metadata(key)
+
+    def with_key(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        return details._replace(metadata=grpc.aio.Metadata(*(details.metadata or ()), *metadata))
+
+    class UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+        async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[override]
+            return await continuation(with_key(details), request)
+
+    class UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+        async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[override]
+            return await continuation(with_key(details), request)
+
+    class StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+        async def intercept_stream_unary(self, continuation, details, requests):  # type: ignore[override]
+            return await continuation(with_key(details), requests)
+
+    class StreamStream(grpc.aio.StreamStreamClientInterceptor):
+        async def intercept_stream_stream(self, continuation, details, requests):  # type: ignore[override]
+            return await continuation(with_key(details), requests)
+
+    return [UnaryUnary(), UnaryStream(), StreamUnary(), StreamStream()]
 
 
 async def _retrying(call: Callable[[], object], attempts: int = 8) -> object:

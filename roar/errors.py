@@ -47,3 +47,9 @@ class ResourceExhausted(RoarError):
 
 class OutOfRange(RoarError):
     code = "OUT_OF_RANGE"
+
+
+class Unauthenticated(RoarError):
+    """No API key, or one the server does not accept (unknown, wrong or revoked)."""
+
+    code = "UNAUTHENTICATED"

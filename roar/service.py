@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -144,14 +144,16 @@ async def serve(
     warm_up: Callable[[], Awaitable[None]] | None = None,
     host: str = "127.0.0.1",
     running: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> None:
     """Runs a gRPC server until SIGTERM/SIGINT, then drains it.
 
     Health reports NOT_SERVING until `warm_up` (model loading) has finished, then SERVING.
     `running()` is entered once the server serves and left before it stops (the orchestrator
-    runs its web front end and its jobs inside it).
+    runs its web front end and its jobs inside it). `interceptors` see every call first (the stage
+    services' key check, roar.auth).
     """
-    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=interceptors)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

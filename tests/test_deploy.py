@@ -53,11 +53,14 @@ def _ports(container: dict[str, Any]) -> dict[str, int]:
 
 
 def _env(container: dict[str, Any]) -> dict[str, str]:
-    """The container's environment: its ConfigMaps, then its own env on top."""
+    """The container's environment: its ConfigMaps, then its own env on top (values from Secrets
+    as the Secrets here hold them)."""
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         env |= _named("ConfigMap")[source["configMapRef"]["name"]]["data"]
-    env |= {e["name"]: e["value"] for e in container.get("env", [])}
+    for e in container.get("env", []):
+        ref = e["valueFrom"]["secretKeyRef"] if "valueFrom" in e else None
+        env[e["name"]] = _named("Secret")[ref["name"]]["stringData"][ref["key"]] if ref else e["value"]
     return env
 
 
@@ -163,6 +166,24 @@ def test_roar_settings_in_the_manifests_are_ones_the_code_reads() -> None:
     for name, deployment in DEPLOYMENTS.items():
         unknown = {k for k in _env(_container(deployment)) if k.startswith("ROAR_")} - read
         assert not unknown, f"{name} sets {unknown}, which roar/config.py does not read"
+
+
+def test_keys_come_from_the_secret_and_ship_empty() -> None:
+    secret = _named("Secret")["roar-keys"]
+    # Nothing usable is committed: the servers refuse to listen beyond the pod until it is filled in.
+    assert secret["stringData"] == {"ROAR_ADMIN_KEY": "", "ROAR_STAGE_KEY": ""}
+    for name, deployment in DEPLOYMENTS.items():
+        container = _container(deployment)
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+        # Every stage checks the stage key the orchestrator presents; only the orchestrator holds the
+        # admin key.
+        assert refs["ROAR_STAGE_KEY"] == {"name": "roar-keys", "key": "ROAR_STAGE_KEY"}, name
+        expected = (
+            {"ROAR_ADMIN_KEY", "ROAR_STAGE_KEY"}
+            if "orchestrator" in container["image"]
+            else {"ROAR_STAGE_KEY"}
+        )
+        assert set(refs) == expected, name
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))

@@ -10,9 +10,9 @@ from tests.support.suite import Suite
 
 
 def grpc_web_call(
-    suite: Suite, method: str, request: bytes
+    suite: Suite, method: str, request: bytes, headers: dict[str, str] | None = None
 ) -> tuple[dict[str, str], list[bytes], dict[str, str]]:
-    """POSTs one grpc-web request; returns (headers, data frames, trailers)."""
+    """POSTs one grpc-web request, with `headers` added; returns (headers, data frames, trailers)."""
     body = struct.pack(">BI", 0, len(request)) + request
     http = urllib.request.Request(
         f"{suite.web_url}/roar.v1.Orchestrator/{method}",
@@ -21,6 +21,7 @@ def grpc_web_call(
             "Content-Type": "application/grpc-web+proto",
             "X-Grpc-Web": "1",
             "Accept": "application/grpc-web+proto",
+            **(headers or {}),
         },
     )
     with urllib.request.urlopen(http, timeout=30) as response:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 import grpc
 
+from roar.auth import stage_interceptors
 from roar.config import Settings, port_of
 from roar.progress import StageRun
 from roar.service import (
@@ -55,12 +56,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
     args = parser.parse_args(argv)
     setup_logging("karaoke")
+    guard = stage_interceptors(settings, "karaoke", args.host)  # before any model loads
     slots = asyncio.Semaphore(os.cpu_count() or 1)
 
     def register(server: grpc.aio.Server) -> None:
         karaoke_pb2_grpc.add_KaraokeServicer_to_server(KaraokeServicer(slots), server)
 
-    asyncio.run(serve("karaoke", args.port, register, [SERVICE_NAME], host=args.host))
+    asyncio.run(serve("karaoke", args.port, register, [SERVICE_NAME], host=args.host, interceptors=guard))
 
 
 if __name__ == "__main__":

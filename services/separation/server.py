@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from roar import audio
+from roar.auth import stage_interceptors
 from roar.catalog import separation_catalog
 from roar.config import Settings, port_of, torch_device
 from roar.errors import BadInput
@@ -78,6 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging("separation")
     catalog = separation_catalog(settings, args.model)
+    guard = stage_interceptors(settings, "separation", args.host)  # before any model loads
     device = torch_device(settings)
     separators: ModelCache[Separator] = ModelCache(
         lambda name, source: load_separator(source, device), catalog
@@ -89,7 +91,17 @@ def main() -> None:
     async def warm_up() -> None:
         await asyncio.to_thread(separators.warm_up)
 
-    asyncio.run(serve("separation", args.port, register, [SERVICE_NAME], warm_up=warm_up, host=args.host))
+    asyncio.run(
+        serve(
+            "separation",
+            args.port,
+            register,
+            [SERVICE_NAME],
+            warm_up=warm_up,
+            host=args.host,
+            interceptors=guard,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from roar.auth import stage_interceptors
 from roar.catalog import transcription_catalog
 from roar.config import Settings, port_of, torch_device
 from roar.errors import BadInput
@@ -80,6 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging("transcription")
     catalog = transcription_catalog(settings, args.model)
+    guard = stage_interceptors(settings, "transcription", args.host)  # before any model loads
     device = torch_device(settings)
     transcribers: ModelCache[Transcriber] = ModelCache(
         lambda name, source: load_transcriber(source, device, name), catalog
@@ -93,7 +95,17 @@ def main() -> None:
     async def warm_up() -> None:
         await asyncio.to_thread(transcribers.warm_up)
 
-    asyncio.run(serve("transcription", args.port, register, [SERVICE_NAME], warm_up=warm_up, host=args.host))
+    asyncio.run(
+        serve(
+            "transcription",
+            args.port,
+            register,
+            [SERVICE_NAME],
+            warm_up=warm_up,
+            host=args.host,
+            interceptors=guard,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 // Whether the server answers: drives the connection badge, and lets calls wait for the server to be
 // back instead of failing. Any call that fails in a way a retry can cure reports it here; a ping
-// loop with backoff then probes the server until it answers again.
-import { ConnectError } from "@connectrpc/connect";
+// loop with backoff then probes the server until it answers again. A server that wants an API key
+// (Unauthenticated) puts it in "key-needed" until the user gives a key it accepts.
+import { Code, ConnectError } from "@connectrpc/connect";
 import { backoffMs, isTransient, sleep } from "./api";
 
-export type ConnectionState = "connected" | "reconnecting" | "disconnected";
+export type ConnectionState = "connected" | "reconnecting" | "disconnected" | "key-needed";
 
 // Failed probes in a row before "reconnecting" turns into "disconnected".
 const failuresUntilDisconnected = 3;
@@ -13,6 +14,8 @@ const heartbeatMs = 5000;
 
 export class Connection {
   state: ConnectionState = "reconnecting";
+  // Why the server refused the last key (or its absence), in its own words.
+  keyProblem = "";
   private probing = false;
   private waiters: (() => void)[] = [];
   private listeners: ((state: ConnectionState) => void)[] = [];
@@ -67,7 +70,7 @@ export class Connection {
     if (!this.probing) void this.probe();
   }
 
-  // Skips the current backoff wait (the badge is a button).
+  // Skips the current backoff wait (the badge is a button), or the wait for a key once one is given.
   retry(): void {
     this.retryNow.abort();
   }
@@ -77,13 +80,22 @@ export class Connection {
     for (let failures = 0; ; failures++) {
       if (failures > 0) {
         this.retryNow = new AbortController();
-        await sleep(backoffMs(failures), this.retryNow.signal);
+        if (this.state === "key-needed") await untilAborted(this.retryNow.signal);
+        else await sleep(backoffMs(failures), this.retryNow.signal);
       }
       try {
         await this.ping();
         break;
-      } catch {
-        if (failures + 1 >= failuresUntilDisconnected || !navigator.onLine) this.setState("disconnected");
+      } catch (e) {
+        const error = ConnectError.from(e);
+        if (error.code === Code.Unauthenticated) {
+          this.keyProblem = error.rawMessage;
+          this.setState("key-needed");
+        } else if (failures + 1 >= failuresUntilDisconnected || !navigator.onLine) {
+          this.setState("disconnected");
+        } else if (this.state === "key-needed") {
+          this.setState("reconnecting");
+        }
       }
     }
     this.probing = false;
@@ -103,8 +115,13 @@ export class Connection {
   }
 
   private setState(state: ConnectionState): void {
-    if (state === this.state) return;
+    // Every refused key is news to the key form, even when a key was already wanted.
+    if (state === this.state && state !== "key-needed") return;
     this.state = state;
     for (const listener of this.listeners) listener(state);
   }
+}
+
+function untilAborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
 }

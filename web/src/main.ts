@@ -3,7 +3,7 @@ import { client, errorText } from "./api";
 import { Connection, type ConnectionState } from "./connection";
 import { Item, stateLabel, type ItemHost } from "./item";
 import type { JobView } from "./jobstate";
-import { loadJobs, notifyWanted, setNotifyWanted } from "./store";
+import { loadApiKey, loadJobs, notifyWanted, saveApiKey, setNotifyWanted } from "./store";
 
 function byId<T extends HTMLElement>(id: string): T {
   return document.getElementById(id) as T;
@@ -13,6 +13,7 @@ const badgeLabels: Record<ConnectionState, string> = {
   connected: "Connected",
   reconnecting: "Reconnecting…",
   disconnected: "Disconnected — retrying",
+  "key-needed": "Key needed",
 };
 
 const connection = new Connection(() => client.getServerInfo({}));
@@ -20,8 +21,29 @@ const badge = byId<HTMLButtonElement>("connection-badge");
 connection.onChange((state) => {
   badge.dataset.state = state;
   badge.textContent = badgeLabels[state];
+  showKeyForm(state === "key-needed");
 });
 badge.addEventListener("click", () => connection.retry());
+
+// The server answered Unauthenticated: ask for a key, keep it in localStorage, and try again with it.
+// Every call waits meanwhile. An empty key means "try without one".
+function showKeyForm(shown: boolean): void {
+  const form = byId<HTMLFormElement>("key-form");
+  form.hidden = !shown;
+  if (!shown) return;
+  byId("key-message").textContent = loadApiKey()
+    ? `The server refused this key (${connection.keyProblem}). Enter another one:`
+    : "This server needs an API key. Enter the one its admin gave you:";
+  const input = byId<HTMLInputElement>("key-input");
+  input.value = "";
+  input.focus();
+}
+
+byId<HTMLFormElement>("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  saveApiKey(byId<HTMLInputElement>("key-input").value.trim());
+  connection.retry();
+});
 
 const serverInfo = connection.call(() => client.getServerInfo({}), Number.POSITIVE_INFINITY);
 serverInfo.then(

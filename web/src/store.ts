@@ -1,12 +1,13 @@
 // What the page remembers in localStorage: its jobs (so they survive a reload and are re-attached
 // from the last seen event), unfinished uploads by file (so dropping the same file again resumes
-// it), the last options chosen, and whether to notify.
+// it), the last options chosen, whether to notify, and the API key when the server needs one.
 import type { JobView } from "./jobstate";
 
 const jobsKey = "roar.jobs.v1";
 const uploadsKey = "roar.uploads.v1";
 const optionsKey = "roar.options.v1";
 const notifyKey = "roar.notify.v1";
+const apiKeyKey = "roar.apikey.v1";
 
 export interface RememberedOptions {
   separationModel: string;
@@ -81,4 +82,13 @@ export function notifyWanted(): boolean {
 
 export function setNotifyWanted(wanted: boolean): void {
   write(notifyKey, wanted);
+}
+
+// "" when the user gave none.
+export function loadApiKey(): string {
+  return read(apiKeyKey, "");
+}
+
+export function saveApiKey(key: string): void {
+  write(apiKeyKey, key);
 }

@@ -8,9 +8,11 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from orchestrator.janitor import Janitor
 from orchestrator.jobs import Jobs
 from orchestrator.stages import StageClients
 from orchestrator.store import Store
@@ -19,7 +21,7 @@ from orchestrator.web import web_app, web_server
 from roar import __version__
 from roar.config import Settings
 from roar.errors import OutOfRange, RoarError
-from roar.service import abort_with, serve, setup_logging
+from roar.service import RefusingUndecodable, abort_with, serve, setup_logging
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 
@@ -111,11 +113,10 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
 
     @_streaming
     async def Download(self, request: pb.DownloadRequest, context: Any) -> AsyncIterator[pb.DownloadChunk]:
-        path = self._jobs.artifact_path(request.job_id, request.name)
-        size = path.stat().st_size
-        if not 0 <= request.offset <= size:
-            raise OutOfRange(f"offset {request.offset} is outside the file's {size} bytes")
-        with path.open("rb") as f:
+        with self._jobs.open_artifact(request.job_id, request.name) as f:
+            size = os.fstat(f.fileno()).st_size
+            if not 0 <= request.offset <= size:
+                raise OutOfRange(f"offset {request.offset} is outside the file's {size} bytes")
             f.seek(request.offset)
             offset = request.offset
             while data := f.read(DOWNLOAD_CHUNK_BYTES):
@@ -138,23 +139,28 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
 
 async def run(settings: Settings, host: str) -> None:
     store = Store(settings.data_dir / "roar.sqlite")
-    uploads = Uploads(store, settings.data_dir / "uploads", settings.max_upload_bytes)
+    uploads = Uploads(
+        store, settings.data_dir / "uploads", settings.max_upload_bytes, settings.max_audio_minutes * 60
+    )
     clients = StageClients(settings.separation_addr, settings.transcription_addr, settings.karaoke_addr)
     jobs = Jobs(settings, store, uploads, clients)
+    janitor = Janitor(settings, store, uploads, jobs.directory)
     servicer = OrchestratorServicer(settings, uploads, jobs)
     app = web_app()
-    pb_grpc.add_OrchestratorServicer_to_server(servicer, app)
+    pb_grpc.add_OrchestratorServicer_to_server(servicer, RefusingUndecodable(app))
 
     @contextlib.asynccontextmanager
     async def running() -> AsyncIterator[None]:
         web = web_server(app, host, settings.web_port)
         web_task = asyncio.create_task(web.serve())
         jobs.resume_unfinished()
+        janitor_task = asyncio.create_task(janitor.run())
         log.info("web page and grpc-web on http://%s:%d/", host, settings.web_port)
         try:
             yield
         finally:
             web.should_exit = True
+            janitor_task.cancel()
             await jobs.shutdown()
             await web_task
             await clients.close()

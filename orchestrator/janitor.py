@@ -1,7 +1,7 @@
 """Deletes what the disk would otherwise keep for ever: uploads nobody finished or no longer
 needs (after ROAR_UPLOAD_TTL_HOURS) and finished jobs' files (after ROAR_RETENTION_DAYS; the
 job's row stays, with its state and events). Runs in the orchestrator's event loop, like every
-other user of the store, once at start and then every SWEEP_INTERVAL_SECONDS."""
+other user of the store, once at start and then every `Janitor.interval` seconds."""
 
 from __future__ import annotations
 
@@ -84,7 +84,15 @@ class Janitor:
                 pass  # gone meanwhile
         return deleted
 
-    async def run(self, interval: float = SWEEP_INTERVAL_SECONDS) -> None:
+    @property
+    def interval(self) -> float:
+        """Seconds between sweeps: SWEEP_INTERVAL_SECONDS, or a quarter of a shorter upload TTL, so
+        nothing outlives its TTL by much."""
+        ttl = self._settings.upload_ttl_hours * 3600
+        return min(SWEEP_INTERVAL_SECONDS, ttl / 4) if ttl > 0 else SWEEP_INTERVAL_SECONDS
+
+    async def run(self) -> None:
+        interval = self.interval
         while True:
             try:
                 self.sweep()

@@ -61,15 +61,13 @@ async def read_options_and_data(
     context: grpc.aio.ServicerContext,
     options_field: str,
     data_field: str,
-    max_bytes: int | None = None,
 ) -> tuple[Any, bytes]:
     """Reads a stage call's request stream: options first, then the chunks of one file.
 
     The file goes to a temporary file (in memory while small, on disk beyond), and the call is
-    refused with RESOURCE_EXHAUSTED as soon as it passes `max_bytes` (default: the most an
-    accepted song can take, from ROAR_MAX_AUDIO_MINUTES), so a refused request leaves nothing
-    behind in memory."""
-    limit = audio.max_encoded_bytes(audio.max_audio_seconds()) if max_bytes is None else max_bytes
+    refused with RESOURCE_EXHAUSTED as soon as it passes the most an accepted song can take
+    (from ROAR_MAX_AUDIO_MINUTES), so a refused request leaves nothing behind in memory."""
+    limit = audio.max_encoded_bytes(audio.max_audio_seconds())
     options = None
     received = 0
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:

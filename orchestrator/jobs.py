@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -21,7 +23,8 @@ from orchestrator.uploads import Uploads
 from roar.audio import content_type, format_name
 from roar.catalog import separation_catalog, transcription_catalog
 from roar.config import Settings
-from roar.errors import BadInput, FailedPrecondition, NotFound, ResourceExhausted
+from roar.errors import BadInput, DiskFull, FailedPrecondition, NotFound, ResourceExhausted, is_disk_full
+from roar.text import LANGUAGE_RULE, is_language_code
 from roar.v1 import common_pb2, karaoke_pb2, separation_pb2, transcription_pb2
 from roar.v1 import orchestrator_pb2 as pb
 
@@ -34,6 +37,13 @@ STAGE_NAMES = {
 }
 TRANSCRIPT_FILE = ".transcript.pb"
 MAX_LYRICS_CHARS = 100_000
+# ListJobs pages: the page size when none is asked, the most jobs one page holds, and the most
+# bytes (a page is cut short before a job would pass it, far under gRPC's 4 MB default).
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+MAX_PAGE_BYTES = 1024 * 1024
+# A page_token is an offset into the listing: a decimal number of at most this many digits.
+MAX_PAGE_TOKEN_DIGITS = 9
 # Progress updates closer together than this, with the same message, are merged.
 MIN_EVENT_INTERVAL = 0.25
 
@@ -69,6 +79,11 @@ class Jobs:
         self.separation_models = separation_catalog(settings)
         self.transcription_models = transcription_catalog(settings)
 
+    @property
+    def directory(self) -> Path:
+        """Where each job keeps its files, in a folder named by its id."""
+        return self._dir
+
     # Queries.
 
     def get(self, job_id: str) -> pb.Job:
@@ -78,23 +93,43 @@ class Jobs:
         return job
 
     def list(self, page_size: int, page_token: str, owner: str | None = None) -> pb.ListJobsResponse:
-        """A page of jobs, newest first: everyone's, or only `owner`'s."""
-        size = page_size if 0 < page_size <= 500 else 50
-        try:
-            offset = int(page_token or 0)
-        except ValueError as exc:
-            raise BadInput(f"bad page_token {page_token!r}") from exc
+        """A page of jobs, newest first (everyone's, or only `owner`'s): at most page_size jobs (0:
+        DEFAULT_PAGE_SIZE, more than MAX_PAGE_SIZE: that many) and at most MAX_PAGE_BYTES, whatever
+        the jobs hold."""
+        if page_size < 0:
+            raise BadInput("page_size must be 0 (the default) or more")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        if page_token and not (page_token.isdecimal() and len(page_token) <= MAX_PAGE_TOKEN_DIGITS):
+            raise BadInput("page_token is not a next_page_token of this server")
+        offset = int(page_token or 0)
         jobs = self._store.list_jobs(size + 1, offset, owner)
-        response = pb.ListJobsResponse(jobs=jobs[:size])
-        if len(jobs) > size:
-            response.next_page_token = str(offset + size)
+        response = pb.ListJobsResponse()
+        page_bytes = 0
+        for job in jobs[:size]:
+            page_bytes += job.ByteSize()
+            if response.jobs and page_bytes > MAX_PAGE_BYTES:
+                break
+            response.jobs.append(job)
+        if len(jobs) > len(response.jobs):
+            response.next_page_token = str(offset + len(response.jobs))
         return response
 
-    def artifact_path(self, job_id: str, name: str) -> Path:
+    def open_artifact(self, job_id: str, name: str) -> BinaryIO:
+        """One artifact of a job, opened for reading. NOT_FOUND (never a server path) when the
+        job has no such artifact, when its files were deleted after ROAR_RETENTION_DAYS, or
+        when the file is missing on disk."""
         job = self.get(job_id)
+        if self._store.files_deleted(job_id):
+            raise NotFound(
+                f"the files of job {job_id} expired: they are deleted "
+                f"{self._settings.retention_days:g} days after the job ends (ROAR_RETENTION_DAYS)"
+            )
         if name not in {a.name for a in job.artifacts}:
             raise NotFound(f"job {job_id} has no artifact {name!r}")
-        return self._dir / job_id / name
+        try:
+            return (self._dir / job_id / name).open("rb")
+        except FileNotFoundError as exc:
+            raise NotFound(f"the artifact {name!r} of job {job_id} is missing on the server") from exc
 
     async def watch(self, job_id: str, after_seq: int) -> AsyncIterator[pb.ProgressEvent]:
         """Every event after `after_seq`, then live ones until the job's last event."""
@@ -119,16 +154,7 @@ class Jobs:
         upload = self._uploads.get(upload_id)
         if not upload.finished:
             raise FailedPrecondition("the upload is not finished: call FinishUpload first")
-        if options.timeout_seconds < 0:
-            raise BadInput("timeout_seconds must be 0 (the server's limit) or more")
-        if len(options.lyrics) > MAX_LYRICS_CHARS:
-            raise BadInput(f"lyrics are limited to {MAX_LYRICS_CHARS} characters")
-        format_name(options.audio_format)  # raises BadInput when unknown
-        # Only offered names, checked before the job exists (each raises BadInput otherwise).
-        self.separation_models.name_for(options.separation_model)
-        self.transcription_models.name_for(options.transcription_model)
-        if any(f not in common_pb2.LyricsFormat.values() for f in options.lyrics_formats):
-            raise BadInput("unknown lyrics format")
+        self._check_options(options)
         limit = self._settings.max_running_jobs + self._settings.max_queued_jobs
         if len(self._tasks) >= limit:
             raise ResourceExhausted(f"{len(self._tasks)} jobs are running or queued; try again later")
@@ -152,6 +178,27 @@ class Jobs:
         )
         self._start(job, resumed=False)
         return job
+
+    def _check_options(self, options: pb.JobOptions) -> None:
+        """Refuses, before a job exists, every option that would only fail in a stage."""
+        limit = self._settings.job_timeout_seconds
+        if not (math.isfinite(options.timeout_seconds) and 0 <= options.timeout_seconds <= limit):
+            raise BadInput(
+                f"timeout_seconds must be 0 (the server's limit) or a number of seconds up to "
+                f"{limit} (ROAR_JOB_TIMEOUT)"
+            )
+        if len(options.lyrics) > MAX_LYRICS_CHARS:
+            raise BadInput(f"lyrics are limited to {MAX_LYRICS_CHARS} characters")
+        if not is_language_code(options.language):
+            raise BadInput(LANGUAGE_RULE)
+        format_name(options.audio_format)  # raises BadInput when unknown
+        known = set(common_pb2.LyricsFormat.values()) - {common_pb2.LYRICS_FORMAT_UNSPECIFIED}
+        if any(f not in known for f in options.lyrics_formats):
+            names = ", ".join(common_pb2.LyricsFormat.Name(f) for f in sorted(known))
+            raise BadInput(f"unknown lyrics format in lyrics_formats; use {names} (none: all)")
+        # Only offered names (each raises BadInput otherwise).
+        self.separation_models.name_for(options.separation_model)
+        self.transcription_models.name_for(options.transcription_model)
 
     def cancel(self, job_id: str) -> pb.Job:
         job = self.get(job_id)
@@ -262,8 +309,10 @@ class Jobs:
             self._finish(job, pb.JOB_STATE_CANCELLED, "cancelled")
         except Exception as exc:  # never leave a job hanging: report what broke
             log.exception("job %s failed", job.job_id)
-            job.errors.add(code="INTERNAL", message=f"internal error: {exc}", stage=job.last_event.stage)
-            self._finish(job, pb.JOB_STATE_FAILED, f"failed: {exc}")
+            # An OSError's text names the server path; the client gets the reason alone.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            job.errors.add(code="INTERNAL", message=f"internal error: {reason}", stage=job.last_event.stage)
+            self._finish(job, pb.JOB_STATE_FAILED, f"failed: {reason}")
 
     async def _pipeline(self, job: pb.Job) -> None:
         job_dir = self._dir / job.job_id
@@ -335,7 +384,7 @@ class Jobs:
             )
             return result
 
-        song = await asyncio.to_thread(self._uploads.path(self._store.upload_of(job.job_id)).read_bytes)
+        song = await asyncio.to_thread(self._uploads.audio_path(self._store.upload_of(job.job_id)).read_bytes)
 
         async def separate(on_progress, timeout: float) -> bool:
             request = separation_pb2.SeparationOptions(
@@ -355,7 +404,7 @@ class Jobs:
                 model=options.transcription_model, language=options.language, lyrics=options.lyrics
             )
             transcript = await self._clients.transcribe(vocals, request, on_progress, timeout)
-            (job_dir / TRANSCRIPT_FILE).write_bytes(transcript.SerializeToString())
+            await asyncio.to_thread(_write_file, job_dir, TRANSCRIPT_FILE, transcript.SerializeToString())
             return True
 
         async def build_karaoke(on_progress, timeout: float) -> bool:
@@ -386,10 +435,22 @@ class Jobs:
 
 
 def _write_files(directory: Path, files: dict[str, bytes]) -> None:
+    """Stores a stage's files under their own names (never hidden ones, never elsewhere)."""
     for name, data in files.items():
         safe = Path(name).name
         if not safe or safe.startswith("."):
             raise StageFailed("INTERNAL", f"a stage sent a file with a bad name: {name!r}")
-        temporary = directory / f".{safe}.part"
+        _write_file(directory, safe, data)
+
+
+def _write_file(directory: Path, name: str, data: bytes) -> None:
+    """Writes a job's file whole or not at all; a full disk fails the stage with RESOURCE_EXHAUSTED."""
+    temporary = directory / f".{name}.part"
+    try:
         temporary.write_bytes(data)
-        temporary.replace(directory / safe)
+        temporary.replace(directory / name)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise StageFailed(DiskFull.code, DiskFull(name).message) from exc
+        raise

@@ -8,10 +8,12 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from orchestrator.auth import Authenticator, Caller, authenticator
+from orchestrator.janitor import Janitor
 from orchestrator.jobs import Jobs
 from orchestrator.stages import StageClients
 from orchestrator.store import STORE_FILE, Store
@@ -20,7 +22,7 @@ from orchestrator.web import web_app, web_server
 from roar import __version__
 from roar.config import Settings
 from roar.errors import OutOfRange, RoarError
-from roar.service import abort_with, serve, setup_logging
+from roar.service import RefusingUndecodable, abort_with, serve, setup_logging
 from roar.tls import stage_channel_credentials
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -123,11 +125,10 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         self, request: pb.DownloadRequest, context: Any, caller: Caller
     ) -> AsyncIterator[pb.DownloadChunk]:
         self.auth.check_job(caller, request.job_id)
-        path = self._jobs.artifact_path(request.job_id, request.name)
-        size = path.stat().st_size
-        if not 0 <= request.offset <= size:
-            raise OutOfRange(f"offset {request.offset} is outside the file's {size} bytes")
-        with path.open("rb") as f:
+        with self._jobs.open_artifact(request.job_id, request.name) as f:
+            size = os.fstat(f.fileno()).st_size
+            if not 0 <= request.offset <= size:
+                raise OutOfRange(f"offset {request.offset} is outside the file's {size} bytes")
             f.seek(request.offset)
             offset = request.offset
             while data := f.read(DOWNLOAD_CHUNK_BYTES):
@@ -154,7 +155,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
 async def run(settings: Settings, host: str) -> None:
     store = Store(settings.data_dir / STORE_FILE)
     auth = authenticator(settings, store, host)  # exits, before anything listens, if keys are missing
-    uploads = Uploads(store, settings.data_dir / "uploads", settings.max_upload_bytes)
+    uploads = Uploads(
+        store, settings.data_dir / "uploads", settings.max_upload_bytes, settings.max_audio_minutes * 60
+    )
     clients = StageClients(
         settings.separation_addr,
         settings.transcription_addr,
@@ -163,21 +166,24 @@ async def run(settings: Settings, host: str) -> None:
         settings.stage_key,
     )
     jobs = Jobs(settings, store, uploads, clients)
+    janitor = Janitor(settings, store, uploads, jobs.directory)
     servicer = OrchestratorServicer(settings, uploads, jobs, auth)
     app = web_app()
-    pb_grpc.add_OrchestratorServicer_to_server(servicer, app)
+    pb_grpc.add_OrchestratorServicer_to_server(servicer, RefusingUndecodable(app))
 
     @contextlib.asynccontextmanager
     async def running() -> AsyncIterator[None]:
         web = web_server(app, host, settings.web_port, settings)
         web_task = asyncio.create_task(web.serve())
         jobs.resume_unfinished()
+        janitor_task = asyncio.create_task(janitor.run())
         scheme = "https" if settings.tls_cert else "http"
         log.info("web page and grpc-web on %s://%s:%d/", scheme, host, settings.web_port)
         try:
             yield
         finally:
             web.should_exit = True
+            janitor_task.cancel()
             await jobs.shutdown()
             await web_task
             await clients.close()

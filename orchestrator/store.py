@@ -80,10 +80,15 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         for table in _OWNER_COLUMNS:  # stores made before API keys have no owner column yet
-            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if "owner" not in columns:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+            self._add_column(table, "owner", "TEXT NOT NULL DEFAULT ''")
         self._db.execute(_OWNER_INDEX)
+        self._add_column("jobs", "files_deleted", "REAL")
+
+    def _add_column(self, table: str, column: str, declaration: str) -> None:
+        """Adds a column that stores made before it existed lack."""
+        columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         self._db.close()
@@ -122,6 +127,22 @@ class Store:
             "UPDATE uploads SET audio = ? WHERE upload_id = ?", (audio.SerializeToString(), upload_id)
         )
 
+    def upload_ids(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT upload_id FROM uploads")}
+
+    def expirable_uploads(self, created_before: float) -> list[str]:
+        """Uploads created before the time that no unfinished job still needs."""
+        marks = ",".join("?" * len(TERMINAL_STATES))
+        rows = self._db.execute(
+            "SELECT upload_id FROM uploads AS u WHERE created < ? AND NOT EXISTS ("
+            f"SELECT 1 FROM jobs AS j WHERE j.upload_id = u.upload_id AND j.state NOT IN ({marks}))",
+            (created_before, *TERMINAL_STATES),
+        )
+        return [row[0] for row in rows]
+
+    def delete_upload(self, upload_id: str) -> None:
+        self._db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+
     # Jobs.
 
     def put_job(self, upload_id: str, job: pb.Job, owner: str = "") -> None:
@@ -155,6 +176,30 @@ class Store:
                 (owner, limit, offset),
             )
         return [pb.Job.FromString(row[0]) for row in rows]
+
+    def jobs_ended_before(self, ended_before: float) -> list[pb.Job]:
+        """Finished jobs whose last event is older than the time and whose files are still kept."""
+        marks = ",".join("?" * len(TERMINAL_STATES))
+        # A job ends after it was created: `created` narrows the rows before any is decoded.
+        rows = self._db.execute(
+            f"SELECT job FROM jobs WHERE state IN ({marks}) AND files_deleted IS NULL AND created < ?",
+            (*TERMINAL_STATES, ended_before),
+        )
+        jobs = (pb.Job.FromString(row[0]) for row in rows)
+        return [job for job in jobs if job.updated.ToSeconds() < ended_before]
+
+    def mark_files_deleted(self, job: pb.Job, when: float) -> None:
+        """Records that a job's files are gone: the row keeps its state and events, without
+        artifacts."""
+        del job.artifacts[:]
+        self._db.execute(
+            "UPDATE jobs SET job = ?, files_deleted = ? WHERE job_id = ?",
+            (job.SerializeToString(), when, job.job_id),
+        )
+
+    def files_deleted(self, job_id: str) -> bool:
+        row = self._db.execute("SELECT files_deleted FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return row is not None and row[0] is not None
 
     def unfinished_jobs(self) -> list[pb.Job]:
         marks = ",".join("?" * len(TERMINAL_STATES))

@@ -3,6 +3,15 @@
 `code` is a gRPC status name, so a stage's failure keeps its meaning on the way to the client.
 """
 
+import errno
+
+# A write failed because the disk or the user's quota is full.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(error: OSError) -> bool:
+    return error.errno in _DISK_FULL
+
 
 class RoarError(Exception):
     code = "INTERNAL"
@@ -53,3 +62,8 @@ class Unauthenticated(RoarError):
     """No API key, or one the server does not accept (unknown, wrong or revoked)."""
 
     code = "UNAUTHENTICATED"
+
+
+class DiskFull(ResourceExhausted):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"the server's disk is full: {what} could not be stored; try again later")

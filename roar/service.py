@@ -7,16 +7,19 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from roar import audio
 from roar.config import Settings
-from roar.errors import RoarError
+from roar.errors import RoarError, is_disk_full
 from roar.progress import StageRun
 from roar.tls import server_credentials
 from roar.v1 import common_pb2
@@ -27,8 +30,8 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 ]
-# Songs larger than this are refused by the stage services with RESOURCE_EXHAUSTED.
-MAX_STAGE_INPUT_BYTES = 2 * 1024 * 1024 * 1024
+# A stage input is held in memory up to this size while it arrives, on disk beyond.
+SPOOL_MEMORY_BYTES = 16 * 1024 * 1024
 
 log = logging.getLogger("roar")
 
@@ -63,32 +66,51 @@ async def read_options_and_data(
     context: grpc.aio.ServicerContext,
     options_field: str,
     data_field: str,
-    max_bytes: int = MAX_STAGE_INPUT_BYTES,
 ) -> tuple[Any, bytes]:
-    """Reads a stage call's request stream: options first, then the chunks of one file."""
+    """Reads a stage call's request stream: options first, then the chunks of one file.
+
+    The file goes to a temporary file (in memory while small, on disk beyond), and the call is
+    refused with RESOURCE_EXHAUSTED as soon as it passes the most an accepted song can take
+    (from ROAR_MAX_AUDIO_MINUTES), so a refused request leaves nothing behind in memory."""
+    limit = audio.max_encoded_bytes(audio.max_audio_seconds())
     options = None
-    data = bytearray()
-    async for request in requests:
-        kind = request.WhichOneof("request")
-        if kind == options_field:
-            if options is not None:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "options were sent twice")
-            options = getattr(request, options_field)
-        elif kind == data_field:
-            if options is None:
+    received = 0
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
+        async for request in requests:
+            kind = request.WhichOneof("request")
+            if kind == options_field:
+                if options is not None:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "options were sent twice")
+                options = getattr(request, options_field)
+            elif kind == data_field:
+                if options is None:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT, "the first message must hold the options"
+                    )
+                piece = getattr(request, data_field)
+                received += len(piece)
+                if received > limit:
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"the {data_field} file is larger than {limit} bytes, more than any song "
+                        f"this service takes ({audio.LIMIT_SETTING})",
+                    )
+                try:
+                    spool.write(piece)
+                except OSError as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the service's disk is full")
+            else:
                 await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, "the first message must hold the options"
+                    grpc.StatusCode.INVALID_ARGUMENT, "a request holds neither options nor data"
                 )
-            data += getattr(request, data_field)
-            if len(data) > max_bytes:
-                await context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED, f"input is larger than {max_bytes} bytes"
-                )
-    if options is None:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no options were sent")
-    if not data:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no {data_field} bytes were sent")
-    return options, bytes(data)
+        if options is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no options were sent")
+        if not received:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no {data_field} bytes were sent")
+        spool.seek(0)
+        return options, spool.read()
 
 
 async def progress_responses(
@@ -136,6 +158,106 @@ def request_stream(request_type: type, options: Any, data_field: str, data: byte
         yield request_type(**{data_field: piece})
 
 
+class _Undecodable:
+    """What a guarded request deserializer returns for bytes that are not a valid message (a
+    string field holding invalid UTF-8, a truncated field): the method then answers
+    INVALID_ARGUMENT instead of gRPC's UNKNOWN."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+async def _refuse_undecodable(request: Any, context: Any) -> None:
+    if isinstance(request, _Undecodable):
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid message ({request.error})"
+        )
+
+
+async def _checked_requests(requests: AsyncIterable[Any], context: Any) -> AsyncIterator[Any]:
+    async for request in requests:
+        await _refuse_undecodable(request, context)
+        yield request
+
+
+def _guarded(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """The handler with a deserializer that never raises and behaviour that refuses what it
+    could not parse. Stream responses must come from async generators (as in every servicer here)."""
+    deserialize = handler.request_deserializer
+    if deserialize is None:
+        return handler
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return _Undecodable(exc)
+
+    changes: dict[str, Any] = {"request_deserializer": parse}
+    if handler.unary_unary is not None:
+        unary_unary = handler.unary_unary
+
+        async def guarded_unary_unary(request: Any, context: Any) -> Any:
+            await _refuse_undecodable(request, context)
+            return await unary_unary(request, context)
+
+        changes["unary_unary"] = guarded_unary_unary
+    elif handler.unary_stream is not None:
+        unary_stream = handler.unary_stream
+
+        async def guarded_unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            await _refuse_undecodable(request, context)
+            async for response in unary_stream(request, context):
+                yield response
+
+        changes["unary_stream"] = guarded_unary_stream
+    elif handler.stream_unary is not None:
+        stream_unary = handler.stream_unary
+
+        async def guarded_stream_unary(requests: AsyncIterable[Any], context: Any) -> Any:
+            return await stream_unary(_checked_requests(requests, context), context)
+
+        changes["stream_unary"] = guarded_stream_unary
+    elif handler.stream_stream is not None:
+        stream_stream = handler.stream_stream
+
+        async def guarded_stream_stream(requests: AsyncIterable[Any], context: Any) -> AsyncIterator[Any]:
+            async for response in stream_stream(_checked_requests(requests, context), context):
+                yield response
+
+        changes["stream_stream"] = guarded_stream_stream
+    return handler._replace(**changes)  # type: ignore[attr-defined]
+
+
+class _GuardedGenericHandler(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self._inner = inner
+        self._guarded: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        if method not in self._guarded:
+            handler = self._inner.service(handler_call_details)
+            self._guarded[method] = None if handler is None else _guarded(handler)
+        return self._guarded[method]
+
+
+class RefusingUndecodable:
+    """A server (gRPC or grpc-web) seen through this registers servicers whose methods answer
+    INVALID_ARGUMENT to requests that do not parse; pass it to the generated add_*_to_server."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_GuardedGenericHandler(h) for h in handlers))
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(service, {m: _guarded(h) for m, h in handlers.items()})
+
+
 async def serve(
     name: str,
     port: int,
@@ -154,7 +276,7 @@ async def serve(
     services' key check, roar.auth).
     """
     server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=interceptors)
-    register(server)
+    register(RefusingUndecodable(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

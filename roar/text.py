@@ -9,6 +9,17 @@ import unicodedata
 _SECTION_MARKER = re.compile(r"^\[[^\]]*\]$")
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'"})
 _NON_WORD = re.compile(r"[^\w']+")
+# A language option: an ISO 639 code with optional BCP 47 subtags ("en", "haw", "pt-BR").
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,3}")
+MAX_LANGUAGE_CHARS = 35
+LANGUAGE_RULE = "language must be an ISO 639-1 code such as 'en', or empty"
+
+
+def is_language_code(language: str) -> bool:
+    """Whether a language option is empty (detect) or shaped like a language code; whether a
+    model knows the language is the model's to say."""
+    language = language.strip()
+    return not language or (len(language) <= MAX_LANGUAGE_CHARS and _LANGUAGE.fullmatch(language) is not None)
 
 
 def normalize_word(word: str) -> str:

@@ -17,6 +17,7 @@ from roar.errors import BadInput
 from roar.models import ModelCache
 from roar.progress import ProgressCallback, StageRun
 from roar.service import abort_with, progress_responses, read_options_and_data, serve, setup_logging
+from roar.text import LANGUAGE_RULE, is_language_code
 from roar.v1 import common_pb2, transcription_pb2, transcription_pb2_grpc
 from services.transcription.transcriber import (
     Transcriber,
@@ -40,6 +41,8 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[transcription_pb2.TranscribeResponse]:
         options, data = await read_options_and_data(request_iterator, context, "options", "audio")
+        if not is_language_code(options.language):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, LANGUAGE_RULE)
         try:
             model = self._transcribers.catalog.name_for(options.model)
         except BadInput as exc:

@@ -26,7 +26,6 @@ import argparse
 import itertools
 import json
 import math
-import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -335,48 +334,51 @@ class _Sung:
     bars: int = 0  # the song's length in bars
 
 
-def _line_rng(seed: int, text: str) -> np.random.Generator:
-    """The same line in a song gets the same melody, rests and held note: a chorus repeats."""
-    return np.random.default_rng([seed, zlib.crc32(text.encode())])
-
-
 def _sing(
+    rng: np.random.Generator,
     grid: _Grid,
     sections: Sequence[Section],
     key: int,
     progression: tuple[int, ...],
     how: Performance,
-    seed: int,
 ) -> _Sung:
     """Sings the lines on the grid: each line starts on a bar, at least `how.min_gap` s after the
-    last, plus the bars of any band-only sections before it."""
+    last, plus the bars of any band-only sections before it. A line sung again (a chorus) gets the
+    melody, rests and held note it had the first time."""
     clips: list[tuple[int, np.ndarray]] = []  # (first sample, audio)
-    scale = _in_range(
-        [(key + step) % 12 for step in _MAJOR_SCALE],
-        *(_LOW_VOCAL_MIDI_RANGE if how.low else _VOCAL_MIDI_RANGE),
-    )
+    low, high = _LOW_VOCAL_MIDI_RANGE if how.low else _VOCAL_MIDI_RANGE
+    scale = _in_range([(key + step) % 12 for step in _MAJOR_SCALE], low, high)
+    # line -> for each word (note, held, eighths it lasts, rest after it)
+    melodies: dict[str, list[tuple[int, bool, int, bool]]] = {}
     sung = _Sung(np.zeros(0), 0)
     end: float | None = None
     band_bars = 0  # bars of band-only sections waiting before the next line
+    note = int(rng.integers(len(scale)))
     with Singer() as singer:
         for section_index, section in enumerate(sections):
             band_bars += section.bars
             for text in section.lines:
-                rng = _line_rng(seed, text)
                 start_bar = (0 if end is None else math.ceil((end + how.min_gap) / grid.bar)) + band_bars
                 band_bars = 0
                 cursor = start_bar * 8  # in eighths
-                note = int(rng.integers(len(scale)))
                 line = text.split()
+                melody = melodies.setdefault(text, [])
                 for i, word in enumerate(line):
                     last = i == len(line) - 1
-                    if last:  # end the phrase on a tone of the chord below it
-                        chord = _chord_pitch_classes(key, progression[(cursor // 8) % len(progression)])
-                        tones = [j for j, m in enumerate(scale) if m % 12 in chord]
-                        note = min(tones, key=lambda j, previous=note: abs(j - previous))
+                    if len(melody) > i:
+                        note, held, eighths, rest = melody[i]
                     else:
-                        note = int(np.clip(note + rng.choice((-2, -1, -1, 0, 1, 1, 2)), 0, len(scale) - 1))
-                    held = last and rng.random() < how.hold
+                        if last:  # end the phrase on a tone of the chord below it
+                            chord = _chord_pitch_classes(key, progression[(cursor // 8) % len(progression)])
+                            tones = [j for j, m in enumerate(scale) if m % 12 in chord]
+                            note = min(tones, key=lambda j, previous=note: abs(j - previous))
+                        else:
+                            note = int(
+                                np.clip(note + rng.choice((-2, -1, -1, 0, 1, 1, 2)), 0, len(scale) - 1)
+                            )
+                        held = last and rng.random() < how.hold
+                        rest = not last and rng.random() < how.rest
+                        eighths = 0  # known once sung
                     rate_wpm = _SUSTAIN_WORDS_PER_MINUTE if held else how.words_per_minute
                     voiced = singer.sing(
                         word, how.voice, _espeak_pitch(scale[note]), rate_wpm, how.pitch_range
@@ -393,10 +395,12 @@ def _sing(
                             "line": len(sung.lines),
                         }
                     )
-                    eighths = max(
-                        1, math.ceil((len(voiced.audio) - voiced.start) / (grid.eighth * sung.rate))
-                    )
-                    cursor += eighths + (1 if not last and rng.random() < how.rest else 0)
+                    if len(melody) <= i:  # espeak's state can move a word by a few samples: keep its eighths
+                        eighths = max(
+                            1, math.ceil((len(voiced.audio) - voiced.start) / (grid.eighth * sung.rate))
+                        )
+                        melody.append((note, held, eighths, rest))
+                    cursor += eighths + rest
                 first = sung.words[-len(line)]
                 sung.lines.append(
                     {"text": text, "start": first["start"], "end": round(end, 4), "section": section_index}
@@ -505,7 +509,7 @@ def render_song(
     key = int(rng.integers(12))
     progression = _PROGRESSIONS[rng.integers(len(_PROGRESSIONS))]
 
-    sung = _sing(grid, sections, key, progression, how, seed)
+    sung = _sing(rng, grid, sections, key, progression, how)
     frames = grid.frame(sung.bars * 8) + int(_TAIL_SECONDS * SAMPLE_RATE)
     bar_chords = [_chord_pitch_classes(key, progression[bar % len(progression)]) for bar in range(sung.bars)]
     tracks = {

@@ -656,7 +656,7 @@ def plan_song(
     """A song-shaped plan: intro (3-8 bars), verse, chorus, verse, chorus, break (6-12 bars), chorus
     (or with two choruses: intro, verse, chorus, break, verse, chorus), outro. Verses have 2-4 lines
     (one may be long); a chorus has 1-2 lines and a short hook, which may be sung twice in a row.
-    Shortened to about `max_seconds` (fewer verse lines, two choruses). `profile`: (vocal level in
+    Shortened to about `max_seconds` (fewer verse lines, then two choruses). `profile`: (vocal level in
     dB, low register, lyrics markup)."""
     level_db, low, markup = profile
     how = Performance(
@@ -695,12 +695,17 @@ def plan_song(
         return (Section("Intro", bars=intro), *middle, Section("Outro", bars=outro))
 
     plan = SongPlan(sections(verses), tempo, how, unsung_line, markup)
-    # Too long: drop verse lines down to two a verse, then the third chorus, then verse lines to one.
-    for fewest in (2, 1):
-        while plan.estimated_seconds() > max_seconds and max(len(v) for v in verses) > fewest:
-            max(verses, key=len).pop()
+    # Too long: drop verse lines down to two a verse, then the second verse's to one, then the third
+    # chorus, then the first verse's lines to one.
+    for verse, fewest in ((None, 2), (1, 1), (0, 1)):
+        while plan.estimated_seconds() > max_seconds:
+            candidates = verses if verse is None else [verses[verse]]
+            longest = max(candidates, key=len)
+            if len(longest) <= fewest:
+                break
+            longest.pop()
             plan = replace(plan, sections=sections(verses))
-        if plan.estimated_seconds() > max_seconds and three_choruses:
+        if verse == 1 and plan.estimated_seconds() > max_seconds and three_choruses:
             three_choruses = False
             plan = replace(plan, sections=sections(verses))
     return plan

@@ -9,11 +9,16 @@ The model is loaded (and warmed up on a second of speech) before the first timed
 - instrumental: the band of a synthetic song (bench.synth's instrumental stem), and the MUSDB preview
   mixture from ../shared/audio/musdb-preview as given (band and voice, unseparated);
 - spoken: the LibriVox utterances of ../shared/audio/librivox, one after another, 1 s apart;
-- sung: the vocals stem of the same synthetic song;
+- sung: the vocals stem of the same synthetic song, and the MUSDB preview's vocals stem (a real
+  singer);
+- separated: the vocals that Spleeter (../shared/models/spleeter-2stems) separates from those two
+  mixtures, with what bleeds through from the band: what the pipeline transcribes;
 - silent: 60 s of digital silence.
 
-    python -m bench.transcription_cost [--model DIR] [--threads 1] [--timeout 600] [--song DIR]
-        [--out bench/results]
+The synthetic song's vocals sit 5 dB under its band.
+
+    python -m bench.transcription_cost [--model DIR] [--separation-model DIR] [--threads 1]
+        [--timeout 600] [--song DIR] [--out bench/results]
 
 A call that runs past --timeout is cut off and reported as "> timeout"; the service is then restarted,
 so that its unfinished work does not slow the next input. Writes OUT/transcription_cost.md and .json.
@@ -46,6 +51,8 @@ SILENCE_SECONDS = 60.0
 SPEECH_GAP_SECONDS = 1.0
 SYNTH_SEED = 5
 SYNTH_MAX_SECONDS = 70.0
+SYNTH_VOCALS_DB = -5.0
+MUSDB = SHARED / "audio" / "musdb-preview"
 
 
 @dataclass(frozen=True)
@@ -61,54 +68,65 @@ def _wav(audio: np.ndarray, rate: int) -> bytes:
 
 
 def synth_song(out_dir: Path) -> Path:
-    """A song-shaped synthetic song with its instrumental and vocals stems (bench.synth)."""
+    """A song-shaped synthetic song with its mixture, instrumental and vocals stems (bench.synth)."""
     from bench import synth
 
     rng = np.random.default_rng(SYNTH_SEED)
     pool = synth.LinePool.of([*synth.LYRIC_LINES, *synth.SHORT_LINES, *synth.LONG_LINES])
-    plan = synth.plan_song(rng, pool, (0.0, False, False), SYNTH_MAX_SECONDS)
-    synth.render_song(
-        out_dir,
-        plan.sections,
-        SYNTH_SEED,
-        plan.bpm,
-        plan.how,
-        stems=("instrumental", "vocals"),
-        audio_format="wav",
-    )
+    plan = synth.plan_song(rng, pool, (SYNTH_VOCALS_DB, False, False), SYNTH_MAX_SECONDS)
+    stems = ("mixture", "instrumental", "vocals")
+    synth.render_song(out_dir, plan.sections, SYNTH_SEED, plan.bpm, plan.how, stems=stems, audio_format="wav")
     return out_dir
 
 
-def inputs(song_dir: Path) -> list[Input]:
+def separated_vocals(mixture: Path, model: Path) -> bytes:
+    """The vocals Spleeter separates from a mixture, as the separation stage hands them on (WAV)."""
+    from roar.audio import match_channels, resample
+    from roar.progress import no_progress
+    from services.separation.spleeter import SpleeterSeparator
+
+    separator = SpleeterSeparator(model)
+    audio, rate = sf.read(mixture, dtype="float32", always_2d=True)
+    audio = match_channels(resample(audio.T, rate, separator.sample_rate), separator.channels)
+    return _wav(separator.separate(audio, no_progress)["vocals"], separator.sample_rate)
+
+
+def inputs(song_dir: Path, separation_model: Path) -> list[Input]:
     """The inputs, in the order of the table."""
-    found = []
-    for kind, name, path in (
-        ("instrumental", "synthetic band (instrumental stem)", song_dir / "instrumental.wav"),
-        (
-            "instrumental",
-            "MUSDB preview mixture, as given",
-            SHARED / "audio" / "musdb-preview" / "mixture.flac",
-        ),
-    ):
-        found.append(Input(kind, name, path.read_bytes(), sf.info(path).duration))
+
+    def file(kind: str, name: str, path: Path) -> Input:
+        return Input(kind, name, path.read_bytes(), sf.info(path).duration)
+
     speech_files = sorted((SHARED / "audio" / "librivox").glob("*.wav"))
     pieces, rate = [], 16_000
     for path in speech_files:
         audio, rate = sf.read(path, dtype="float32")
         pieces += [audio, np.zeros(int(SPEECH_GAP_SECONDS * rate), dtype=np.float32)]
     speech = np.concatenate(pieces[:-1])
-    found.append(
-        Input("spoken", f"LibriVox, {len(speech_files)} utterances", _wav(speech, rate), len(speech) / rate)
-    )
-    vocals = song_dir / "vocals.wav"
-    found.append(
-        Input("sung", "synthetic vocals (vocals stem)", vocals.read_bytes(), sf.info(vocals).duration)
-    )
     silence = np.zeros((2, int(SILENCE_SECONDS * 44_100)), dtype=np.float32)
-    found.append(
-        Input("silent", f"{SILENCE_SECONDS:.0f} s of digital silence", _wav(silence, 44_100), SILENCE_SECONDS)
-    )
-    return found
+    song_seconds = sf.info(song_dir / "mixture.wav").duration
+    return [
+        file("instrumental", "synthetic band (instrumental stem)", song_dir / "instrumental.wav"),
+        file("instrumental", "MUSDB preview mixture, as given", MUSDB / "mixture.flac"),
+        Input("spoken", f"LibriVox, {len(speech_files)} utterances", _wav(speech, rate), len(speech) / rate),
+        file("sung", "synthetic vocals (vocals stem)", song_dir / "vocals.wav"),
+        file("sung", "MUSDB preview vocals stem", MUSDB / "vocals.flac"),
+        Input(
+            "separated",
+            "synthetic song, Spleeter vocals",
+            separated_vocals(song_dir / "mixture.wav", separation_model),
+            song_seconds,
+        ),
+        Input(
+            "separated",
+            "MUSDB preview, Spleeter vocals",
+            separated_vocals(MUSDB / "mixture.flac", separation_model),
+            sf.info(MUSDB / "mixture.flac").duration,
+        ),
+        Input(
+            "silent", f"{SILENCE_SECONDS:.0f} s of digital silence", _wav(silence, 44_100), SILENCE_SECONDS
+        ),
+    ]
 
 
 def _warm_up_clip() -> bytes:
@@ -223,16 +241,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--model", type=Path, default=SHARED / "models" / "whisper-tiny.en", help="a Whisper dir"
     )
+    parser.add_argument(
+        "--separation-model",
+        type=Path,
+        default=SHARED / "models" / "spleeter-2stems",
+        help="a Spleeter dir, for the separated inputs",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the service (default 1)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds one input may take")
     parser.add_argument("--song", type=Path, help="a bench.synth song dir (default: make one)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="where results go")
     args = parser.parse_args(argv)
-    if not args.model.is_dir():
-        raise SystemExit(f"no transcription model dir at {args.model}: give --model DIR")
+    for flag, path in (("--model", args.model), ("--separation-model", args.separation_model)):
+        if not path.is_dir():
+            raise SystemExit(f"no model dir at {path}: give {flag} DIR")
+    import torch
+
+    torch.set_num_threads(args.threads)  # the in-process Spleeter, as polite as the service
     with tempfile.TemporaryDirectory(prefix="roar-cost-") as tmp:
         work = Path(tmp)
-        items = inputs(args.song or synth_song(work / "song"))
+        items = inputs(args.song or synth_song(work / "song"), args.separation_model)
         service = Service(args.model.resolve(), args.threads, work / "service.log")
         service.start()
         try:

@@ -225,3 +225,27 @@ def test_report_tables_and_json_with_nan_as_null(tmp_path: Path) -> None:
     for table in markdown.split("\n\n"):
         if table.startswith("| "):
             assert len({line.count("|") for line in table.splitlines()}) == 1, "ragged table"
+
+
+def test_transcription_cost_table_names_the_worst_input() -> None:
+    from bench.transcription_cost import table
+
+    def row(kind: str, seconds: float, audio: float, words: int | None) -> dict:
+        return {
+            "kind": kind,
+            "input": f"{kind} input",
+            "audio_seconds": audio,
+            "seconds": seconds,
+            "ratio": round(seconds / audio, 2),
+            "words": words,
+            "timed_out": words is None,
+        }
+
+    fast = [row("spoken", 3.0, 30.0, 60), row("silent", 0.1, 60.0, 0)]
+    assert table(fast).endswith(
+        "Worst: spoken (spoken input), 0.10 s per second of audio. "
+        "Target: no input over 1x its duration; met: yes."
+    )
+    slow = table([*fast, row("separated", 600.0, 6.0, None)])
+    assert "| separated | separated input | > 600.0 | 6.0 | > 100.00 | — |" in slow
+    assert slow.endswith("met: no.") and "Worst: separated (separated input), 100.00 s" in slow

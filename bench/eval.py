@@ -1,16 +1,17 @@
-"""Evaluates the karaoke pipeline on songs with known stems and word times, against the same models
-used the naive way.
+"""Evaluates the karaoke pipeline's timed lyrics on songs with known stems and word times, under three
+conditions per song: no lyrics, the exact lyrics, and wrong lyrics (a line that is never sung added,
+a sung line left out). Reports the mean over songs and the worst song of every metric.
 
 Each song dir of DATASET_DIR holds mixture.wav|flac, vocals.*, the instrumental (instrumental.*, or
-drums + bass + other, or else mixture − vocals) and truth.json ({"lyrics", "words": [{"word",
-"start", "end"}]}), as bench.synth writes them. The harness runs every song through the real
-pipeline over gRPC twice, without lyrics and with the true lyrics given, and runs the naive
-baselines alongside: Spleeter's separate() on the mixture, then transformers' ASR pipeline with
-word timestamps on those vocals, and on the mixture itself. It writes OUT/eval.md, eval.json and
-eval.png and prints the table.
+drums + bass + other, or else mixture − vocals), truth.json ({"lyrics", "words": [{"word", "start",
+"end"}], optionally "unsung_lines"}), and the lyrics as a user would give them: lyrics.txt (else
+truth.json's "lyrics") and lyrics_wrong.txt (songs without one skip the wrong-lyrics condition), as
+bench.synth writes them. The harness runs every song through the real pipeline over gRPC, once per
+condition, and writes OUT/eval.md and eval.json and prints the report.
 
     python -m bench.eval DATASET_DIR [--out bench/results] [--songs N] [--server HOST:PORT]
-        [--separation-model DIR] [--transcription-model DIR] [--threads N]
+        [--conditions none exact wrong] [--separation-model DIR] [--transcription-model DIR]
+        [--threads N] [--job-timeout S]
 """
 
 from __future__ import annotations
@@ -20,21 +21,28 @@ import asyncio
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import numpy as np
 import soundfile as sf
 
-from bench.metrics import onset_summary, sdr, word_onset_errors
+from bench.metrics import (
+    falsely_unsung,
+    placed_words,
+    sdr,
+    share_within,
+    unsung_reported,
+    word_onset_errors,
+)
 from roar import client
-from roar.audio import decode, match_channels, resample, to_mono
-from roar.progress import no_progress
+from roar.audio import decode, match_channels, resample
 from roar.text import edit_distance, normalized_words
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -42,70 +50,88 @@ from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MODELS = REPO.parent / "shared" / "models"
 AUDIO_EXTENSIONS = ("wav", "flac")
-ASR_SAMPLE_RATE = 16_000
-ONSET_TOLERANCE = 0.2  # seconds
 
-SYSTEMS = {
-    "pipeline": "roar pipeline",
-    "naive": "naive: Spleeter, then Whisper on its vocals",
-    "mixture": "naive: Whisper on the mixture (SDR: the mixture as is)",
-}
-PIPELINE, NAIVE, MIXTURE = SYSTEMS
+CONDITIONS = {"none": "no lyrics", "exact": "exact lyrics", "wrong": "wrong lyrics"}
 
 
 @dataclass(frozen=True)
 class Metric:
     key: str
-    label: str  # for the summary table and the plot
+    label: str  # for the summary tables
     column: str  # short, for the per-song table
     scale: float = 1.0  # stored value -> shown value (fractions as %, seconds as ms)
     digits: int = 1
+    lower_is_better: bool = True  # which end is the worst song
 
 
-METRICS = (
-    Metric("vocals_sdr", "vocals SDR (dB)", "voc SDR", digits=2),
-    Metric("instrumental_sdr", "instrumental SDR (dB)", "inst SDR", digits=2),
-    Metric("wer", "WER, no lyrics (%)", "WER", 100.0),
-    Metric("onset_median", "onset error median, no lyrics (ms)", "onset med", 1000.0, 0),
-    Metric("onset_mean", "onset error mean, no lyrics (ms)", "onset mean", 1000.0, 0),
-    Metric("within_0_2", "words within 0.2 s, no lyrics (%)", "≤0.2 s", 100.0),
-    Metric("matched", "words matched, no lyrics (%)", "matched", 100.0),
-    Metric("lyrics_wer", "WER, with lyrics (%)", "L: WER", 100.0),
-    Metric("lyrics_onset_median", "onset error median, with lyrics (ms)", "L: onset med", 1000.0, 0),
-    Metric("lyrics_onset_mean", "onset error mean, with lyrics (ms)", "L: onset mean", 1000.0, 0),
-    Metric("lyrics_within_0_2", "words within 0.2 s, with lyrics (%)", "L: ≤0.2 s", 100.0),
-    Metric("lyrics_matched", "words matched, with lyrics (%)", "L: matched", 100.0),
-)
-METRIC_KEYS = tuple(m.key for m in METRICS)
-
-# The pipeline's stems are 16-bit WAV files, whose rounding alone costs about 1e-4 dB of SDR.
-SDR_TOLERANCE = 0.01
-# The pipeline's targets: metric -> (the target as text, whether the pipeline's value meets it given
-# every system's values).
-TARGETS: dict[str, tuple[str, Callable[[float, dict[str, dict[str, float]]], bool]]] = {
-    "vocals_sdr": (
-        f"≥ naive − {SDR_TOLERANCE} dB",
-        lambda value, values: value >= values[NAIVE]["vocals_sdr"] - SDR_TOLERANCE,
-    ),
-    "wer": ("≤ 35 %", lambda value, values: value <= 0.35),
-    "lyrics_onset_median": ("≤ 80 ms", lambda value, values: value <= 0.080),
-    "lyrics_within_0_2": ("≥ 90 %", lambda value, values: value >= 0.90),
+METRICS = {
+    m.key: m
+    for m in (
+        Metric("wer", "WER against the sung words (%)", "WER", 100.0),
+        Metric("emitted_ratio", "words placed / words sung", "placed/sung", digits=2),
+        Metric("onset_median", "onset error median (ms)", "med ms", 1000.0, 0),
+        Metric("within_0_2", "sung words within 0.2 s (%)", "≤0.2 s", 100.0, lower_is_better=False),
+        Metric("within_0_3", "sung words within 0.3 s (%)", "≤0.3 s", 100.0, lower_is_better=False),
+        Metric("unsung_reported", "unsung line reported not sung (%)", "unsung rep", 100.0, 0, False),
+        Metric("falsely_unsung", "sung lines reported not sung", "false unsung", digits=0),
+        Metric("vocals_sdr", "vocals SDR (dB)", "voc SDR", digits=2, lower_is_better=False),
+        Metric("instrumental_sdr", "instrumental SDR (dB)", "inst SDR", digits=2, lower_is_better=False),
+    )
 }
-
-# The plot: one panel per quantity, a group of bars per variant, a bar per system.
-PANELS = (
-    ("SDR (dB), higher is better", (("vocals", "vocals_sdr"), ("instrumental", "instrumental_sdr"))),
-    ("WER (%), lower is better", (("no lyrics", "wer"), ("with lyrics", "lyrics_wer"))),
-    (
-        "onset error median (ms), lower is better",
-        (("no lyrics", "onset_median"), ("with lyrics", "lyrics_onset_median")),
+# The metrics that mean something under each condition.
+CONDITION_METRICS = {
+    "none": ("wer", "emitted_ratio", "onset_median", "within_0_2", "within_0_3"),
+    "exact": ("wer", "emitted_ratio", "onset_median", "within_0_2", "within_0_3", "falsely_unsung"),
+    "wrong": (
+        "wer",
+        "emitted_ratio",
+        "onset_median",
+        "within_0_2",
+        "within_0_3",
+        "unsung_reported",
+        "falsely_unsung",
     ),
-    (
-        "words within 0.2 s (%), higher is better",
-        (("no lyrics", "within_0_2"), ("with lyrics", "lyrics_within_0_2")),
-    ),
+}
+SDR_METRICS = ("vocals_sdr", "instrumental_sdr")
+# The per-song table's columns: (condition or "" for the song's stems, metric).
+SONG_COLUMNS = (
+    ("", "vocals_sdr"),
+    ("none", "wer"),
+    ("none", "emitted_ratio"),
+    ("none", "within_0_2"),
+    ("exact", "onset_median"),
+    ("exact", "within_0_2"),
+    ("exact", "falsely_unsung"),
+    ("wrong", "onset_median"),
+    ("wrong", "within_0_3"),
+    ("wrong", "unsung_reported"),
+    ("wrong", "falsely_unsung"),
 )
-TARGET_LINES = {"wer": 0.35, "lyrics_onset_median": 0.080, "lyrics_within_0_2": 0.90}
+
+
+@dataclass(frozen=True)
+class Target:
+    condition: str
+    metric: str
+    over: str  # "worst": every song must meet it; "mean": the mean over songs
+    threshold: float
+    text: str
+
+    def met(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        lower = METRICS[self.metric].lower_is_better
+        return value <= self.threshold if lower else value >= self.threshold
+
+
+TARGETS = (
+    Target("exact", "onset_median", "worst", 0.080, "≤ 80 ms, every song"),
+    Target("exact", "within_0_2", "worst", 0.90, "≥ 90 %, every song"),
+    Target("wrong", "within_0_3", "worst", 0.80, "≥ 80 %, every song"),
+    Target("wrong", "unsung_reported", "worst", 1.0, "reported, every song"),
+    Target("none", "wer", "mean", 0.35, "≤ 35 %, mean"),
+    Target("none", "emitted_ratio", "worst", 1.3, "≤ 1.3, every song"),
+)
 
 
 # --- songs ---
@@ -120,6 +146,7 @@ class Song:
     vocals: np.ndarray
     instrumental: np.ndarray
     truth: dict
+    lyrics: dict[str, str]  # condition -> the lyrics given ("" for none); only the conditions it has
 
     @property
     def seconds(self) -> float:
@@ -158,38 +185,37 @@ def load_song(song_dir: Path) -> Song:
     else:  # 16-bit stems that add up exactly: the difference of their floats is exact too
         instrumental = mixture - vocals
     truth = json.loads((song_dir / "truth.json").read_text())
-    return Song(song_dir.name, mixture_path, rate, mixture, vocals, instrumental, truth)
+    exact = song_dir / "lyrics.txt"
+    lyrics = {"none": "", "exact": exact.read_text() if exact.is_file() else truth["lyrics"]}
+    if (wrong := song_dir / "lyrics_wrong.txt").is_file():
+        lyrics["wrong"] = wrong.read_text()
+    return Song(song_dir.name, mixture_path, rate, mixture, vocals, instrumental, truth, lyrics)
 
 
 # --- scores ---
 
 
-@dataclass(frozen=True)
-class WordScore:
-    """One transcript of one song against the truth, in counts that add up over songs."""
-
-    edits: int
-    truth_words: int
-    onset_errors: tuple[float, ...]  # seconds, one per word matched by text
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one system made of one song."""
-
-    vocals_sdr: float
-    instrumental_sdr: float
-    words: WordScore
-    lyrics_words: WordScore | None = None  # only the pipeline takes the user's lyrics
-
-
-def score_words(truth: dict, hypothesis: Sequence[dict]) -> WordScore:
-    """Words [{"word", "start"}] (start may be None: not timed) against truth.json's words."""
-    reference = normalized_words(" ".join(w["word"] for w in truth["words"]))
-    heard = normalized_words(" ".join(w["word"] for w in hypothesis))
-    timed = [w for w in hypothesis if w["start"] is not None]
-    errors = word_onset_errors(truth["words"], timed)
-    return WordScore(edit_distance(reference, heard), len(reference), tuple(errors))
+def score_condition(
+    truth: Mapping, words: Sequence[Mapping], lines: Sequence[Mapping], condition: str
+) -> dict:
+    """One output (words.json and lines.json items) of one song against its truth, under a condition
+    (the lines that are not sung count only under "wrong", the only lyrics that have one)."""
+    sung = truth["words"]
+    placed = placed_words(words)
+    errors = word_onset_errors(sung, placed)
+    reference = normalized_words(" ".join(w["word"] for w in sung))
+    heard = normalized_words(" ".join(w["word"] for w in placed))
+    unsung = truth.get("unsung_lines", []) if condition == "wrong" else []
+    values = {
+        "wer": edit_distance(reference, heard) / len(reference),
+        "emitted_ratio": len(heard) / len(reference),
+        "onset_median": float(np.median(errors)) if errors else math.nan,
+        "within_0_2": share_within(sung, placed, 0.2),
+        "within_0_3": share_within(sung, placed, 0.3),
+        "unsung_reported": unsung_reported(unsung, lines),
+        "falsely_unsung": float(falsely_unsung(unsung, lines)),
+    }
+    return {key: values[key] for key in CONDITION_METRICS[condition]}
 
 
 def score_stem(reference: np.ndarray, reference_rate: int, estimate: np.ndarray, rate: int) -> float:
@@ -198,45 +224,72 @@ def score_stem(reference: np.ndarray, reference_rate: int, estimate: np.ndarray,
     return sdr(reference, estimate)
 
 
-def word_metrics(scores: Sequence[WordScore], prefix: str = "") -> dict[str, float]:
-    """WER and onset figures over all the words of the scores. Unmatched words count as misses in
-    within_0_2 (the share of all true words sung within 0.2 s); median and mean are over matched words."""
-    truth_words = sum(s.truth_words for s in scores)
-    errors = [e for s in scores for e in s.onset_errors]
-    summary = onset_summary(errors)
-    within = sum(e <= ONSET_TOLERANCE for e in errors)
-    return {
-        f"{prefix}wer": sum(s.edits for s in scores) / truth_words,
-        f"{prefix}onset_median": summary["median"],
-        f"{prefix}onset_mean": summary["mean"],
-        f"{prefix}within_0_2": within / truth_words,
-        f"{prefix}matched": len(errors) / truth_words,
+def _badness(metric: str, value: float) -> float:
+    """Higher is worse; NaN (no word matched, say) is the worst of all."""
+    if math.isnan(value):
+        return math.inf
+    return value if METRICS[metric].lower_is_better else -value
+
+
+def mean_and_worst(values: Mapping[str, float], metric: str) -> dict:
+    """{"mean", "worst", "worst_song"} of one metric's values by song. The mean leaves out NaN."""
+    if not values:
+        return {"mean": math.nan, "worst": math.nan, "worst_song": None}
+    finite = [v for v in values.values() if not math.isnan(v)]
+    song = max(values, key=lambda name: _badness(metric, values[name]))
+    return {"mean": float(np.mean(finite)) if finite else math.nan, "worst": values[song], "worst_song": song}
+
+
+def summarise(rows: Sequence[dict]) -> dict:
+    """Per condition and metric, the mean over songs and the worst song; the same for the SDRs."""
+    summary: dict[str, dict] = {}
+    for condition, keys in CONDITION_METRICS.items():
+        scored = [row for row in rows if condition in row["conditions"]]
+        if scored:
+            summary[condition] = {
+                key: mean_and_worst({r["song"]: r["conditions"][condition][key] for r in scored}, key)
+                for key in keys
+            }
+    summary["stems"] = {
+        key: mean_and_worst({r["song"]: r["stems"][key] for r in rows}, key) for key in SDR_METRICS
     }
+    return summary
 
 
-def metrics(outcomes: Sequence[Outcome]) -> dict[str, float]:
-    """Every metric over the outcomes (one song or many): SDRs averaged over songs, word figures
-    over all words. Metrics a system does not have (lyrics for the naive ones) are NaN."""
-    values = dict.fromkeys(METRIC_KEYS, math.nan)
-    values["vocals_sdr"] = float(np.mean([o.vocals_sdr for o in outcomes]))
-    values["instrumental_sdr"] = float(np.mean([o.instrumental_sdr for o in outcomes]))
-    values.update(word_metrics([o.words for o in outcomes]))
-    lyrics = [o.lyrics_words for o in outcomes]
-    if all(s is not None for s in lyrics):
-        values.update(word_metrics(lyrics, "lyrics_"))
-    return values
+def judge(summary: Mapping[str, dict]) -> list[dict]:
+    """Each target with the value it is judged on (the worst song's or the mean) and whether it is met."""
+    judged = []
+    for target in TARGETS:
+        figures = summary.get(target.condition, {}).get(target.metric)
+        value = math.nan if figures is None else figures[target.over]
+        judged.append(
+            {
+                "condition": target.condition,
+                "metric": target.metric,
+                "over": target.over,
+                "target": target.text,
+                "value": value,
+                "song": figures["worst_song"] if figures and target.over == "worst" else None,
+                "met": target.met(value),
+            }
+        )
+    return judged
 
 
 # --- the pipeline over gRPC ---
 
 
 @dataclass
-class PipelineOutput:
-    vocals: np.ndarray
-    instrumental: np.ndarray
-    sample_rate: int
-    words: list[dict]
-    lyrics_words: list[dict]
+class JobOutput:
+    words: list[dict] = field(default_factory=list)
+    lines: list[dict] = field(default_factory=list)
+    error: str = ""  # why the job failed; its output is then empty
+
+
+@dataclass
+class SongOutput:
+    jobs: dict[str, JobOutput]  # by condition
+    stems: dict[str, float]  # SDRs of the pipeline's stems, NaN when no job gave them
 
 
 class Log:
@@ -267,164 +320,89 @@ async def _download(stub: pb_grpc.OrchestratorStub, job_id: str, name: str, work
     return target.read_bytes()
 
 
-async def run_pipeline_song(
-    stub: pb_grpc.OrchestratorStub, song: Song, work_dir: Path, log: Log
-) -> PipelineOutput:
-    """The song's two jobs, without and with the true lyrics, at once; the stems from the first. Jobs
-    name no model: they get the server's defaults (the harness's models when it starts the suite)."""
+@dataclass(frozen=True)
+class RunOptions:
+    separation_model: str
+    transcription_model: str
+    conditions: tuple[str, ...]
+    job_timeout: float  # seconds; 0: the server's limit
+
+
+async def run_song(
+    stub: pb_grpc.OrchestratorStub, song: Song, options: RunOptions, work_dir: Path, log: Log
+) -> SongOutput:
+    """The song's jobs, one per condition, at once; the stems of the first that succeeds are scored."""
     upload = await client.upload_file(stub, song.mixture_path)
+    conditions = [c for c in options.conditions if c in song.lyrics]
+    job_ids: dict[str, str] = {}
 
-    async def job(lyrics: str) -> str:
+    async def job(condition: str) -> JobOutput:
+        job_options = pb.JobOptions(
+            # No model named: the server's defaults (the harness's models when it starts the suite).
+            lyrics=song.lyrics[condition],
+            timeout_seconds=options.job_timeout,
+        )
         try:
-            job_id = await _run_job(stub, upload.upload_id, pb.JobOptions(lyrics=lyrics))
-        except RuntimeError as exc:
-            raise RuntimeError(f"{song.name} ({'with' if lyrics else 'without'} lyrics): {exc}") from exc
-        log(f"{song.name}: pipeline {'with' if lyrics else 'without'} lyrics done")
-        return job_id
+            job_id = await _run_job(stub, upload.upload_id, job_options)
+            words = json.loads(await _download(stub, job_id, "words.json", work_dir))
+            lines = json.loads(await _download(stub, job_id, "lines.json", work_dir))
+        except (RuntimeError, grpc.aio.AioRpcError) as exc:  # scored as an empty output, saying why
+            log(f"{song.name}: {CONDITIONS[condition]}: {exc}")
+            return JobOutput(error=str(exc))
+        job_ids[condition] = job_id
+        log(f"{song.name}: {CONDITIONS[condition]} done")
+        return JobOutput(words, lines)
 
-    plain, with_lyrics = await asyncio.gather(job(""), job(song.truth["lyrics"]))
-    vocals = decode(await _download(stub, plain, "vocals.wav", work_dir))
-    instrumental = decode(await _download(stub, plain, "instrumental.wav", work_dir))
-    words = json.loads(await _download(stub, plain, "words.json", work_dir))
-    lyrics_words = json.loads(await _download(stub, with_lyrics, "words.json", work_dir))
-    return PipelineOutput(vocals.audio, instrumental.audio, vocals.sample_rate, words, lyrics_words)
+    outputs = await asyncio.gather(*(job(c) for c in conditions))
+    stems = dict.fromkeys(SDR_METRICS, math.nan)
+    if job_ids:
+        job_id = job_ids[next(c for c in conditions if c in job_ids)]
+        for key, name, truth in (
+            ("vocals_sdr", "vocals.wav", song.vocals),
+            ("instrumental_sdr", "instrumental.wav", song.instrumental),
+        ):
+            decoded = decode(await _download(stub, job_id, name, work_dir))
+            stems[key] = score_stem(truth, song.sample_rate, decoded.audio, decoded.sample_rate)
+    return SongOutput(dict(zip(conditions, outputs, strict=True)), stems)
 
 
-async def run_pipeline(address: str, songs: Sequence[Song], work_dir: Path, log: Log) -> list[PipelineOutput]:
+async def run_pipeline(
+    address: str, songs: Sequence[Song], options: RunOptions, work_dir: Path, log: Log
+) -> list[SongOutput]:
     """Every song's jobs submitted at once; the orchestrator queues them."""
     async with client.channel(address) as channel:
         stub = pb_grpc.OrchestratorStub(channel)
-        return await asyncio.gather(*(run_pipeline_song(stub, s, work_dir, log) for s in songs))
-
-
-# --- the naive baselines ---
-
-
-@dataclass
-class NaiveOutput:
-    vocals: np.ndarray  # at the song's rate
-    instrumental: np.ndarray
-    words: list[dict]
-    mixture_words: list[dict]
-
-
-def _asr_words(asr, audio: np.ndarray, sample_rate: int) -> list[dict]:
-    """Whisper as its model card shows it: 16 kHz mono in, word timestamps, 30 s chunks for long
-    audio (one chunk, as without chunking, for shorter audio)."""
-    mono = resample(to_mono(audio), sample_rate, ASR_SAMPLE_RATE)
-    output = asr(mono, return_timestamps="word", chunk_length_s=30)
-    return [{"word": c["text"].strip(), "start": c["timestamp"][0]} for c in output["chunks"]]
-
-
-def run_naive(
-    songs: Sequence[Song], models: dict[str, str], log: Log, stop: threading.Event
-) -> list[NaiveOutput]:
-    """Spleeter on each mixture, Whisper on its vocals and on the mixture, one song at a time."""
-    from transformers import logging as transformers_logging
-    from transformers import pipeline
-
-    from services.separation.spleeter import SpleeterSeparator
-
-    # Its per-call warnings (chunking is "experimental", generation_config) say nothing new each time.
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    separator = SpleeterSeparator(Path(models["separation"]))
-    asr = pipeline("automatic-speech-recognition", model=models["transcription"], device="cpu")
-    outputs = []
-    for song in songs:
-        if stop.is_set():
-            break
-        mixture = resample(song.mixture, song.sample_rate, separator.sample_rate)
-        stems = separator.separate(match_channels(mixture, separator.channels), no_progress)
-        vocals, instrumental = (
-            resample(stems[name], separator.sample_rate, song.sample_rate)
-            for name in ("vocals", "accompaniment")
-        )
-        outputs.append(
-            NaiveOutput(
-                vocals,
-                instrumental,
-                _asr_words(asr, vocals, song.sample_rate),
-                _asr_words(asr, song.mixture, song.sample_rate),
-            )
-        )
-        log(f"{song.name}: naive baselines done")
-    return outputs
+        return await asyncio.gather(*(run_song(stub, s, options, work_dir, log) for s in songs))
 
 
 # --- the evaluation ---
 
 
-def song_outcomes(song: Song, piped: PipelineOutput, naive: NaiveOutput) -> dict[str, Outcome]:
-    rate = song.sample_rate
+def song_row(song: Song, output: SongOutput) -> dict:
     return {
-        PIPELINE: Outcome(
-            score_stem(song.vocals, rate, piped.vocals, piped.sample_rate),
-            score_stem(song.instrumental, rate, piped.instrumental, piped.sample_rate),
-            score_words(song.truth, piped.words),
-            score_words(song.truth, piped.lyrics_words),
-        ),
-        NAIVE: Outcome(
-            sdr(song.vocals, naive.vocals),
-            sdr(song.instrumental, naive.instrumental),
-            score_words(song.truth, naive.words),
-        ),
-        MIXTURE: Outcome(
-            sdr(song.vocals, song.mixture),
-            sdr(song.instrumental, song.mixture),
-            score_words(song.truth, naive.mixture_words),
-        ),
+        "song": song.name,
+        "seconds": round(song.seconds, 2),
+        "words": len(song.truth["words"]),
+        "style": song.truth.get("style", {}),
+        "markup": song.truth.get("markup", False),
+        "stems": output.stems,
+        "conditions": {
+            condition: score_condition(song.truth, job.words, job.lines, condition)
+            for condition, job in output.jobs.items()
+        },
+        "errors": {condition: job.error for condition, job in output.jobs.items() if job.error},
     }
 
 
-async def evaluate(
-    songs: Sequence[Song], models: dict[str, str], address: str, work_dir: Path, threads: int, log: Log
-) -> tuple[list[dict[str, Outcome]], dict[str, float]]:
-    """Per song, each system's outcome; and the wall seconds of the pipeline and naive runs, which
-    run at the same time (each model process on `threads` threads)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    stop = threading.Event()
-    walls: dict[str, float] = {}
-
-    async def timed(name: str, work):
-        start = time.monotonic()
-        result = await work
-        walls[name] = round(time.monotonic() - start, 1)
-        return result
-
-    try:
-        piped, naive = await asyncio.gather(
-            timed(PIPELINE, run_pipeline(address, songs, work_dir, log)),
-            timed(NAIVE, asyncio.to_thread(run_naive, songs, models, log, stop)),
-        )
-    finally:
-        stop.set()  # a failed pipeline ends the naive run after its current song
-    outcomes = [song_outcomes(*parts) for parts in zip(songs, piped, naive, strict=True)]
-    return outcomes, walls
-
-
-def results(songs: Sequence[Song], outcomes: Sequence[dict[str, Outcome]], run: dict) -> dict:
-    """The JSON document: per-song metrics, the metrics over all songs, the targets and the run."""
-    overall = {system: metrics([o[system] for o in outcomes]) for system in SYSTEMS}
+def results(rows: Sequence[dict], run: dict) -> dict:
+    """The JSON document: per-song metrics, means and worst songs, the targets and the run."""
+    summary = summarise(rows)
     return {
-        "systems": SYSTEMS,
-        "metrics": {m.key: m.label for m in METRICS},
-        "songs": [
-            {
-                "song": song.name,
-                "seconds": round(song.seconds, 2),
-                "words": len(song.truth["words"]),
-                "metrics": {system: metrics([o]) for system, o in outcome.items()},
-            }
-            for song, outcome in zip(songs, outcomes, strict=True)
-        ],
-        "all": overall,
-        "targets": {
-            key: {"target": text, "met": bool(met(overall[PIPELINE][key], overall))}
-            for key, (text, met) in TARGETS.items()
-        },
+        "conditions": CONDITIONS,
+        "metrics": {key: m.label for key, m in METRICS.items()},
+        "songs": list(rows),
+        "summary": summary,
+        "targets": judge(summary),
         "run": run,
     }
 
@@ -432,10 +410,11 @@ def results(songs: Sequence[Song], outcomes: Sequence[dict[str, Outcome]], run: 
 # --- output ---
 
 
-def format_value(metric: Metric, value: float | None) -> str:
+def format_value(metric: str, value: float | None) -> str:
     if value is None or math.isnan(value):
         return "—"
-    return f"{value * metric.scale:.{metric.digits}f}"
+    m = METRICS[metric]
+    return f"{value * m.scale:.{m.digits}f}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int = 1) -> str:
@@ -445,97 +424,104 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], right_f
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
-def summary_table(document: dict) -> str:
-    overall, targets = document["all"], document["targets"]
-    header = ["metric", *SYSTEMS, "target", "met"]
+def _mean_worst(metric: str, figures: Mapping | None) -> str:
+    if figures is None:
+        return ""
+    mean, worst = format_value(metric, figures["mean"]), format_value(metric, figures["worst"])
+    return f"{mean} (worst {worst}, {figures['worst_song']})"
+
+
+def condition_table(document: dict) -> str:
+    """Metric rows, a column per condition: the mean over songs and the worst song."""
+    summary = document["summary"]
+    conditions = [c for c in CONDITIONS if c in summary]
     rows = []
-    for metric in METRICS:
-        target = targets.get(metric.key)
+    for key in dict.fromkeys(k for c in conditions for k in CONDITION_METRICS[c]):
+        rows.append([METRICS[key].label, *(_mean_worst(key, summary[c].get(key)) for c in conditions)])
+    for key in SDR_METRICS:
         rows.append(
-            [
-                metric.label,
-                *(format_value(metric, overall[system][metric.key]) for system in SYSTEMS),
-                target["target"] if target else "",
-                ("yes" if target["met"] else "no") if target else "",
-            ]
+            [METRICS[key].label, _mean_worst(key, summary["stems"][key]), *[""] * (len(conditions) - 1)]
         )
-    return markdown_table(header, rows)
+    return markdown_table(["metric", *(CONDITIONS[c] for c in conditions)], rows)
+
+
+def target_table(document: dict) -> str:
+    rows = [
+        [
+            f"{CONDITIONS[t['condition']]}: {METRICS[t['metric']].label}",
+            t["target"],
+            "mean" if t["over"] == "mean" else "worst song",
+            format_value(t["metric"], t["value"]),
+            t["song"] or "",
+            "yes" if t["met"] else "no",
+        ]
+        for t in document["targets"]
+    ]
+    return markdown_table(["metric", "target", "judged on", "value", "song", "met"], rows, right_from=3)
 
 
 def song_table(document: dict) -> str:
-    header = ["song", "s", "words", "system", *(m.column for m in METRICS)]
-    rows = [
-        [
-            row["song"],
-            f"{row['seconds']:.1f}",
-            str(row["words"]),
-            system,
-            *(format_value(m, row["metrics"][system][m.key]) for m in METRICS),
-        ]
-        for row in document["songs"]
-        for system in SYSTEMS
+    header = [
+        "song",
+        "s",
+        "words",
+        "voice",
+        "vocals dB",
+        "markup",
+        *(f"{c + ': ' if c else ''}{METRICS[k].column}" for c, k in SONG_COLUMNS),
     ]
+    rows = []
+    for row in document["songs"]:
+        style = row["style"]
+        voice = f"{style.get('voice', '')}{' low' if style.get('low') else ''}"
+        level = style.get("level_db")
+        cells = []
+        for condition, key in SONG_COLUMNS:
+            values = row["stems"] if not condition else row["conditions"].get(condition, {})
+            cells.append(format_value(key, values.get(key)) if key in values else "")
+        rows.append(
+            [
+                row["song"],
+                f"{row['seconds']:.0f}",
+                str(row["words"]),
+                voice,
+                "" if level is None else f"{level:g}",
+                "yes" if row["markup"] else "no",
+                *cells,
+            ]
+        )
     return markdown_table(header, rows, right_from=1)
 
 
 def report(document: dict) -> str:
     run = document["run"]
-    systems = "\n".join(f"- **{name}**: {text}" for name, text in SYSTEMS.items())
-    return f"""# Evaluation: {len(document["songs"])} songs from {run["dataset"]}
+    failures = [
+        f"- {row['song']}, {CONDITIONS[condition]}: {message}"
+        for row in document["songs"]
+        for condition, message in row["errors"].items()
+    ]
+    failed = "\n".join(["Failed jobs (scored as empty outputs):", *failures]) + "\n\n" if failures else ""
+    songs = f"{len(document['songs'])} songs ({run['audio_seconds']:.0f} s)"
+    return f"""# Evaluation: {songs} from {run["dataset"]}
 
-Separation model `{run["separation_model"]}`, transcription model `{run["transcription_model"]}`;
-wall time {run["wall_seconds"]} s (pipeline {run["pipeline_seconds"]} s and naive
-{run["naive_seconds"]} s, run at the same time, {run["threads"]} torch thread(s) per model process).
+Separation model `{run["separation_model"]}`, transcription model `{run["transcription_model"]}`,
+code `{run["code"]}`; wall time {run["wall_seconds"]} s, {run["threads"]} torch thread(s) per model
+process.
 
-{systems}
+Every cell: the mean over songs, then the worst song. WER and "placed / sung" count the words the
+output places as sung against the sung words; "within" counts unpaired sung words as misses; the
+onset median is over the sung words paired by text. "vocals dB": the vocals' level against the band.
 
-SDR: mean over songs. WER and onsets: over all words of all songs. Onset median and mean are over
-the words matched by text; "within 0.2 s" counts unmatched words as misses.
+{failed}{condition_table(document)}
 
-{summary_table(document)}
+## Targets
+
+{target_table(document)}
 
 ## Per song
 
 {song_table(document)}
 """
-
-
-def plot(document: dict, path: Path) -> None:
-    """Grouped bars of the metrics over all songs, one panel per quantity, with the targets."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    by_key = {m.key: m for m in METRICS}
-    overall = document["all"]
-    figure, axes = plt.subplots(2, 2, figsize=(10, 7.5))
-    width = 0.8 / len(SYSTEMS)
-    for ax, (title, groups) in zip(axes.flat, PANELS, strict=True):
-        for index, system in enumerate(SYSTEMS):
-            positions, heights = [], []
-            for group, (_, key) in enumerate(groups):
-                value = overall[system][key]
-                if value is not None and not math.isnan(value):
-                    positions.append(group + (index - (len(SYSTEMS) - 1) / 2) * width)
-                    heights.append(value * by_key[key].scale)
-            bars = ax.bar(positions, heights, width, label=SYSTEMS[system])
-            ax.bar_label(bars, fmt="%.3g", fontsize=8)
-        for group, (_, key) in enumerate(groups):
-            if key in TARGET_LINES:
-                target = TARGET_LINES[key] * by_key[key].scale
-                ax.hlines(target, group - 0.45, group + 0.45, colors="black", linestyles="dashed")
-        ax.set_xticks(range(len(groups)), [name for name, _ in groups])
-        ax.set_xlim(-0.5, len(groups) - 0.5)
-        ax.set_title(title, fontsize=10)
-        ax.axhline(0, color="grey", linewidth=0.5)
-        ax.margins(y=0.12)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=len(SYSTEMS), fontsize=8, frameon=False)
-    figure.suptitle(f"{len(document['songs'])} songs; dashed lines: the pipeline's targets", fontsize=11)
-    figure.tight_layout(rect=(0, 0.04, 1, 1))
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def _finite_or_none(value: object) -> object:
@@ -550,13 +536,22 @@ def _finite_or_none(value: object) -> object:
 
 
 def write_results(document: dict, out_dir: Path) -> str:
-    """eval.json, eval.md and eval.png in out_dir; returns the markdown."""
+    """eval.json and eval.md in out_dir; returns the markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(_finite_or_none(document), indent=2) + "\n")
     markdown = report(document)
     (out_dir / "eval.md").write_text(markdown)
-    plot(document, out_dir / "eval.png")
     return markdown
+
+
+def _code_version() -> str:
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return described.stdout.strip()
 
 
 # --- command line ---
@@ -567,6 +562,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("dataset", type=Path, help="a dir of song dirs, e.g. from bench.synth")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="where results go")
     parser.add_argument("--songs", type=int, help="only the first N songs")
+    parser.add_argument(
+        "--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS), help="default: all three"
+    )
     parser.add_argument(
         "--separation-model", type=Path, default=SHARED_MODELS / "spleeter-2stems", help="a Spleeter dir"
     )
@@ -582,6 +580,9 @@ def _parser() -> argparse.ArgumentParser:
         default=max(1, (os.cpu_count() or 2) // 2),
         help="torch threads per model process (default: half the cores)",
     )
+    parser.add_argument(
+        "--job-timeout", type=float, default=0.0, help="seconds a job may run (default: the server's limit)"
+    )
     return parser
 
 
@@ -594,10 +595,12 @@ def main(argv: list[str] | None = None) -> None:
     if not dirs:
         raise SystemExit(f"no song dirs with a mixture.wav|flac in {args.dataset}")
     songs = [load_song(d) for d in dirs]
-    models = {
-        "separation": str(args.separation_model.resolve()),
-        "transcription": str(args.transcription_model.resolve()),
-    }
+    options = RunOptions(
+        str(args.separation_model.resolve()),
+        str(args.transcription_model.resolve()),
+        tuple(c for c in CONDITIONS if c in args.conditions),
+        args.job_timeout,
+    )
     log = Log()
     with tempfile.TemporaryDirectory(prefix="roar-eval-") as tmp:
         work_dir = Path(tmp)
@@ -606,8 +609,8 @@ def main(argv: list[str] | None = None) -> None:
             from tests.support.suite import Suite
 
             env = {
-                "ROAR_SEPARATION_MODEL": models["separation"],
-                "ROAR_TRANSCRIPTION_MODEL": models["transcription"],
+                "ROAR_SEPARATION_MODEL": options.separation_model,
+                "ROAR_TRANSCRIPTION_MODEL": options.transcription_model,
                 "ROAR_TORCH_THREADS": str(args.threads),
                 "HF_HUB_OFFLINE": "1",
             }
@@ -615,22 +618,22 @@ def main(argv: list[str] | None = None) -> None:
             suite.start()
             log(f"roar up serving at {suite.address}")
         try:
-            address = args.server or suite.address
-            outcomes, walls = asyncio.run(evaluate(songs, models, address, work_dir, args.threads, log))
+            outputs = asyncio.run(run_pipeline(args.server or suite.address, songs, options, work_dir, log))
         finally:
             if suite is not None:
                 suite.stop()
     run = {
         "dataset": str(args.dataset),
-        "separation_model": models["separation"],
-        "transcription_model": models["transcription"],
+        "separation_model": options.separation_model,
+        "transcription_model": options.transcription_model,
         "server": args.server or "started by the harness",
+        "code": _code_version(),
         "threads": args.threads,
+        "audio_seconds": round(sum(s.seconds for s in songs), 1),
         "wall_seconds": round(time.monotonic() - log.start, 1),
-        "pipeline_seconds": walls[PIPELINE],
-        "naive_seconds": walls[NAIVE],
     }
-    markdown = write_results(results(songs, outcomes, run), args.out)
+    rows = [song_row(song, output) for song, output in zip(songs, outputs, strict=True)]
+    markdown = write_results(results(rows, run), args.out)
     print(markdown)
 
 

@@ -1,8 +1,13 @@
-"""Scores for the evaluation: separation SDR, word onset errors, and word error rate.
+"""Scores for the evaluation: separation SDR, word onset errors, word error rate, and the lines
+an output reports as not sung.
 
 The word error rate is roar.text.word_error_rate (re-exported here so that the harness needs one import).
 Timed words are mappings with "word" and "start" (seconds), as in a synthetic song's truth.json;
 convert roar.v1 Word messages with {"word": w.text, "start": w.start}.
+
+The pipeline's words.json items are {"word", "start", "end", "confidence", "heard", "source", "sung"}
+and its lines.json items {"text", "start", "end", "words", "sung"}: a lyric word or line that is not
+sung has "sung": false and null times. A missing "sung" reads as true (outputs made before the key).
 """
 
 from __future__ import annotations
@@ -11,9 +16,18 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from roar.text import normalize_word, word_error_rate
+from roar.text import normalize_word, normalized_words, word_error_rate
 
-__all__ = ["onset_summary", "sdr", "word_error_rate", "word_onset_errors"]
+__all__ = [
+    "falsely_unsung",
+    "onset_summary",
+    "placed_words",
+    "sdr",
+    "share_within",
+    "unsung_reported",
+    "word_error_rate",
+    "word_onset_errors",
+]
 
 TimedWord = Mapping[str, object]
 
@@ -76,3 +90,46 @@ def onset_summary(errors: Sequence[float]) -> dict[str, float]:
         "within_0_2": float(np.mean(values <= 0.2)),
         "count": len(values),
     }
+
+
+def _sung(item: Mapping[str, object]) -> bool:
+    return item.get("sung", True) is not False
+
+
+def placed_words(words: Sequence[Mapping[str, object]]) -> list[dict]:
+    """The output words placed in time as sung ({"word", "start"}): not marked "sung": false, with a
+    start."""
+    return [
+        {"word": str(w["word"]), "start": float(w["start"])}
+        for w in words
+        if _sung(w) and w.get("start") is not None
+    ]
+
+
+def share_within(truth_words: Sequence[TimedWord], hyp_words: Sequence[TimedWord], tolerance: float) -> float:
+    """The share of the truth words paired (as in word_onset_errors) with a hypothesis word that starts
+    within `tolerance` seconds of it; unpaired truth words are misses. NaN without truth words."""
+    if not truth_words:
+        return float("nan")
+    errors = word_onset_errors(truth_words, hyp_words)
+    return sum(e <= tolerance for e in errors) / len(truth_words)
+
+
+def _reported_unsung(lines: Sequence[Mapping[str, object]]) -> list[list[str]]:
+    return [normalized_words(str(line["text"])) for line in lines if not _sung(line)]
+
+
+def unsung_reported(unsung_lines: Sequence[str], lines: Sequence[Mapping[str, object]]) -> float:
+    """The share of `unsung_lines` (texts) that the output's lines report as not sung: a line with
+    the same words, in normalised form, and "sung": false. NaN when there are no unsung lines."""
+    if not unsung_lines:
+        return float("nan")
+    reported = _reported_unsung(lines)
+    return sum(normalized_words(text) in reported for text in unsung_lines) / len(unsung_lines)
+
+
+def falsely_unsung(unsung_lines: Sequence[str], lines: Sequence[Mapping[str, object]]) -> int:
+    """How many output lines are reported as not sung but are not among `unsung_lines`: sung lines
+    lost."""
+    unsung = [normalized_words(text) for text in unsung_lines]
+    return sum(words not in unsung for words in _reported_unsung(lines))

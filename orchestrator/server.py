@@ -139,7 +139,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
 async def run(settings: Settings, host: str) -> None:
     store = Store(settings.data_dir / "roar.sqlite")
     uploads = Uploads(store, settings.data_dir / "uploads", settings.max_upload_bytes)
-    clients = StageClients(settings.separation_addr, settings.transcription_addr, settings.karaoke_addr)
+    clients = StageClients(
+        settings.separation_addr,
+        settings.transcription_addr,
+        settings.karaoke_addr,
+        retry_seconds=settings.stage_retry_seconds,
+    )
     jobs = Jobs(settings, store, uploads, clients)
     servicer = OrchestratorServicer(settings, uploads, jobs)
     app = web_app()

@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,11 +55,15 @@ def service_pid(module: str, port: int) -> int:
     raise LookupError(f"no process runs {module} on port {port}")
 
 
-def wait_serving(address: str, timeout: float = 120.0) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
-    while not is_serving(address):
-        assert time.monotonic() < deadline, f"{address} not serving after {timeout} s"
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting after {timeout} s"
         time.sleep(0.3)
+
+
+def wait_serving(address: str) -> None:
+    wait_until(lambda: is_serving(address))
 
 
 # The store: an event and its job row land together.
@@ -192,6 +199,44 @@ async def test_a_stage_killed_mid_job_is_restarted_and_the_job_succeeds(
     overall = [e.overall_percent for e in events]
     assert overall == sorted(overall)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+def test_roar_up_restarts_a_service_that_keeps_failing_to_start(
+    tmp_path: Path, tiny_models: dict[str, str]
+) -> None:
+    suite = Suite(tmp_path / "data", tiny_models, tmp_path / "roar-up.log")
+    # Another socket holds karaoke's port (no SO_REUSEADDR: gRPC cannot share it), so the service
+    # exits at start-up until the port is freed, once `roar up` has restarted it twice.
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", int(suite.stage_addresses["karaoke"].rsplit(":", 1)[1])))
+    blocker.listen()
+    second_failure = "roar: karaoke exited with code 1; restarting it in 2 s (restart 2)"
+
+    def logged(text: str) -> bool:
+        return suite.log_path.exists() and text in suite.log()
+
+    def free_the_port() -> None:
+        try:
+            wait_until(lambda: logged(second_failure))
+        finally:
+            blocker.close()
+
+    freeing = threading.Thread(target=free_the_port)
+    freeing.start()
+    try:
+        suite.start()
+        wait_until(lambda: logged("roar: up."))  # `roar up` saw them all serve, too
+        assert suite.process is not None and suite.process.poll() is None
+    finally:
+        freeing.join()
+        code = suite.stop()
+    log = suite.log()
+    assert code == 0, log
+    assert "roar: karaoke exited with code 1; restarting it in 1 s (restart 1)" in log
+    assert second_failure in log
+    assert "roar: karaoke restarted (restart 2)" in log
+    assert "roar: karaoke ready on" in log
+    assert "roar: separation exited" not in log and "roar: transcription exited" not in log
 
 
 # A database left by the old crash window (an event stored, its job row not) resumes.

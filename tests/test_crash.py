@@ -291,7 +291,9 @@ async def test_job_rows_left_behind_their_events_resume_instead_of_wedging(
     assert succeeded[-1].state == pb.JOB_STATE_SUCCEEDED, log
     for events in (cancelled, succeeded):
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
-        assert any(e.message == "resuming after a restart" for e in events)
+    # Both resume; which one takes the single worker first is not fixed (the cancelled one may be
+    # cancelled while still queued), the other runs to the end once it has the worker.
+    assert any(e.message == "resuming after a restart" for e in succeeded)
 
 
 # A job resumed while its stages are down waits for them.

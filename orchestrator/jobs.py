@@ -210,6 +210,12 @@ class Jobs:
 
     def resume_unfinished(self) -> None:
         for job in self._store.unfinished_jobs():
+            if self._store.reconcile(job):
+                log.warning(
+                    "job %s: its row lagged its events; brought up to seq %d", job.job_id, job.last_event.seq
+                )
+            if job.state in TERMINAL_STATES:
+                continue  # its final event was stored: it finished
             log.info("resuming job %s", job.job_id)
             self._start(job, resumed=True)
 
@@ -241,7 +247,6 @@ class Jobs:
     ) -> pb.ProgressEvent:
         event = pb.ProgressEvent(
             job_id=job.job_id,
-            seq=job.last_event.seq + 1,
             stage=stage,
             stage_percent=stage_percent,
             overall_percent=job.last_event.overall_percent if overall is None else overall,
@@ -256,10 +261,7 @@ class Jobs:
         if final:
             event.artifacts.extend(job.artifacts)
             event.errors.extend(job.errors)
-        self._store.add_event(event)
-        job.last_event.CopyFrom(event)
-        job.updated.CopyFrom(event.timestamp)
-        self._store.put_job(self._store.upload_of(job.job_id), job)
+        self._store.record(event, job)
         signal = self._signals.pop(job.job_id, None)
         if signal is not None:
             signal.set()
@@ -320,7 +322,7 @@ class Jobs:
         options = job.options
         ext = format_name(options.audio_format)
         duration = job.audio.duration_seconds
-        progress = JobProgress(duration, self._store.stage_speeds())
+        progress = JobProgress(duration, self._store.stage_speeds(), shown=job.last_event.overall_percent)
         timeout = options.timeout_seconds or self._settings.job_timeout_seconds
         deadline = job.created.ToSeconds() + timeout
 

@@ -20,8 +20,12 @@ LEARNING_RATE = 0.5
 
 
 class JobProgress:
-    def __init__(self, duration: float, speeds: dict[int, float], clock=time.monotonic) -> None:
+    def __init__(
+        self, duration: float, speeds: dict[int, float], clock=time.monotonic, shown: float = 0.0
+    ) -> None:
+        """`shown`: the overall percent clients have seen already (a resumed job)."""
         self._clock = clock
+        self._shown = shown
         speeds = {**DEFAULT_SPEEDS, **speeds}
         self.expected = {s: STAGE_OVERHEAD_SECONDS + speeds[s] * duration for s in STAGES}
         total = sum(self.expected.values())
@@ -51,8 +55,11 @@ class JobProgress:
             self._stage_weight = 0.0  # counted in _done_weight now
 
     def overall(self, stage_percent: float) -> float:
+        """Never less than before: a stage that starts again from zero (a retry, a resumed job)
+        holds the overall percent until it has caught up."""
         current = self._stage_weight * stage_percent / 100.0
-        return min(100.0, 100.0 * (self._done_weight + current))
+        self._shown = max(self._shown, min(100.0, 100.0 * (self._done_weight + current)))
+        return self._shown
 
     def eta(self, stage_percent: float, stage_eta: float | None) -> float:
         if stage_eta is None:

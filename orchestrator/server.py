@@ -164,6 +164,7 @@ async def run(settings: Settings, host: str) -> None:
         settings.karaoke_addr,
         stage_channel_credentials(settings),
         settings.stage_key,
+        retry_seconds=settings.stage_retry_seconds,
     )
     jobs = Jobs(settings, store, uploads, clients)
     janitor = Janitor(settings, store, uploads, jobs.directory)

@@ -23,17 +23,22 @@ from roar.v1 import (
     transcription_pb2_grpc,
 )
 
-# Seconds between tries of a stage that is unavailable (restarting, still starting).
-UNAVAILABLE_RETRY_DELAYS = (1.0, 2.0, 4.0)
+# Backoff between tries of a stage call that broke: doubling from the first delay up to the cap.
+RETRY_FIRST_DELAY = 0.5
+RETRY_MAX_DELAY = 5.0
+# Words in the details of an INTERNAL or UNKNOWN status that mean the transport broke (a stream
+# reset, a closed connection) rather than that the stage answered with an error.
+TRANSPORT_BREAKS = ("RST_STREAM", "Stream removed", "Socket closed", "Connection reset", "GOAWAY")
 OnProgress = Callable[[common_pb2.StageProgress], Awaitable[None]]
 
 
 class StageFailed(RoarError):
     """A stage call ended with an error status; `code` keeps the stage's status name."""
 
-    def __init__(self, code: str, message: str, answered: bool = False) -> None:
+    def __init__(self, code: str, message: str, *, broken: bool = False, answered: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.broken = broken  # the connection or stream broke: the stage did not answer this
         self.answered = answered  # the stage had sent something before it failed
 
 
@@ -62,9 +67,12 @@ class StageClients:
         karaoke: str,
         credentials: grpc.ChannelCredentials | None = None,
         stage_key: str = "",
+        *,
+        retry_seconds: float,
     ) -> None:
         # Presented on every stage call: stages beyond loopback refuse calls without it.
         self._metadata = bearer_metadata(stage_key)
+        self._retry_seconds = retry_seconds
         self.separation = StageService("separation", separation, "ROAR_SEPARATION_ADDR")
         self.transcription = StageService("transcription", transcription, "ROAR_TRANSCRIPTION_ADDR")
         self.karaoke = StageService("karaoke", karaoke, "ROAR_KARAOKE_ADDR")
@@ -85,18 +93,49 @@ class StageClients:
         on_progress: OnProgress,
         timeout: float,
     ) -> list[Any]:
-        """Runs one streaming stage call; returns the responses that are not progress. A stage
-        that is unavailable before it answered anything (restarting, still starting) is tried
-        again a few times."""
+        """Runs one streaming stage call; returns the responses that are not progress.
+
+        A call that broke (the stage crashed, is restarting or not up yet; a stream reset) is made
+        again from the start, with backoff, each retry reported through `on_progress`, until the
+        stage has been failing for `retry_seconds`; then the stage fails with UNAVAILABLE. A break
+        after an attempt that ran a whole window starts a fresh window. The stage's own answers
+        (bad input, cancelled, the job's deadline) are final."""
         requests = list(requests)
-        for delay in UNAVAILABLE_RETRY_DELAYS:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        give_up_at: float | None = None
+        delay = RETRY_FIRST_DELAY
+        attempt = 1
+        while True:
+            started = loop.time()
+            if started >= deadline:
+                raise StageFailed(
+                    "DEADLINE_EXCEEDED", f"the {service.name} stage ran past the job's time limit"
+                )
             try:
-                return await self._call_once(service, method, requests, on_progress, timeout)
+                return await self._call_once(service, method, requests, on_progress, deadline - started)
             except StageFailed as exc:
-                if exc.code != "UNAVAILABLE" or exc.answered:
+                if not exc.broken:
                     raise
-                await asyncio.sleep(delay)
-        return await self._call_once(service, method, requests, on_progress, timeout)
+                now = loop.time()
+                if give_up_at is None or now - started >= self._retry_seconds:
+                    give_up_at = now + self._retry_seconds
+                    delay = RETRY_FIRST_DELAY
+                if now >= give_up_at:
+                    raise StageFailed(
+                        "UNAVAILABLE",
+                        f"{exc.message}; gave up after retrying for {self._retry_seconds:g} s "
+                        "(ROAR_STAGE_RETRY_SECONDS)",
+                    ) from exc
+                attempt += 1
+                what = "the service restarted" if exc.answered else "the service is not up"
+                await on_progress(
+                    common_pb2.StageProgress(
+                        percent=0.0, message=f"{service.name}: {what}; retrying (attempt {attempt})"
+                    )
+                )
+                await asyncio.sleep(max(0.0, min(delay, give_up_at - now, deadline - now)))
+                delay = min(2 * delay, RETRY_MAX_DELAY)
 
     async def _call_once(
         self,
@@ -118,7 +157,11 @@ class StageClients:
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name
             detail = exc.details() or code
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            broken = exc.code() == grpc.StatusCode.UNAVAILABLE or (
+                exc.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+                and any(word in detail for word in TRANSPORT_BREAKS)
+            )
+            if broken:
                 detail = (
                     f"the {service.name} service at {service.address} is unavailable ({detail}); "
                     f"start it or point {service.setting} at it"
@@ -127,7 +170,7 @@ class StageClients:
                 detail = f"the {service.name} service refused the stage key: set one ROAR_STAGE_KEY on both"
             elif exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 detail = f"the {service.name} stage ran past the job's time limit"
-            raise StageFailed(code, detail, answered) from exc
+            raise StageFailed(code, detail, broken=broken, answered=answered) from exc
         return outputs
 
     async def separate(

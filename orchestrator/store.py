@@ -5,8 +5,10 @@ process while the server runs (WAL)."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +94,17 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Statements that land together or not at all (a crash before COMMIT leaves none)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # Uploads.
 
@@ -210,11 +223,43 @@ class Store:
 
     # Events.
 
-    def add_event(self, event: pb.ProgressEvent) -> None:
+    def record(self, event: pb.ProgressEvent, job: pb.Job) -> None:
+        """Stores a job's next event and its job row, in one transaction. The event's seq is set
+        here, one past the last stored event, so it never depends on a row that may be stale."""
+        with self._transaction():
+            event.seq = self.last_seq(event.job_id) + 1
+            self._db.execute(
+                "INSERT INTO events (job_id, seq, event) VALUES (?, ?, ?)",
+                (event.job_id, event.seq, event.SerializeToString()),
+            )
+            job.last_event.CopyFrom(event)
+            job.updated.CopyFrom(event.timestamp)
+            updated = self._db.execute(
+                "UPDATE jobs SET job = ?, state = ? WHERE job_id = ?",
+                (job.SerializeToString(), job.state, job.job_id),
+            )
+            if updated.rowcount != 1:
+                raise LookupError(f"no job row for job {job.job_id}")
+
+    def reconcile(self, job: pb.Job) -> bool:
+        """Brings a job row up to its last stored event (a database written before events and
+        rows were stored together may hold an event its row never saw); True when it changed."""
+        last = self.events_after(job.job_id, self.last_seq(job.job_id) - 1)
+        if not last or last[0].seq == job.last_event.seq:
+            return False
+        event = last[0]
+        job.last_event.CopyFrom(event)
+        job.updated.CopyFrom(event.timestamp)
+        job.state = event.state
+        if event.state in TERMINAL_STATES:
+            del job.artifacts[:], job.errors[:]
+            job.artifacts.extend(event.artifacts)
+            job.errors.extend(event.errors)
         self._db.execute(
-            "INSERT INTO events (job_id, seq, event) VALUES (?, ?, ?)",
-            (event.job_id, event.seq, event.SerializeToString()),
+            "UPDATE jobs SET job = ?, state = ? WHERE job_id = ?",
+            (job.SerializeToString(), job.state, job.job_id),
         )
+        return True
 
     def events_after(self, job_id: str, after_seq: int) -> list[pb.ProgressEvent]:
         rows = self._db.execute(

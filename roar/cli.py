@@ -34,6 +34,12 @@ STAGE_LABELS = {
 STATE_LABELS = {v: pb.JobState.Name(v).removeprefix("JOB_STATE_").lower() for v in pb.JobState.values()}
 FORMATS = {name: common_pb2.AudioFormat.Value(f"AUDIO_FORMAT_{name.upper()}") for name in audio.FORMATS}
 STARTUP_TIMEOUT_SECONDS = 900
+# `roar up` restarts a service that died after 1, 2, 4 ... s, at most 30 s apart; once it has
+# served this long, the next death counts as the first again.
+RESTART_FIRST_DELAY = 1.0
+RESTART_MAX_DELAY = 30.0
+RESTART_RESET_SECONDS = 60.0
+SUPERVISE_INTERVAL_SECONDS = 0.3
 
 
 # roar up
@@ -69,12 +75,69 @@ def _service_commands(settings: Settings) -> dict[str, list[str]]:
     }
 
 
-def _stop_all(processes: dict[str, subprocess.Popen[bytes]]) -> None:
-    for proc in processes.values():
+class Child:
+    """One service `roar up` runs: restarted with doubling delays when it dies, the delay reset once
+    it has served for RESTART_RESET_SECONDS."""
+
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        address: str,
+        env: dict[str, str],
+        health: grpc.ChannelCredentials | None,
+    ) -> None:
+        self.name = name
+        self.address = address
+        self._health = health  # TLS credentials for its health check, None for plaintext
+        self._command = command
+        self._env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.serving = False
+        self._restart_at: float | None = None
+        self._serving_since = 0.0
+        self._deaths = 0  # since it last served for a while
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self._command, env=self._env, start_new_session=True)
+        self.serving = False
+        self._restart_at = None
+
+    def check(self, now: float) -> None:
+        """Restarts the child when it died (after its delay), notes when it serves again."""
+        if self._restart_at is not None:
+            if now >= self._restart_at:
+                self.start()
+                print(f"roar: {self.name} restarted (restart {self._deaths})", flush=True)
+            return
+        assert self.process is not None
+        if self.process.poll() is not None:
+            if self.serving and now - self._serving_since >= RESTART_RESET_SECONDS:
+                self._deaths = 0
+            self._deaths += 1
+            self.serving = False
+            delay = min(RESTART_FIRST_DELAY * 2 ** (self._deaths - 1), RESTART_MAX_DELAY)
+            self._restart_at = now + delay
+            print(
+                f"roar: {self.name} exited with code {self.process.returncode}; "
+                f"restarting it in {delay:g} s (restart {self._deaths})",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        if not self.serving and is_serving(self.address, self._health):
+            self.serving = True
+            self._serving_since = now
+            print(f"roar: {self.name} ready on {self.address}", flush=True)
+
+
+def _stop_all(children: list[Child]) -> None:
+    processes = [c.process for c in children if c.process is not None]
+    for proc in processes:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 15
-    for proc in processes.values():
+    for proc in processes:
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -125,27 +188,28 @@ def cmd_up(args: argparse.Namespace) -> int:
     health = suite_credentials(settings, starts_stages=bool(local - {"orchestrator"}))
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    processes = {
-        name: subprocess.Popen(cmd, env=env, start_new_session=True)
-        for name, cmd in _service_commands(settings).items()
+    children = [
+        Child(name, command, addresses[name], env, health)
+        for name, command in _service_commands(settings).items()
         if name in local
-    }
-    print(f"roar: starting {', '.join(processes)} (data in {settings.data_dir})", flush=True)
+    ]
+    for child in children:
+        child.start()
+    print(f"roar: starting {', '.join(c.name for c in children)} (data in {settings.data_dir})", flush=True)
     try:
-        waiting = set(processes)
+        # Until each child has served once; one that dies meanwhile is restarted like later on.
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while waiting and not stopping:
-            for name in sorted(waiting):
-                if processes[name].poll() is not None:
-                    print(f"roar: {name} exited with code {processes[name].returncode}", file=sys.stderr)
-                    return 1
-                if is_serving(addresses[name], health):
-                    waiting.discard(name)
-                    print(f"roar: {name} ready on {addresses[name]}", flush=True)
+        started: set[str] = set()
+        while len(started) < len(children) and not stopping:
+            for child in children:
+                child.check(time.monotonic())
+                if child.serving:
+                    started.add(child.name)
             if time.monotonic() > deadline:
-                print(f"roar: {', '.join(sorted(waiting))} not healthy in time", file=sys.stderr)
+                waiting = sorted(c.name for c in children if c.name not in started)
+                print(f"roar: {', '.join(waiting)} not healthy in time", file=sys.stderr)
                 return 1
-            time.sleep(0.3)
+            time.sleep(SUPERVISE_INTERVAL_SECONDS)
         if not stopping:
             print(
                 f"roar: up. gRPC on 127.0.0.1:{settings.orchestrator_port}, "
@@ -154,15 +218,13 @@ def cmd_up(args: argparse.Namespace) -> int:
                 flush=True,
             )
         while not stopping:
-            for name, proc in processes.items():
-                if proc.poll() is not None:
-                    print(f"roar: {name} exited with code {proc.returncode}; stopping", file=sys.stderr)
-                    return 1
-            time.sleep(0.5)
+            for child in children:
+                child.check(time.monotonic())
+            time.sleep(SUPERVISE_INTERVAL_SECONDS)
         return 0
     finally:
         print("roar: stopping", flush=True)
-        _stop_all(processes)
+        _stop_all(children)
 
 
 # Client commands

@@ -49,7 +49,12 @@ def make_server(tmp_path: Path, **settings: float) -> Server:
     store = Store(tmp_path / "roar.sqlite")
     uploads = Uploads(store, tmp_path / "uploads", 2**30, 600)
     # Channels connect lazily: nothing here calls a stage.
-    jobs = Jobs(config, store, uploads, StageClients("127.0.0.1:1", "127.0.0.1:1", "127.0.0.1:1"))
+    jobs = Jobs(
+        config,
+        store,
+        uploads,
+        StageClients("127.0.0.1:1", "127.0.0.1:1", "127.0.0.1:1", retry_seconds=config.stage_retry_seconds),
+    )
     clock = Clock()
     return Server(store, uploads, jobs, Janitor(config, store, uploads, jobs.directory, clock), clock)
 

@@ -50,3 +50,19 @@ def test_eta_counts_the_stages_still_to_come() -> None:
 
 def test_learned_speed_moves_towards_the_measurement() -> None:
     assert learned_speed(1.0, elapsed=21.0, duration=40.0) == pytest.approx(0.75)
+
+
+def test_overall_percent_holds_while_a_stage_starts_again_from_zero() -> None:
+    progress = JobProgress(duration=60.0, speeds={}, clock=Clock())
+    progress.start(STAGES[0])
+    reached = progress.overall(60.0)
+    # The stage's service restarted: its percent begins again at 0.
+    assert [progress.overall(p) for p in (0.0, 30.0, 60.0)] == [reached] * 3
+    assert progress.overall(80.0) > reached
+
+
+def test_a_resumed_job_never_shows_less_than_it_had_shown() -> None:
+    progress = JobProgress(duration=60.0, speeds={}, clock=Clock(), shown=42.0)
+    progress.start(STAGES[0])
+    assert progress.overall(0.0) == 42.0
+    assert progress.overall(100.0) > 42.0

@@ -87,7 +87,7 @@ def add_job(server: Server, upload_id: str, state: int, ended: float, lyrics: st
     (job_dir / "vocals.wav").write_bytes(b"vocals")
     job.artifacts.add(name="vocals.wav", kind="stem", size=6)
     server.store.put_job(upload_id, job)
-    server.store.add_event(pb.ProgressEvent(job_id=job.job_id, seq=1, state=state))
+    server.store.record(pb.ProgressEvent(job_id=job.job_id, state=state, timestamp=stamp(ended)), job)
     return job
 
 

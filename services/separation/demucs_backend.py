@@ -12,7 +12,7 @@ from demucs.apply import BagOfModels, apply_model
 from demucs.pretrained import REMOTE_ROOT, _parse_remote_files, get_model
 
 from roar.errors import ModelUnavailable
-from roar.progress import ProgressCallback
+from roar.progress import ProgressCallback, stop_on_cancel
 
 SETTING_HINT = (
     "set ROAR_SEPARATION_MODEL (or --model, or the request's model) to a demucs model name such as "
@@ -74,7 +74,7 @@ class DemucsSeparator:
         self.device = device
         self.shifts = shifts
         self.overlap = overlap
-        self.model = load_demucs_model(model).to(device).eval()
+        self.model = stop_on_cancel(load_demucs_model(model).to(device).eval())
         self.sample_rate: int = self.model.samplerate
         self.channels: int = self.model.audio_channels
         self.sources: list[str] = list(self.model.sources)

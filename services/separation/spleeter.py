@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from roar.errors import ModelUnavailable
-from roar.progress import ProgressCallback
+from roar.progress import ProgressCallback, stop_on_cancel
 
 SOURCES = ["vocals", "accompaniment"]
 N_FFT = 4096
@@ -89,7 +89,7 @@ def _load_unet(path: Path, device: str) -> UNet:
         unet.load_state_dict(load_file(path), strict=True)
     except (OSError, SafetensorError, RuntimeError) as exc:
         raise ModelUnavailable(f"cannot load Spleeter weights {path}: {exc}; {SETTING_HINT}") from exc
-    return unet.to(device).eval()
+    return stop_on_cancel(unet.to(device).eval())
 
 
 class SpleeterSeparator:

@@ -29,6 +29,8 @@ _MISMATCH_COST = 2.0
 # lengths: room for a missing or extra verse or repeated choruses, while 100k characters of lyrics
 # stay a few million cells (the full table of 20,000 by 20,000 words took 640 CPU-s and 1.1 GB).
 BAND_WORDS = 300
+# How an alignment reaches a cell: pairing two words, or skipping one of the user's or the heard.
+_DIAGONAL, _SKIP_USER, _SKIP_HEARD = 0, 1, 2
 # Seconds per word when the transcript has no words to measure the singing rate from.
 _DEFAULT_WORD_SECONDS = 0.4
 
@@ -157,13 +159,30 @@ def _align(user: list[str], heard: list[str], band_words: int = BAND_WORDS) -> l
     if not user or not heard:
         return []
     band = alignment_band(len(user), len(heard), band_words)
-    # moves[i][j - band[i][0]]: how the best alignment of user[:i] and heard[:j] ends; costs of
-    # cells outside the band are infinite.
-    diagonal, skip_user, skip_heard = 0, 1, 2
+    moves = _alignment_moves(user, heard, band)
+    pairs = []
+    i, j = len(user), len(heard)
+    while i > 0 and j > 0:
+        move = moves[i][j - band[i][0]]
+        if move == _DIAGONAL:
+            if _pair_cost(user[i - 1], heard[j - 1]) < _MISMATCH_COST:
+                pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif move == _SKIP_USER:
+            i -= 1
+        else:
+            j -= 1
+    return pairs[::-1]
+
+
+def _alignment_moves(user: list[str], heard: list[str], band: list[tuple[int, int]]) -> list[bytearray]:
+    """moves[i][j - band[i][0]]: how the best alignment of user[:i] and heard[:j] ends, for the
+    cells of the band (those outside it cost infinitely much). Raises Cancelled when the run it
+    works for is cancelled."""
     inf = float("inf")
     first, last = band[0]
     previous = [j * _GAP_COST for j in range(first, last + 1)]
-    moves = [bytearray([skip_heard]) * (last - first + 1)]
+    moves = [bytearray([_SKIP_HEARD]) * (last - first + 1)]
     for i in range(1, len(user) + 1):
         check_cancelled()
         previous_first, previous_last = first, last
@@ -174,33 +193,20 @@ def _align(user: list[str], heard: list[str], band_words: int = BAND_WORDS) -> l
         for j in range(first, last + 1):
             if j == 0:
                 current.append(i * _GAP_COST)
-                row[0] = skip_user
+                row[0] = _SKIP_USER
                 continue
-            best, move = inf, diagonal
+            best, move = inf, _DIAGONAL
             if previous_first <= j - 1 <= previous_last:
                 best = previous[j - 1 - previous_first] + _pair_cost(word, heard[j - 1])
             if previous_first <= j <= previous_last and previous[j - previous_first] + _GAP_COST < best:
-                best, move = previous[j - previous_first] + _GAP_COST, skip_user
+                best, move = previous[j - previous_first] + _GAP_COST, _SKIP_USER
             if j > first and current[-1] + _GAP_COST < best:
-                best, move = current[-1] + _GAP_COST, skip_heard
+                best, move = current[-1] + _GAP_COST, _SKIP_HEARD
             current.append(best)
             row[j - first] = move
         moves.append(row)
         previous = current
-
-    pairs = []
-    i, j = len(user), len(heard)
-    while i > 0 and j > 0:
-        move = moves[i][j - band[i][0]]
-        if move == diagonal:
-            if _pair_cost(user[i - 1], heard[j - 1]) < _MISMATCH_COST:
-                pairs.append((i - 1, j - 1))
-            i, j = i - 1, j - 1
-        elif move == skip_user:
-            i -= 1
-        else:
-            j -= 1
-    return pairs[::-1]
+    return moves
 
 
 def _pair_cost(a: str, b: str) -> float:

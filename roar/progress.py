@@ -1,21 +1,58 @@
 """Progress plumbing: model code reports through a plain callback in a worker thread; the async
 server side turns the reports into StageProgress messages and cancels the work by making the
-callback raise."""
+callback raise.
+
+Work between two progress reports (a whole Whisper generate, a demucs segment, a long text
+alignment) must stop too: the worker thread knows its run's cancel event, `check_cancelled()` raises
+Cancelled once it is set, and `stop_on_cancel(model)` makes every forward pass of a torch model's
+modules call it, so a cancelled model stops within one layer's compute.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from roar.errors import Cancelled
 from roar.v1 import common_pb2
 
+if TYPE_CHECKING:
+    from torch import nn
+
 T = TypeVar("T")
+ModuleT = TypeVar("ModuleT", bound="nn.Module")
 log = logging.getLogger("roar.progress")
+
+# The cancel event of the StageRun whose work this thread is doing; None outside a run.
+_run_cancelled: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "run_cancelled", default=None
+)
+
+
+def check_cancelled() -> None:
+    """Raises Cancelled when the StageRun this thread works for was cancelled (its call ended or
+    its deadline passed); does nothing outside a StageRun. Cheap: call it in any long loop."""
+    cancelled = _run_cancelled.get()
+    if cancelled is not None and cancelled.is_set():
+        raise Cancelled()
+
+
+def _check_cancelled_hook(module: object, inputs: object) -> None:
+    check_cancelled()
+
+
+def stop_on_cancel(model: ModuleT) -> ModuleT:
+    """Makes each forward pass of each of the model's modules check for cancellation first (a
+    forward pre-hook), so that a cancelled run stops inside a forward pass, between two layers,
+    and between two decoding steps of a generate(). Install once, where the model is loaded."""
+    for module in model.modules():
+        module.register_forward_pre_hook(_check_cancelled_hook)
+    return model
 
 
 class ProgressCallback(Protocol):
@@ -61,8 +98,9 @@ class StageRun(Generic[T]):
 
     `async for p in run: ...` ends when the work ends; then `run.result()` returns its value or
     raises its exception. Leaving the loop early (the RPC was cancelled, or its deadline passed)
-    makes the next progress call raise Cancelled, which stops the work. `slots` bounds how many
-    runs compute at once; a run waiting for a slot reports that it is queued.
+    makes the next progress call, check_cancelled() call or hooked forward pass raise Cancelled,
+    which stops the work. `slots` bounds how many runs compute at once; a run waiting for a slot
+    reports that it is queued, and a slot is free again as soon as its work has stopped.
     """
 
     def __init__(
@@ -73,7 +111,19 @@ class StageRun(Generic[T]):
         self._work = work
         self._slots = slots
         self._cancel = threading.Event()
+        self._cancelled_at = 0.0
         self._future: asyncio.Future[T] | None = None
+
+    def _run_work(self, progress: ProgressCallback) -> T:
+        """The work, in a worker thread that knows this run's cancel event."""
+        token = _run_cancelled.set(self._cancel)
+        try:
+            return self._work(progress)
+        except Cancelled:
+            log.info("work stopped %.2f s after its call ended", time.monotonic() - self._cancelled_at)
+            raise
+        finally:
+            _run_cancelled.reset(token)
 
     def _progress_callback(
         self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[common_pb2.StageProgress]
@@ -104,7 +154,7 @@ class StageRun(Generic[T]):
                 await self._slots.acquire()
             try:
                 progress = self._progress_callback(loop, queue)
-                self._future = loop.run_in_executor(None, self._work, progress)
+                self._future = loop.run_in_executor(None, self._run_work, progress)
             finally:
                 if self._slots is not None:
                     # The slot is free only when the thread ends, even if this RPC was cancelled.
@@ -121,7 +171,9 @@ class StageRun(Generic[T]):
                 else:
                     getter.cancel()
         finally:
-            self._cancel.set()
+            if not self._cancel.is_set():
+                self._cancelled_at = time.monotonic()
+                self._cancel.set()
             if self._future is not None:
                 # A run left early ends with Cancelled that nobody awaits: mark it retrieved.
                 self._future.add_done_callback(lambda f: f.cancelled() or f.exception())

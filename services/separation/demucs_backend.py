@@ -22,7 +22,7 @@ from demucs.repo import ModelLoadingError, RemoteRepo
 from demucs.states import load_model
 
 from roar.errors import ModelUnavailable
-from roar.progress import ProgressCallback
+from roar.progress import ProgressCallback, stop_on_cancel
 
 log = logging.getLogger("roar.separation")
 
@@ -143,7 +143,7 @@ class DemucsSeparator:
         self.device = device
         self.shifts = shifts
         self.overlap = overlap
-        self.model = load_demucs_model(model).to(device).eval()
+        self.model = stop_on_cancel(load_demucs_model(model).to(device).eval())
         self.sample_rate: int = self.model.samplerate
         self.channels: int = self.model.audio_channels
         self.sources: list[str] = list(self.model.sources)

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from roar.errors import ModelUnavailable
-from roar.progress import ProgressCallback
+from roar.progress import ProgressCallback, stop_on_cancel
 
 log = logging.getLogger("roar.separation")
 
@@ -94,7 +94,7 @@ def _load_unet(path: Path, device: str) -> UNet:
         # The library's message names the file's path: it goes to the log only.
         log.error("cannot load Spleeter weights %s: %s", path, exc)
         raise ModelUnavailable(f"its Spleeter weights {path.name} do not load; {SOURCE_HINT}") from exc
-    return unet.to(device).eval()
+    return stop_on_cancel(unet.to(device).eval())
 
 
 class SpleeterSeparator:

@@ -31,7 +31,7 @@ from transformers.models.gemma3n.modeling_gemma3n import (
     Gemma3nPreTrainedModel,
 )
 
-from roar.progress import ProgressCallback, no_progress
+from roar.progress import ProgressCallback, no_progress, stop_on_cancel
 from roar.text import normalize_word
 from roar.v1 import common_pb2
 from services.transcription import align
@@ -148,5 +148,7 @@ def load_gemma(name: str, model_dir: str, device: str = "cpu") -> GemmaTranscrib
         model_dir, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32, use_safetensors=True
     )
     return GemmaTranscriber(
-        name=name, model=model.to(device).eval(), processor=AutoProcessor.from_pretrained(model_dir)
+        name=name,
+        model=stop_on_cancel(model.to(device).eval()),
+        processor=AutoProcessor.from_pretrained(model_dir),
     )

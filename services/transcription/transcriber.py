@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from huggingface_hub import HfApi, is_offline_mode, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
-from transformers import pipeline
+from transformers import StoppingCriteria, StoppingCriteriaList, pipeline
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 from transformers.pipelines import AutomaticSpeechRecognitionPipeline
 
 from roar.audio import decode, resample, to_mono
 from roar.errors import BadInput, Cancelled, ModelUnavailable
-from roar.progress import ProgressCallback, no_progress, scaled
+from roar.progress import ProgressCallback, no_progress, scaled, stop_on_cancel
 from roar.text import normalize_word
 from roar.v1 import common_pb2
 from services.transcription import align, vad
@@ -56,6 +56,21 @@ COMPRESSION_RATIO_THRESHOLD = 2.4
 # poor guess at every temperature is dropped.
 LOGPROB_THRESHOLD = -1.0
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+# Decoding is greedy: the pipeline's default beam search (5 beams, as openai-whisper) cost five
+# times the compute and copied the encoder's cache at every step; on an instrumental clip one
+# window took minutes.
+NUM_BEAMS = 1
+# A decoding of a window stops after this many tokens per second of its audio (more than anyone
+# sings, timestamps included), so that a model caught in a loop stops soon...
+MAX_TOKENS_PER_SECOND = 12
+MIN_NEW_TOKENS = 16
+# ...and all the decodings of a window together, fallbacks included, after this many times as
+# many: the fallbacks stop once it is spent, and the best decoding so far stands.
+DECODING_BUDGET = 2.0
+# Each decoding is charged this many tokens up front for its encoder pass over the 30 s window
+# (with the attention maps that word timings need, about as long as 48 decoding steps of tiny.en),
+# and none starts without room for MIN_NEW_TOKENS more.
+ATTEMPT_TOKENS = 48
 # A window the model gives this probability of holding no speech, and whose text is a poor guess,
 # is dropped at once.
 NO_SPEECH_THRESHOLD = 0.6
@@ -187,6 +202,33 @@ class _Decoded:
         return self.compression_ratio > COMPRESSION_RATIO_THRESHOLD or self.avg_logprob < LOGPROB_THRESHOLD
 
 
+class TokenBudget(StoppingCriteria):
+    """The tokens all the decodings of a window may write together: decoding stops, keeping what
+    it wrote, once they are spent."""
+
+    def __init__(self, tokens: int) -> None:
+        self.left = tokens
+        self.cut_short = False  # whether it stopped a decoding
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object
+    ) -> torch.BoolTensor:
+        self.left -= 1  # called once per decoding step, after each new token
+        self.cut_short = self.left <= 0
+        return torch.full((input_ids.shape[0],), self.cut_short, dtype=torch.bool, device=input_ids.device)
+
+
+@dataclass
+class _WindowDecoding:
+    """What the decodings of one window share."""
+
+    samples: np.ndarray
+    singing_ends: float  # seconds into the window: words heard later are dropped
+    encoded: torch.Tensor  # the encoder's output, for the scoring passes
+    max_new_tokens: int  # per generate call
+    budget: TokenBudget
+
+
 @dataclass
 class WhisperTranscriber:
     name: str
@@ -238,19 +280,38 @@ class WhisperTranscriber:
         token = int(self.pipe.model.detect_language(self._features(window))[0])
         return self.pipe.tokenizer.convert_ids_to_tokens(token).strip("<|>")
 
+    def _max_new_tokens(self, samples: np.ndarray) -> int:
+        """The tokens one decoding of a window may write: MAX_TOKENS_PER_SECOND of its audio, and
+        no more than the model's own limit allows."""
+        forced = 3 if self.multilingual else 1  # <|startoftranscript|> (<|lang|> <|transcribe|>)
+        limit = self.pipe.model.generation_config.max_length - forced
+        return min(limit, max(MIN_NEW_TOKENS, round(MAX_TOKENS_PER_SECOND * len(samples) / SAMPLE_RATE)))
+
     def _transcribe_window(self, window: Window, samples: np.ndarray, language: str) -> list[common_pb2.Word]:
         """The words of a window's passages, with times in the audio; none when the model hears no
         speech there or only loops."""
-        decoded = self._decode(samples, window.duration, language, temperature=0.0)
+        max_new_tokens = self._max_new_tokens(samples)
+        with torch.inference_mode():
+            encoded = self.pipe.model.get_encoder()(self._features(samples)).last_hidden_state
+        decoding = _WindowDecoding(
+            samples,
+            window.duration,
+            encoded,
+            max_new_tokens,
+            TokenBudget(round(DECODING_BUDGET * max_new_tokens)),
+        )
+        decoded = self._decode(decoding, language, temperature=0.0)
         if decoded.no_speech_prob > NO_SPEECH_THRESHOLD and decoded.avg_logprob < LOGPROB_THRESHOLD:
             return []
         for attempt, temperature in enumerate(FALLBACK_TEMPERATURES):
-            if not decoded.poor:
+            if not decoded.poor or decoding.budget.left < ATTEMPT_TOKENS + MIN_NEW_TOKENS:
                 break
             # Seeded, so that a window transcribes the same every time.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(attempt)
-                retry = self._decode(samples, window.duration, language, temperature)
+                retry = self._decode(decoding, language, temperature)
+            if decoding.budget.cut_short:
+                break  # its words are not all there
             decoded = min(decoded, retry, key=lambda d: (d.poor, -d.avg_logprob))
         if decoded.avg_logprob < LOGPROB_THRESHOLD:
             # No temperature decodes it with confidence: Whisper's guesses at music or noise ("Thanks
@@ -276,25 +337,33 @@ class WhisperTranscriber:
             return []  # still a loop, of something longer than a line: nothing usable
         return words
 
-    def _decode(self, window: np.ndarray, singing_ends: float, language: str, temperature: float) -> _Decoded:
-        """Whisper's words for a window, without those it hears after `singing_ends` (seconds into
-        the window): in the silence at the end of a nearly full window it tends to make up a loop
-        ("Thank you so much for watching, and I'll see you in the next video, and ..."), which would
-        set off the fallback when the words of the singing are fine."""
-        generate_kwargs: dict[str, object] = (
-            {"language": language, "task": "transcribe"} if self.multilingual else {}
-        )
+    def _decode(self, decoding: _WindowDecoding, language: str, temperature: float) -> _Decoded:
+        """Whisper's words for a window, without those it hears after the singing ends: in the
+        silence at the end of a nearly full window it tends to make up a loop ("Thank you so much
+        for watching, and I'll see you in the next video, and ..."), which would set off the
+        fallback when the words of the singing are fine. At most `max_new_tokens` per generate
+        call, and no more than the window's budget has left."""
+        decoding.budget.left -= ATTEMPT_TOKENS
+        generate_kwargs: dict[str, object] = {
+            "num_beams": NUM_BEAMS,
+            "max_new_tokens": decoding.max_new_tokens,
+            "stopping_criteria": StoppingCriteriaList([decoding.budget]),
+        }
+        if self.multilingual:
+            generate_kwargs |= {"language": language, "task": "transcribe"}
         if temperature > 0.0:
-            generate_kwargs |= {"do_sample": True, "temperature": temperature, "num_beams": 1}
+            generate_kwargs |= {"do_sample": True, "temperature": temperature}
         output = self.pipe(
-            {"raw": window, "sampling_rate": SAMPLE_RATE},
+            {"raw": decoding.samples, "sampling_rate": SAMPLE_RATE},
             return_timestamps="word",
             generate_kwargs=generate_kwargs,
         )
-        pieces = [piece for piece in _join_hyphenated(output["chunks"]) if piece[1] < singing_ends]
-        return self._score(window, pieces, language)
+        pieces = [piece for piece in _join_hyphenated(output["chunks"]) if piece[1] < decoding.singing_ends]
+        return self._score(decoding.encoded, pieces, language)
 
-    def _score(self, window: np.ndarray, pieces: list[tuple[str, float, float]], language: str) -> _Decoded:
+    def _score(
+        self, encoded: torch.Tensor, pieces: list[tuple[str, float, float]], language: str
+    ) -> _Decoded:
         """Scores a decoding with one teacher-forced pass of the model, as openai-whisper scores its
         own: the probability of <|nocaptions|> (or <|nospeech|>) right after the start token, the
         mean log-probability of the text's tokens and the end token, and each word's confidence, the
@@ -311,7 +380,7 @@ class WhisperTranscriber:
         tokens = [*[t for ts in word_tokens for t in ts][:limit], generation.eos_token_id]
         with torch.inference_mode():
             logits = model(
-                input_features=self._features(window),
+                encoder_outputs=(encoded,),
                 decoder_input_ids=torch.tensor([prompt + tokens], device=model.device),
             ).logits[0]
         log_probs = logits.float().log_softmax(-1)
@@ -502,4 +571,5 @@ def load_transcriber(source: str, device: str = "cpu", name: str = "") -> Transc
     )
     if pipe.type != "seq2seq_whisper":
         raise ModelUnavailable(f"it is neither a Whisper nor a Gemma 3n model: {MODEL_HINT}")
+    stop_on_cancel(pipe.model)
     return WhisperTranscriber(name=name, pipe=pipe)

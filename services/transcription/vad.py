@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from roar.errors import ModelUnavailable
+from roar.progress import stop_on_cancel
 
 SAMPLE_RATE = 16_000
 FRAME = 512  # silero's window at 16 kHz: one speech probability per 32 ms
@@ -108,7 +109,7 @@ def load_vad_model() -> _SileroVad:
     state["output.bias"] = weights["decoder.decoder.2.bias"]
     model = _SileroVad()
     model.load_state_dict(state)
-    return model.eval()
+    return stop_on_cancel(model.eval())
 
 
 def speech_probabilities(audio: np.ndarray) -> np.ndarray:

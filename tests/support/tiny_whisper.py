@@ -41,9 +41,18 @@ def _text_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return vocab, merges
 
 
-def build_tiny_whisper(model_dir: Path, multilingual: bool = False, seed: int = 0) -> Path:
+def build_tiny_whisper(
+    model_dir: Path,
+    multilingual: bool = False,
+    seed: int = 0,
+    width: int = 64,
+    layers: int = 2,
+    max_length: int = MAX_LENGTH,
+) -> Path:
     """Writes the model dir and returns it. English-only by default; `multilingual` adds the
-    language and task tokens that make Whisper detect or take a language."""
+    language and task tokens that make Whisper detect or take a language. `width=384, layers=4,
+    max_length=448` make a model that computes as much as whisper-tiny.en and decodes garbage as
+    long as Whisper may: a slow case."""
     model_dir.mkdir(parents=True, exist_ok=True)
     vocab, merges = _text_vocab()
     languages = [f"<|{code}|>" for code in LANGUAGES] if multilingual else []
@@ -89,13 +98,13 @@ def build_tiny_whisper(model_dir: Path, multilingual: bool = False, seed: int = 
     config = WhisperConfig(
         vocab_size=tokenizer.get_vocab_size(),
         num_mel_bins=80,
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=2,
+        d_model=width,
+        encoder_layers=layers,
+        decoder_layers=layers,
         encoder_attention_heads=2,
         decoder_attention_heads=2,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
+        encoder_ffn_dim=2 * width,
+        decoder_ffn_dim=2 * width,
         max_source_positions=1500,  # 30 s of 10 ms mel frames, halved by the conv stem
         max_target_positions=448,
         decoder_start_token_id=start,
@@ -121,7 +130,7 @@ def build_tiny_whisper(model_dir: Path, multilingual: bool = False, seed: int = 
         bos_token_id=start,
         eos_token_id=eos,
         pad_token_id=eos,
-        max_length=MAX_LENGTH,
+        max_length=max_length,
         alignment_heads=[[1, 0], [1, 1]],
         no_timestamps_token_id=token_id("<|notimestamps|>"),
         prev_sot_token_id=token_id("<|startofprev|>"),

@@ -1,0 +1,302 @@
+"""Stopping means stopping: a cancelled call or a passed deadline stops a stage's compute within 2 s,
+even inside a model's forward pass or a Whisper generate, and frees the worker for the next call;
+the karaoke stage's lyric alignment is banded (bounded time and memory) and cancellable too.
+
+The services run as real subprocesses on loopback; their CPU time comes from /proc/<pid>/stat."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+
+from roar import audio
+from roar.errors import Cancelled
+from roar.progress import StageRun, check_cancelled, stop_on_cancel
+from roar.service import CHANNEL_OPTIONS, is_serving, request_stream
+from roar.v1 import common_pb2, separation_pb2, separation_pb2_grpc, transcription_pb2, transcription_pb2_grpc
+from services.karaoke.lyrics import BAND_WORDS, _align, _alignment_moves, alignment_band, karaoke_lines
+from tests.support.suite import free_port
+from tests.support.tiny_demucs import HTDEMUCS_KWARGS, build_tiny_demucs
+from tests.support.tiny_whisper import build_tiny_whisper
+
+ROOT = Path(__file__).resolve().parents[1]
+SONG = ROOT / "tests" / "data" / "songs" / "song_000"
+# The promise: compute stops this soon after the call ends.
+STOP_SECONDS = 2.0
+# CPU a service may use in an idle second (gRPC's polling, the health service).
+IDLE_CPU_SECONDS = 0.2
+_STOPPED = re.compile(r"work stopped (\d+\.\d+) s after its call ended")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Service:
+    """A stage service as a subprocess, on a free loopback port, with one torch thread."""
+
+    def __init__(self, module: str, model: str, log: Path) -> None:
+        self.address = f"127.0.0.1:{free_port()}"
+        self.log = log
+        env = {**os.environ, "ROAR_TORCH_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        port = self.address.rsplit(":", 1)[1]
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", module, "--port", port, "--model", model],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 180
+        while not is_serving(self.address):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"{module} did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+
+    @property
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid)
+
+    def stop_latencies(self) -> list[float]:
+        """Seconds from each call's end to its work stopping, as the service logged them."""
+        return [float(seconds) for seconds in _STOPPED.findall(self.log.read_text())]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def slow_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Whisper that computes like a small one and writes garbage as long as Whisper may:
+    one window of the committed song's vocals takes it several seconds of decoding."""
+    return build_tiny_whisper(tmp_path_factory.mktemp("slow-whisper"), width=768, layers=6, max_length=448)
+
+
+@pytest.fixture
+def transcription(slow_whisper: Path, tmp_path: Path) -> Iterator[Service]:
+    service = Service("services.transcription.server", str(slow_whisper), tmp_path / "transcription.log")
+    yield service
+    service.stop()
+
+
+def transcribe_call(
+    service: Service, data: bytes, timeout: float | None = None
+) -> tuple[grpc.Channel, Iterator[transcription_pb2.TranscribeResponse]]:
+    channel = grpc.insecure_channel(service.address, options=CHANNEL_OPTIONS)
+    options = transcription_pb2.TranscriptionOptions(language="en")
+    requests = request_stream(transcription_pb2.TranscribeRequest, options, "audio", data)
+    return channel, transcription_pb2_grpc.TranscriptionStub(channel).Transcribe(requests, timeout=timeout)
+
+
+def read_until(responses: Iterator, started: Callable[[common_pb2.StageProgress], bool]) -> None:
+    """Reads progress until the work reaches the stage `started` recognises."""
+    for response in responses:
+        if response.HasField("progress") and started(response.progress):
+            return
+    pytest.fail("the call ended before its work started")
+
+
+def assert_compute_stops(service: Service, ended_at: float) -> None:
+    """The service's CPU time grows no more (beyond idle) from STOP_SECONDS after the call ended,
+    and the service logged its work stopping within STOP_SECONDS."""
+    time.sleep(max(0.0, ended_at + STOP_SECONDS - time.monotonic()))
+    before = service.cpu
+    time.sleep(1.0)
+    assert service.cpu - before <= IDLE_CPU_SECONDS, "the service kept computing after the call ended"
+    latencies = service.stop_latencies()
+    assert latencies and latencies[-1] <= STOP_SECONDS, latencies
+
+
+def assert_next_call_served(service: Service) -> None:
+    """A call after the stopped one gets a worker at once: silence has no singing, so its transcript
+    comes back at once, with no wait in the queue."""
+    silence = audio.encode(np.zeros((1, 16000 * 2), np.float32), 16000, "wav")
+    channel, responses = transcribe_call(service, silence, timeout=30)
+    with channel:
+        answered = list(responses)
+    assert not any(r.progress.message.startswith("queued") for r in answered if r.HasField("progress"))
+    assert answered[-1].HasField("transcript") and not answered[-1].transcript.segments
+
+
+def in_decoding(progress: common_pb2.StageProgress) -> bool:
+    return progress.message.startswith("transcribing segment")
+
+
+def test_a_cancelled_transcription_stops_inside_the_decoder(transcription: Service) -> None:
+    channel, responses = transcribe_call(transcription, (SONG / "vocals.flac").read_bytes())
+    with channel:
+        read_until(responses, in_decoding)
+        time.sleep(1.5)  # well inside the window's encoder and decoding steps
+        working = transcription.cpu
+        time.sleep(0.5)
+        assert transcription.cpu - working > 0.3, "the service was not computing when cancelled"
+        responses.cancel()
+        cancelled_at = time.monotonic()
+    assert_compute_stops(transcription, cancelled_at)
+    assert_next_call_served(transcription)
+
+
+def test_a_transcription_past_its_deadline_stops(transcription: Service) -> None:
+    timeout = 4.0
+    channel, responses = transcribe_call(transcription, (SONG / "vocals.flac").read_bytes(), timeout=timeout)
+    started = time.monotonic()
+    with channel, pytest.raises(grpc.RpcError) as raised:
+        read_until(responses, in_decoding)
+        list(responses)
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < timeout + 1.0
+    assert_compute_stops(transcription, started + timeout)
+    assert_next_call_served(transcription)
+
+
+def test_a_cancelled_separation_stops_inside_a_segment(tmp_path: Path) -> None:
+    """htdemucs' architecture (random weights, the real compute): one 7.8 s segment takes several
+    seconds, and progress comes only between segments."""
+    model = build_tiny_demucs(tmp_path / "demucs", name="htdemucs_random", kwargs=HTDEMUCS_KWARGS)
+    service = Service("services.separation.server", model, tmp_path / "separation.log")
+    try:
+        rng = np.random.default_rng(0)
+        song = audio.encode((0.1 * rng.standard_normal((2, 44100 * 30))).astype(np.float32), 44100, "flac")
+        channel = grpc.insecure_channel(service.address, options=CHANNEL_OPTIONS)
+        with channel:
+            stub = separation_pb2_grpc.SeparationStub(channel)
+            options = separation_pb2.SeparationOptions(format=common_pb2.AUDIO_FORMAT_FLAC)
+            responses = stub.Separate(request_stream(separation_pb2.SeparateRequest, options, "audio", song))
+            read_until(responses, lambda p: p.message == "decoding the audio")
+            time.sleep(2.0)  # inside the first segment
+            responses.cancel()
+            cancelled_at = time.monotonic()
+        assert_compute_stops(service, cancelled_at)
+    finally:
+        service.stop()
+
+
+async def stop_at_first_update(work: Callable[[Callable[..., None]], object]) -> float:
+    """Runs `work` in a StageRun, leaves the run at its first progress update as a cancelled call
+    does, and returns the seconds until the work raised Cancelled (failing if it never did)."""
+    stopped = threading.Event()
+
+    def watched(progress: Callable[..., None]) -> object:
+        try:
+            return work(progress)
+        except Cancelled:
+            stopped.set()
+            raise
+
+    async for _ in StageRun(watched):
+        break
+    left_at = time.monotonic()
+    assert await asyncio.to_thread(stopped.wait, 30), "the work did not stop"
+    return time.monotonic() - left_at
+
+
+async def test_a_hooked_model_stops_inside_its_forward_pass() -> None:
+    """No progress call after the first: the forward pre-hooks alone stop the work."""
+    model = stop_on_cancel(torch.nn.Sequential(*[torch.nn.Linear(256, 256) for _ in range(64)]))
+
+    def work(progress: Callable[..., None]) -> None:
+        progress(0.0, "started")
+        with torch.inference_mode():
+            while True:
+                model(torch.ones(64, 256))
+
+    assert await stop_at_first_update(work) < STOP_SECONDS
+    check_cancelled()  # outside a run: nothing to stop
+
+
+# --- lyric alignment ---------------------------------------------------------------------------
+
+
+def song_words(rng: random.Random, count: int) -> list[str]:
+    vocabulary = ["".join(rng.choice("etaoinshrdlu") for _ in range(rng.randint(2, 7))) for _ in range(400)]
+    return [rng.choice(vocabulary) for _ in range(count)]
+
+
+def heard_version(rng: random.Random, lyrics: list[str]) -> list[str]:
+    """What a transcription makes of sung lyrics: a verse left out, the chorus sung twice more,
+    some words misheard (near misses or other words), a few made up."""
+    verse = rng.randrange(0, len(lyrics) - 60)
+    heard = lyrics[:verse] + lyrics[verse + 50 :]
+    chorus = rng.randrange(0, len(heard) - 40)
+    heard = heard[: chorus + 40] + heard[chorus : chorus + 40] * 2 + heard[chorus + 40 :]
+    out = []
+    for word in heard:
+        roll = rng.random()
+        if roll < 0.1:
+            out.append(word[:-1] + "x" if len(word) > 2 else "zz")
+        elif roll < 0.15:
+            out += [word, rng.choice(["oh", "yeah", "na"])]
+        elif roll > 0.95:
+            continue
+        else:
+            out.append(word)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_banded_alignment_matches_the_full_one_on_songs(seed: int) -> None:
+    rng = random.Random(seed)
+    lyrics = song_words(rng, 700)
+    heard = heard_version(rng, lyrics)
+    everything = len(lyrics) + len(heard)
+    band = alignment_band(len(lyrics), len(heard))
+    assert sum(last - first + 1 for first, last in band) < 0.8 * (len(lyrics) + 1) * (len(heard) + 1)
+    assert _align(lyrics, heard) == _align(lyrics, heard, band_words=everything)
+
+
+def test_100k_characters_of_lyrics_align_in_linear_cells_and_memory() -> None:
+    rng = random.Random(0)
+    lyrics = song_words(rng, 100_000 // 5)
+    heard = song_words(rng, 2_000)
+    band = alignment_band(len(lyrics), len(heard))
+    tracemalloc.start()
+    try:
+        moves = _alignment_moves(lyrics, heard, band)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    cells = sum(len(row) for row in moves)
+    # The full table would be 40 M cells; the band keeps each row to its share of 2 * BAND_WORDS.
+    assert cells == sum(last - first + 1 for first, last in band)
+    assert cells <= (len(lyrics) + 1) * (2 * BAND_WORDS * len(heard) // len(lyrics) + 4)
+    assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MB"
+
+
+async def test_a_long_lyric_alignment_stops_when_cancelled() -> None:
+    rng = random.Random(1)
+    lyrics = "\n".join(" ".join(song_words(rng, 8)) for _ in range(2_500))  # ~100k characters
+    transcript = common_pb2.Transcript(
+        segments=[
+            common_pb2.Segment(words=[common_pb2.Word(text=w, start=i, end=i + 0.5)])
+            for i, w in enumerate(song_words(rng, 4_000))
+        ]
+    )
+
+    def work(progress: Callable[..., None]) -> list[common_pb2.Segment]:
+        progress(0.0, "timing the lyrics")
+        return karaoke_lines(transcript, lyrics)
+
+    assert await stop_at_first_update(work) < STOP_SECONDS

@@ -23,7 +23,15 @@ from orchestrator.uploads import Uploads
 from roar.audio import content_type, format_name
 from roar.catalog import separation_catalog, transcription_catalog
 from roar.config import Settings
-from roar.errors import BadInput, DiskFull, FailedPrecondition, NotFound, ResourceExhausted, is_disk_full
+from roar.errors import (
+    BadInput,
+    DiskFull,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+    internal_message,
+    is_disk_full,
+)
 from roar.text import LANGUAGE_RULE, is_language_code
 from roar.v1 import common_pb2, karaoke_pb2, separation_pb2, transcription_pb2
 from roar.v1 import orchestrator_pb2 as pb
@@ -311,10 +319,9 @@ class Jobs:
             self._finish(job, pb.JOB_STATE_CANCELLED, "cancelled")
         except Exception as exc:  # never leave a job hanging: report what broke
             log.exception("job %s failed", job.job_id)
-            # An OSError's text names the server path; the client gets the reason alone.
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            job.errors.add(code="INTERNAL", message=f"internal error: {reason}", stage=job.last_event.stage)
-            self._finish(job, pb.JOB_STATE_FAILED, f"failed: {reason}")
+            message = internal_message(exc)
+            job.errors.add(code="INTERNAL", message=message, stage=job.last_event.stage)
+            self._finish(job, pb.JOB_STATE_FAILED, f"failed: {message}")
 
     async def _pipeline(self, job: pb.Job) -> None:
         job_dir = self._dir / job.job_id

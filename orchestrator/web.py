@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import logging
 import re
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -25,10 +26,12 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from roar.config import Settings
+from roar.errors import internal_message
 from roar.service import CHANNEL_OPTIONS
 from roar.tls import web_ssl_options
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+log = logging.getLogger("roar.web")
 _EMPTY = object()
 
 
@@ -73,8 +76,9 @@ async def _after_first(first: Any, rest: AsyncIterator[Any], context: Any) -> As
     except grpc.RpcError:
         pass  # context.abort() set the code and details; sonora sends them as trailers
     except Exception as exc:
+        log.exception("unexpected error in a grpc-web stream", exc_info=exc)
         context.set_code(grpc.StatusCode.INTERNAL)
-        context.set_details(f"internal error: {exc}")
+        context.set_details(internal_message(exc))
 
 
 # --- end of workarounds ---

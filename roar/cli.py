@@ -363,9 +363,15 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--web-port", type=int, help="web page and grpc-web port (default 8080)")
     up.add_argument("--data-dir", help="jobs, uploads and the SQLite database (ROAR_DATA_DIR)")
     up.add_argument(
-        "--separation-model", help="demucs name, NAME@DIR or a Spleeter dir (ROAR_SEPARATION_MODEL)"
+        "--separation-model",
+        help="default separation model: a name from ROAR_SEPARATION_MODELS, or a demucs name, NAME@DIR "
+        "or a Spleeter dir (ROAR_SEPARATION_MODEL)",
     )
-    up.add_argument("--transcription-model", help="hub id or local dir (ROAR_TRANSCRIPTION_MODEL)")
+    up.add_argument(
+        "--transcription-model",
+        help="default transcription model: a name from ROAR_TRANSCRIPTION_MODELS, a hub id or a local dir "
+        "(ROAR_TRANSCRIPTION_MODEL)",
+    )
 
     process = commands.add_parser("process", help="turn a song into karaoke")
     process.add_argument("file")
@@ -373,8 +379,8 @@ def _parser() -> argparse.ArgumentParser:
     process.add_argument("--out", help="output dir (default: <song>-karaoke)")
     process.add_argument("--all-stems", action="store_true", help="every stem, not only vocals/instrumental")
     process.add_argument("--format", choices=sorted(FORMATS), default="wav", help="audio format of the stems")
-    process.add_argument("--separation-model")
-    process.add_argument("--transcription-model")
+    process.add_argument("--separation-model", help="a model the server offers (default: its default)")
+    process.add_argument("--transcription-model", help="a model the server offers (default: its default)")
     process.add_argument("--language", help="ISO 639-1 code, e.g. en")
     process.add_argument("--timeout", type=float, help="fail the job after this many seconds")
 

@@ -67,3 +67,9 @@ class Unauthenticated(RoarError):
 class DiskFull(ResourceExhausted):
     def __init__(self, what: str) -> None:
         super().__init__(f"the server's disk is full: {what} could not be stored; try again later")
+
+
+def internal_message(error: BaseException) -> str:
+    """What a client is told of an unexpected error: its kind, never its text, which can name server
+    paths or internals (the server logs the whole error)."""
+    return f"internal error ({type(error).__name__}); the server's log has the details"

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from roar import audio
 from roar.config import Settings
-from roar.errors import RoarError, is_disk_full
+from roar.errors import RoarError, internal_message, is_disk_full
 from roar.progress import StageRun
 from roar.tls import server_credentials
 from roar.v1 import common_pb2
@@ -61,7 +61,7 @@ async def abort_with(context: grpc.aio.ServicerContext, error: Exception) -> Non
     if isinstance(error, RoarError):
         await context.abort(getattr(grpc.StatusCode, error.code), error.message)
     log.exception("unexpected error", exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {error}")
+    await context.abort(grpc.StatusCode.INTERNAL, internal_message(error))
 
 
 async def read_options_and_data(

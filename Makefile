@@ -8,8 +8,8 @@ BIN := $(VENV)/bin
 # machine, set TORCH_SPEC to the CUDA build you want before `make venv`.
 TORCH_SPEC ?= torch==2.13.0
 # Debian packages the tests use: espeak-ng makes the synthetic test songs' vocals, chromium
-# runs the browser tests, ffmpeg decodes m4a/aac.
-TEST_DEBS := espeak-ng libespeak-ng1 chromium ffmpeg
+# runs the browser tests, ffmpeg decodes m4a/aac, openssl makes the TLS tests' certificates.
+TEST_DEBS := espeak-ng libespeak-ng1 chromium ffmpeg openssl
 
 .PHONY: venv up test lint protos web system-deps clean
 

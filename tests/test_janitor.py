@@ -91,7 +91,7 @@ def add_job(server: Server, upload_id: str, state: int, ended: float, lyrics: st
     return job
 
 
-def test_uploads_expire_after_the_ttl_unless_an_unfinished_job_needs_them(tmp_path: Path) -> None:
+async def test_uploads_expire_after_the_ttl_unless_an_unfinished_job_needs_them(tmp_path: Path) -> None:
     server = make_server(tmp_path, upload_ttl_hours=24)
     abandoned = server.uploads.start("a.wav", 100, "").upload_id
     unused = finished_upload(server)
@@ -125,7 +125,7 @@ def test_uploads_expire_after_the_ttl_unless_an_unfinished_job_needs_them(tmp_pa
     assert server.uploads.audio_path(used_by_running).read_bytes() == b"flac"
 
 
-def test_a_zero_ttl_keeps_uploads(tmp_path: Path) -> None:
+async def test_a_zero_ttl_keeps_uploads(tmp_path: Path) -> None:
     server = make_server(tmp_path, upload_ttl_hours=0)
     upload_id = server.uploads.start("a.wav", 100, "").upload_id
     server.clock.now += 1000 * DAY
@@ -133,7 +133,7 @@ def test_a_zero_ttl_keeps_uploads(tmp_path: Path) -> None:
     assert server.uploads.path(upload_id).exists()
 
 
-def test_finished_jobs_lose_their_files_after_the_retention_but_keep_their_row(tmp_path: Path) -> None:
+async def test_finished_jobs_lose_their_files_after_the_retention_but_keep_their_row(tmp_path: Path) -> None:
     server = make_server(tmp_path, retention_days=7)
     upload_id = finished_upload(server)
     now = server.clock.now
@@ -159,7 +159,7 @@ def test_finished_jobs_lose_their_files_after_the_retention_but_keep_their_row(t
     assert (server.jobs.directory / running.job_id).exists()
 
 
-def test_a_zero_retention_keeps_every_file(tmp_path: Path) -> None:
+async def test_a_zero_retention_keeps_every_file(tmp_path: Path) -> None:
     server = make_server(tmp_path, retention_days=0)
     job = add_job(server, finished_upload(server), pb.JOB_STATE_SUCCEEDED, server.clock.now - 1000 * DAY)
     assert server.janitor.sweep().jobs == 0
@@ -167,12 +167,12 @@ def test_a_zero_retention_keeps_every_file(tmp_path: Path) -> None:
         assert f.read() == b"vocals"
 
 
-def test_sweeps_come_at_least_four_times_per_ttl(tmp_path: Path) -> None:
+async def test_sweeps_come_at_least_four_times_per_ttl(tmp_path: Path) -> None:
     assert make_server(tmp_path / "a", upload_ttl_hours=0.01).janitor.interval == pytest.approx(9.0)
     assert make_server(tmp_path / "b", upload_ttl_hours=24).janitor.interval == 600.0
 
 
-def test_list_pages_stay_under_the_default_message_limit(tmp_path: Path) -> None:
+async def test_list_pages_stay_under_the_default_message_limit(tmp_path: Path) -> None:
     """Fifteen jobs of 100,000 four-byte characters of lyrics each (6 MB together): every page
     is under 4 MB, and the pages list every job once, newest first."""
     server = make_server(tmp_path)

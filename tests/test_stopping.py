@@ -46,7 +46,7 @@ SONG = ROOT / "tests" / "data" / "songs" / "song_000"
 STOP_SECONDS = 2.0
 # CPU a service may use in an idle second (gRPC's polling, the health service).
 IDLE_CPU_SECONDS = 0.2
-_STOPPED = re.compile(r"work stopped (\d+\.\d+) s after its call ended")
+_STOPPED = re.compile(r"stopped at .*, (\d+\.\d+) s after its call ended")
 
 
 @pytest.fixture(scope="module", autouse=True)

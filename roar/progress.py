@@ -112,6 +112,7 @@ class StageRun(Generic[T]):
         self._slots = slots
         self._cancel = threading.Event()
         self._cancelled_at = 0.0
+        self._reached = (0.0, "")  # the last progress the work reported
         self._future: asyncio.Future[T] | None = None
 
     def _run_work(self, progress: ProgressCallback) -> T:
@@ -120,7 +121,11 @@ class StageRun(Generic[T]):
         try:
             return self._work(progress)
         except Cancelled:
-            log.info("work stopped %.2f s after its call ended", time.monotonic() - self._cancelled_at)
+            log.info(
+                "stopped at %.1f %% (%s), %.2f s after its call ended",
+                *self._reached,
+                time.monotonic() - self._cancelled_at,
+            )
             raise
         finally:
             _run_cancelled.reset(token)
@@ -129,13 +134,11 @@ class StageRun(Generic[T]):
         self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[common_pb2.StageProgress]
     ) -> ProgressCallback:
         eta = EtaEstimator()
-        last = [0.0, ""]
 
         def progress(percent: float, message: str = "") -> None:
             if self._cancel.is_set():
-                log.info("stopped at %.1f %% (%s): the call was cancelled", *last)
                 raise Cancelled()
-            last[:] = [percent, message]
+            self._reached = (percent, message)
             update = common_pb2.StageProgress(percent=percent, message=message)
             seconds = eta.update(percent)
             if seconds is not None:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,6 +28,14 @@ from roar.progress import StageRun, check_cancelled, stop_on_cancel
 from roar.service import CHANNEL_OPTIONS, is_serving, request_stream
 from roar.v1 import common_pb2, separation_pb2, separation_pb2_grpc, transcription_pb2, transcription_pb2_grpc
 from services.karaoke.lyrics import BAND_WORDS, _align, _alignment_moves, alignment_band, karaoke_lines
+from services.transcription.transcriber import (
+    DECODING_BUDGET,
+    WhisperTranscriber,
+    load_transcriber,
+    prepare_audio,
+    speech_spans,
+    windows,
+)
 from tests.support.suite import free_port
 from tests.support.tiny_demucs import HTDEMUCS_KWARGS, build_tiny_demucs
 from tests.support.tiny_whisper import build_tiny_whisper
@@ -39,7 +46,17 @@ SONG = ROOT / "tests" / "data" / "songs" / "song_000"
 STOP_SECONDS = 2.0
 # CPU a service may use in an idle second (gRPC's polling, the health service).
 IDLE_CPU_SECONDS = 0.2
-_STOPPED = re.compile(r"work stopped (\d+\.\d+) s after its call ended")
+_STOPPED = re.compile(r"stopped at .*, (\d+\.\d+) s after its call ended")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """As the services here run: other test processes share the cores, and torch's multi-threaded
+    kernels then stall."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -151,8 +168,8 @@ def test_a_cancelled_transcription_stops_inside_the_decoder(transcription: Servi
         read_until(responses, in_decoding)
         time.sleep(1.5)  # well inside the window's encoder and decoding steps
         working = transcription.cpu
-        time.sleep(0.5)
-        assert transcription.cpu - working > 0.3, "the service was not computing when cancelled"
+        time.sleep(1.0)
+        assert transcription.cpu - working > 2 * IDLE_CPU_SECONDS, "the service was not computing"
         responses.cancel()
         cancelled_at = time.monotonic()
     assert_compute_stops(transcription, cancelled_at)
@@ -192,6 +209,20 @@ def test_a_cancelled_separation_stops_inside_a_segment(tmp_path: Path) -> None:
         assert_compute_stops(service, cancelled_at)
     finally:
         service.stop()
+
+
+def test_decoding_garbage_stays_within_each_windows_budget(tmp_path: Path) -> None:
+    """A random Whisper allowed Whisper's full length writes garbage: greedy decoding, the cap on
+    tokens per second of audio and the window's budget bound its decoder passes, fallbacks and
+    scoring passes included."""
+    transcriber = load_transcriber(str(build_tiny_whisper(tmp_path / "whisper", max_length=448)))
+    assert isinstance(transcriber, WhisperTranscriber)
+    passes = []
+    transcriber.pipe.model.get_decoder().register_forward_pre_hook(lambda *_: passes.append(1))
+    vocals = prepare_audio((SONG / "vocals.flac").read_bytes())
+    caps = [transcriber._max_new_tokens(w.samples(vocals)) for w in windows(speech_spans(vocals))]
+    transcriber.transcribe(vocals)
+    assert caps[0] < len(passes) <= sum(round(DECODING_BUDGET * cap) for cap in caps)
 
 
 async def stop_at_first_update(work: Callable[[Callable[..., None]], object]) -> float:
@@ -267,22 +298,18 @@ def test_the_banded_alignment_matches_the_full_one_on_songs(seed: int) -> None:
     assert _align(lyrics, heard) == _align(lyrics, heard, band_words=everything)
 
 
-def test_100k_characters_of_lyrics_align_in_linear_cells_and_memory() -> None:
+def test_100k_characters_of_lyrics_align_in_linear_cells() -> None:
     rng = random.Random(0)
     lyrics = song_words(rng, 100_000 // 5)
     heard = song_words(rng, 2_000)
     band = alignment_band(len(lyrics), len(heard))
-    tracemalloc.start()
-    try:
-        moves = _alignment_moves(lyrics, heard, band)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    moves = _alignment_moves(lyrics, heard, band)
     cells = sum(len(row) for row in moves)
     # The full table would be 40 M cells; the band keeps each row to its share of 2 * BAND_WORDS.
     assert cells == sum(last - first + 1 for first, last in band)
     assert cells <= (len(lyrics) + 1) * (2 * BAND_WORDS * len(heard) // len(lyrics) + 4)
-    assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MB"
+    table_bytes = sum(sys.getsizeof(row) for row in moves)
+    assert table_bytes < 4 * 2**20, f"{table_bytes / 2**20:.0f} MB"
 
 
 async def test_a_long_lyric_alignment_stops_when_cancelled() -> None:

@@ -37,6 +37,7 @@ from roar.v1 import common_pb2
 from services.transcription import align
 from services.transcription.transcriber import (
     COMPRESSION_RATIO_THRESHOLD,
+    MIN_NEW_TOKENS,
     SAMPLE_RATE,
     SENTENCE_ENDS,
     collapse_loops,
@@ -52,7 +53,6 @@ PROMPT = "Transcribe this audio."
 # Room for the words of a passage: more tokens a second than anyone sings, so that a model caught in
 # a loop stops soon.
 MAX_TOKENS_PER_SECOND = 8
-MIN_NEW_TOKENS = 16
 _SENTENCE = re.compile(r"(?<=[" + re.escape("".join(SENTENCE_ENDS)) + r"])\s+")
 
 

@@ -62,7 +62,7 @@ FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 NUM_BEAMS = 1
 # A decoding of a window stops after this many tokens per second of its audio (more than anyone
 # sings, timestamps included), so that a model caught in a loop stops soon...
-MAX_TOKENS_PER_SECOND = 12
+MAX_WHISPER_TOKENS_PER_SECOND = 12
 MIN_NEW_TOKENS = 16
 # ...and all the decodings of a window together, fallbacks included, after this many times as
 # many: the fallbacks stop once it is spent, and the best decoding so far stands.
@@ -281,11 +281,13 @@ class WhisperTranscriber:
         return self.pipe.tokenizer.convert_ids_to_tokens(token).strip("<|>")
 
     def _max_new_tokens(self, samples: np.ndarray) -> int:
-        """The tokens one decoding of a window may write: MAX_TOKENS_PER_SECOND of its audio, and
+        """The tokens one decoding of a window may write: MAX_WHISPER_TOKENS_PER_SECOND of its audio, and
         no more than the model's own limit allows."""
         forced = 3 if self.multilingual else 1  # <|startoftranscript|> (<|lang|> <|transcribe|>)
         limit = self.pipe.model.generation_config.max_length - forced
-        return min(limit, max(MIN_NEW_TOKENS, round(MAX_TOKENS_PER_SECOND * len(samples) / SAMPLE_RATE)))
+        return min(
+            limit, max(MIN_NEW_TOKENS, round(MAX_WHISPER_TOKENS_PER_SECOND * len(samples) / SAMPLE_RATE))
+        )
 
     def _transcribe_window(self, window: Window, samples: np.ndarray, language: str) -> list[common_pb2.Word]:
         """The words of a window's passages, with times in the audio; none when the model hears no

@@ -17,14 +17,14 @@ import torch
 from bench.metrics import onset_summary, word_error_rate, word_onset_errors
 from roar.audio import resample, to_mono
 from roar.v1 import common_pb2
-from services.transcription import transcriber
+from services.transcription import vad
 from services.transcription.transcriber import (
     SAMPLE_RATE,
-    WhisperTranscriber,
     load_transcriber,
     prepare_audio,
     transcribe_with_lyrics,
 )
+from services.transcription.whisper import WhisperTranscriber
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 WHISPER_TINY_EN = SHARED / "models" / "whisper-tiny.en"
@@ -113,5 +113,5 @@ def test_music_taken_for_singing_yields_no_words(
 ) -> None:
     """Were the band's bleed in a separated vocals stem taken for singing (the voice activity detector
     finds none in this one), Whisper would hear it: its guess ("Thanks for watching guys!") goes."""
-    monkeypatch.setattr(transcriber, "speech_spans", lambda audio: [(0.0, 8.0)])
+    monkeypatch.setattr(vad, "speech_regions", lambda audio, options=None: [(0.0, 8.0)])
     assert not tiny_en.transcribe(band_of("song_000")).segments

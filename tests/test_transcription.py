@@ -149,6 +149,27 @@ def test_window_times_map_back_to_the_audio() -> None:
     assert window.audio_times(9.2, 9.4) == (12.0, 12.0)  # after the last passage
 
 
+# The promise: progress at least this often, in seconds of compute.
+PROGRESS_SECONDS = 2.0
+
+
+def test_progress_comes_every_two_seconds_of_compute_on_a_slow_model(
+    tmp_path: Path, vocals: np.ndarray
+) -> None:
+    """A random Whisper that computes like a small one writes garbage for as long as it may, and
+    fails every check, so each window goes through its fallbacks: reports still come at least every
+    2 s of this thread's compute (it does all of it: one torch thread), from the first to the end."""
+    slow = load_transcriber(str(build_tiny_whisper(tmp_path / "slow", width=768, layers=6, max_length=448)))
+    compute: list[float] = [time.thread_time()]
+    transcript = slow.transcribe(vocals, "", lambda percent, message="": compute.append(time.thread_time()))
+    compute.append(time.thread_time())
+    assert compute[-1] - compute[0] > 3 * PROGRESS_SECONDS  # slow enough for the promise to matter
+    gaps = np.diff(compute)
+    assert gaps.max() <= PROGRESS_SECONDS, gaps.round(2).tolist()
+    print(compute[-1]-compute[0], gaps.max())
+    assert isinstance(transcript, common_pb2.Transcript)
+
+
 def test_audio_without_singing_has_no_words(tiny: WhisperTranscriber) -> None:
     reports: list[tuple[float, str]] = []
     silence = np.zeros(5 * SAMPLE_RATE, np.float32)

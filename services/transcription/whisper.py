@@ -9,6 +9,8 @@ teacher-forced pass of the model."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,9 +68,11 @@ class _WindowDecoding:
 
     samples: np.ndarray
     singing_ends: float  # seconds into the window: words heard later are dropped
-    encoded: torch.Tensor  # the encoder's output, for the scoring passes
     max_new_tokens: int  # per generate call
     budget: TokenBudget
+    encoded: torch.Tensor | None = (
+        None  # the encoder's output, kept from the first decoding for the scoring passes
+    )
 
 
 @dataclass
@@ -132,9 +136,33 @@ class WhisperTranscriber:
         options = self.options
         max_new_tokens = self._max_new_tokens(samples)
         budget = TokenBudget(round(options.decoding_budget * max_new_tokens), progress)
-        with torch.inference_mode():
-            encoded = self.pipe.model.get_encoder()(self._features(samples)).last_hidden_state
-        decoding = _WindowDecoding(samples, window.duration, encoded, max_new_tokens, budget)
+        decoding = _WindowDecoding(samples, window.duration, max_new_tokens, budget)
+        with self._watching_the_encoder(decoding):
+            return self._window_words(decoding, language)
+
+    @contextmanager
+    def _watching_the_encoder(self, decoding: _WindowDecoding) -> Iterator[None]:
+        """Keeps the encoder's output of the window's first decoding (the scoring passes need it, and
+        every decoding of the window encodes the same audio), and reports progress between its
+        layers: one encoder pass of a larger model takes seconds."""
+        encoder = self.pipe.model.get_encoder()
+
+        def keep(module: object, inputs: object, output: tuple[torch.Tensor, ...]) -> None:
+            if decoding.encoded is None:
+                decoding.encoded = output[0]
+
+        handles = [encoder.register_forward_hook(keep)]
+        handles += [
+            layer.register_forward_pre_hook(lambda *_: decoding.budget.tick()) for layer in encoder.layers
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _window_words(self, decoding: _WindowDecoding, language: str) -> WindowWords:
+        options, budget = self.options, decoding.budget
         first, *fallbacks = options.temperatures
         decoded = self._decode(decoding, language, first)
         if (
@@ -205,6 +233,7 @@ class WhisperTranscriber:
         )
         pieces = [piece for piece in join_hyphenated(output["chunks"]) if piece[1] < decoding.singing_ends]
         decoding.budget.report()
+        assert decoding.encoded is not None  # kept by _watching_the_encoder
         return self._score(decoding.encoded, pieces, language, temperature)
 
     def _score(

@@ -47,13 +47,17 @@ class TokenBudget(StoppingCriteria):
         spent = min(max(self.total - self.left, 0), self.total)
         self._progress(100.0 * spent / max(self.total, 1), self.message)
 
+    def tick(self) -> None:
+        """Reports progress if PROGRESS_SECONDS passed since the last report."""
+        if time.monotonic() - self._reported >= PROGRESS_SECONDS:
+            self.report()
+
     def __call__(
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object
     ) -> torch.BoolTensor:
         self.left -= 1  # called once per decoding step, after each new token
         self.cut_short = self.left <= 0
-        if time.monotonic() - self._reported >= PROGRESS_SECONDS:
-            self.report()
+        self.tick()
         return torch.full((input_ids.shape[0],), self.cut_short, dtype=torch.bool, device=input_ids.device)
 
 

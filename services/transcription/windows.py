@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import StoppingCriteria
 
-from roar.progress import ProgressCallback, check_cancelled, no_progress
+from roar.progress import ProgressCallback, check_cancelled, no_progress, scaled
 from roar.v1 import common_pb2
 from services.transcription import vad
 from services.transcription.cleanup import group_lines
@@ -195,6 +195,28 @@ class WindowResult:
     heard: WindowWords
 
 
+def _heard_in(
+    backend: Backend, audio: np.ndarray, window: Window, language: str, progress: ProgressCallback
+) -> list[tuple[Window, WindowWords]]:
+    """What the backend hears in a window. A window of several passages that it hears only as a
+    poor guess is heard again as two windows, each half of its passages, and so on: one passage of
+    bleed or mumbling then costs only itself, not the lines packed with it. (Progress: the window
+    0-50 %, its halves 50-75 % and 75-100 %, when it has any.)"""
+    splittable = len(window.passages) > 1
+    heard = backend.window_words(
+        window.samples(audio), window, language, scaled(progress, 0.0, 50.0) if splittable else progress
+    )
+    if heard.dropped != "poor" or not splittable:
+        return [(window, heard)]
+    half = len(window.passages) // 2
+    first = Window(window.passages[:half], window.first, window.gap)
+    second = Window(window.passages[half:], window.first + half, window.gap)
+    return [
+        *_heard_in(backend, audio, first, language, scaled(progress, 50.0, 75.0)),
+        *_heard_in(backend, audio, second, language, scaled(progress, 75.0, 100.0)),
+    ]
+
+
 def transcribe_windows(
     backend: Backend,
     audio: np.ndarray,
@@ -224,17 +246,18 @@ def transcribe_windows(
         def window_progress(percent: float, detail: str = "", start=start, end=end, message=message) -> None:
             progress(start + (end - start) * percent / 100.0, f"{message}: {detail}" if detail else message)
 
-        heard = backend.window_words(window.samples(audio), window, language, window_progress)
-        results.append(WindowResult(window, heard))
-        for word in heard.words:
-            word_start, word_end = window.audio_times(word.start, word.end)
-            if words and word_start < words[-1].end:
-                word_start = max(word_start, words[-1].start)
-                words[-1].end = word_start
-                word_end = max(word_end, word_start)
-            words.append(
-                common_pb2.Word(text=word.text, start=word_start, end=word_end, confidence=word.confidence)
-            )
+        for part, heard in _heard_in(backend, audio, window, language, window_progress):
+            results.append(WindowResult(part, heard))
+            for word in heard.words:
+                word_start, word_end = part.audio_times(word.start, word.end)
+                if words and word_start < words[-1].end:
+                    word_start = max(word_start, words[-1].start)
+                    words[-1].end = word_start
+                    word_end = max(word_end, word_start)
+                timed = common_pb2.Word(
+                    text=word.text, start=word_start, end=word_end, confidence=word.confidence
+                )
+                words.append(timed)
     progress(100.0, f"transcribed {len(spans)} segments")
     transcript = common_pb2.Transcript(language=language, segments=group_lines(words), model=backend.name)
     return transcript, results

@@ -166,7 +166,6 @@ def test_progress_comes_every_two_seconds_of_compute_on_a_slow_model(
     assert compute[-1] - compute[0] > 3 * PROGRESS_SECONDS  # slow enough for the promise to matter
     gaps = np.diff(compute)
     assert gaps.max() <= PROGRESS_SECONDS, gaps.round(2).tolist()
-    print(compute[-1]-compute[0], gaps.max())
     assert isinstance(transcript, common_pb2.Transcript)
 
 

@@ -97,9 +97,15 @@ class GemmaTranscriber:
         return ""  # Gemma 3n does not name the language it hears
 
     def window_words(
-        self, samples: np.ndarray, window: Window, language: str, progress: ProgressCallback
+        self,
+        samples: np.ndarray,
+        window: Window,
+        language: str,
+        progress: ProgressCallback,
+        max_tokens: int | None = None,
     ) -> WindowWords:
-        """Gemma 3n's text for the window, its words timed by forced alignment to the window."""
+        """Gemma 3n's text for the window, its words timed by forced alignment to the window. (It
+        never judges a window poor, so is never asked to hear one again: `max_tokens` goes unused.)"""
         text = self._transcribe_window(samples, progress)
         words = [
             word

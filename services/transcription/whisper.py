@@ -129,16 +129,24 @@ class WhisperTranscriber:
         return min(limit, max(self.options.min_new_tokens, wanted))
 
     def window_words(
-        self, samples: np.ndarray, window: Window, language: str, progress: ProgressCallback
+        self,
+        samples: np.ndarray,
+        window: Window,
+        language: str,
+        progress: ProgressCallback,
+        max_tokens: int | None = None,
     ) -> WindowWords:
         """The words of a window's passages, with times in the window; none when the model hears no
         speech there or only loops."""
         options = self.options
         max_new_tokens = self._max_new_tokens(samples)
-        budget = TokenBudget(round(options.decoding_budget * max_new_tokens), progress)
+        tokens = round(options.decoding_budget * max_new_tokens)
+        budget = TokenBudget(tokens if max_tokens is None else min(tokens, max_tokens), progress)
         decoding = _WindowDecoding(samples, window.duration, max_new_tokens, budget)
         with self._watching_the_encoder(decoding):
-            return self._window_words(decoding, language)
+            heard = self._window_words(decoding, language)
+        heard.tokens = budget.total - budget.left
+        return heard
 
     @contextmanager
     def _watching_the_encoder(self, decoding: _WindowDecoding) -> Iterator[None]:

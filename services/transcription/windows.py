@@ -93,6 +93,11 @@ class TranscriptionOptions:
     # spent, and the best decoding so far stands.
     decoding_budget: float = 2.0
     attempt_tokens: int = 48
+    # The whole input's decodings, in the same tokens, may cost this many per second of the input:
+    # what its windows leave unspent pays for hearing poor windows again in halves, and no more.
+    # (Measured on this CPU, a token costs about 20 ms of tiny.en: this keeps a song well under its
+    # duration, which the first decoding of every window alone may pass on a short input.)
+    song_tokens_per_second: float = 24.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,7 @@ class WindowWords:
     compression_ratio: float = float("nan")
     temperature: float = float("nan")
     dropped: str = ""  # why its words were dropped: "no speech", "poor", "loop"; empty when kept
+    tokens: int = 0  # what its decodings cost, in TokenBudget's tokens
 
 
 class Backend(Protocol):
@@ -182,10 +188,16 @@ class Backend(Protocol):
         ...
 
     def window_words(
-        self, samples: np.ndarray, window: Window, language: str, progress: ProgressCallback
+        self,
+        samples: np.ndarray,
+        window: Window,
+        language: str,
+        progress: ProgressCallback,
+        max_tokens: int | None = None,
     ) -> WindowWords:
         """The words heard in a window's samples, with times in the window (seconds), in order.
-        `progress(0..100, message)` reports the work inside the window."""
+        `progress(0..100, message)` reports the work inside the window; its decodings cost no more
+        than `max_tokens` when given."""
         ...
 
 
@@ -195,25 +207,50 @@ class WindowResult:
     heard: WindowWords
 
 
+@dataclass
+class _SongBudget:
+    tokens: int  # left to spend
+
+
 def _heard_in(
-    backend: Backend, audio: np.ndarray, window: Window, language: str, progress: ProgressCallback
+    backend: Backend,
+    audio: np.ndarray,
+    window: Window,
+    language: str,
+    progress: ProgressCallback,
+    song: _SongBudget,
+    options: TranscriptionOptions,
+    max_tokens: int | None = None,
 ) -> list[tuple[Window, WindowWords]]:
     """What the backend hears in a window. A window of several passages that it hears only as a
-    poor guess is heard again as two windows, each half of its passages, and so on: one passage of
-    bleed or mumbling then costs only itself, not the lines packed with it. (Progress: the window
-    0-50 %, its halves 50-75 % and 75-100 %, when it has any.)"""
+    poor guess is heard again as two windows, each half of its passages, and so on, while the
+    song's budget lasts: one passage of bleed or mumbling then costs only itself, not the lines
+    packed with it. (Progress: the window 0-50 %, its halves 50-75 % and 75-100 %.)"""
     splittable = len(window.passages) > 1
     heard = backend.window_words(
-        window.samples(audio), window, language, scaled(progress, 0.0, 50.0) if splittable else progress
+        window.samples(audio),
+        window,
+        language,
+        scaled(progress, 0.0, 50.0) if splittable else progress,
+        max_tokens,
     )
-    if heard.dropped != "poor" or not splittable:
+    song.tokens -= heard.tokens
+    halves_cost = 2 * (options.attempt_tokens + options.min_new_tokens)
+    if heard.dropped != "poor" or not splittable or song.tokens < halves_cost:
         return [(window, heard)]
     half = len(window.passages) // 2
     first = Window(window.passages[:half], window.first, window.gap)
     second = Window(window.passages[half:], window.first + half, window.gap)
+    heard_first = _heard_in(
+        backend, audio, first, language, scaled(progress, 50.0, 75.0), song, options, song.tokens // 2
+    )
+    if song.tokens < halves_cost // 2:
+        return [*heard_first, (second, WindowWords(dropped="poor"))]
     return [
-        *_heard_in(backend, audio, first, language, scaled(progress, 50.0, 75.0)),
-        *_heard_in(backend, audio, second, language, scaled(progress, 75.0, 100.0)),
+        *heard_first,
+        *_heard_in(
+            backend, audio, second, language, scaled(progress, 75.0, 100.0), song, options, song.tokens
+        ),
     ]
 
 
@@ -232,6 +269,7 @@ def transcribe_windows(
     progress(0.0, "finding the singing")
     spans = vad.speech_regions(audio, vad_options)
     packed = windows(spans, options)
+    song = _SongBudget(round(options.song_tokens_per_second * len(audio) / SAMPLE_RATE))
     if not language and packed:
         language = backend.detect_language(packed[0].samples(audio))
     words: list[common_pb2.Word] = []
@@ -246,7 +284,7 @@ def transcribe_windows(
         def window_progress(percent: float, detail: str = "", start=start, end=end, message=message) -> None:
             progress(start + (end - start) * percent / 100.0, f"{message}: {detail}" if detail else message)
 
-        for part, heard in _heard_in(backend, audio, window, language, window_progress):
+        for part, heard in _heard_in(backend, audio, window, language, window_progress, song, options):
             results.append(WindowResult(part, heard))
             for word in heard.words:
                 word_start, word_end = part.audio_times(word.start, word.end)

@@ -55,7 +55,7 @@ class TokenBudget(StoppingCriteria):
     def __call__(
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object
     ) -> torch.BoolTensor:
-        self.left -= 1  # called once per decoding step, after each new token
+        self.left -= input_ids.shape[0]  # called once per decoding step: a new token for each beam
         self.cut_short = self.left <= 0
         self.tick()
         return torch.full((input_ids.shape[0],), self.cut_short, dtype=torch.bool, device=input_ids.device)

@@ -172,7 +172,7 @@ class Service:
 
     def transcribe(self, data: bytes, timeout: float) -> int | None:
         """The words transcribed, or None when the call ran past `timeout` seconds."""
-        options = transcription_pb2.TranscriptionOptions(model=str(self.model))
+        options = transcription_pb2.TranscriptionOptions()  # the default: the model the service started with
         with grpc.insecure_channel(self.address, options=CHANNEL_OPTIONS) as channel:
             stub = transcription_pb2_grpc.TranscriptionStub(channel)
             requests = request_stream(transcription_pb2.TranscribeRequest, options, "audio", data)

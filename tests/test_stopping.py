@@ -28,14 +28,10 @@ from roar.progress import StageRun, check_cancelled, stop_on_cancel
 from roar.service import CHANNEL_OPTIONS, is_serving, request_stream
 from roar.v1 import common_pb2, separation_pb2, separation_pb2_grpc, transcription_pb2, transcription_pb2_grpc
 from services.karaoke.lyrics import BAND_WORDS, _align, _alignment_moves, alignment_band, karaoke_lines
-from services.transcription.transcriber import (
-    DECODING_BUDGET,
-    WhisperTranscriber,
-    load_transcriber,
-    prepare_audio,
-    speech_spans,
-    windows,
-)
+from services.transcription import vad
+from services.transcription.transcriber import load_transcriber, prepare_audio
+from services.transcription.whisper import WhisperTranscriber
+from services.transcription.windows import TranscriptionOptions, windows
 from tests.support.suite import free_port
 from tests.support.tiny_demucs import HTDEMUCS_KWARGS, build_tiny_demucs
 from tests.support.tiny_whisper import build_tiny_whisper
@@ -213,16 +209,18 @@ def test_a_cancelled_separation_stops_inside_a_segment(tmp_path: Path) -> None:
 
 def test_decoding_garbage_stays_within_each_windows_budget(tmp_path: Path) -> None:
     """A random Whisper allowed Whisper's full length writes garbage: greedy decoding, the cap on
-    tokens per second of audio and the window's budget bound its decoder passes, fallbacks and
-    scoring passes included."""
+    tokens per second of audio, each window's budget and the input's budget bound its decoder passes,
+    fallbacks, halves and scoring passes included."""
     transcriber = load_transcriber(str(build_tiny_whisper(tmp_path / "whisper", max_length=448)))
     assert isinstance(transcriber, WhisperTranscriber)
     passes = []
     transcriber.pipe.model.get_decoder().register_forward_pre_hook(lambda *_: passes.append(1))
     vocals = prepare_audio((SONG / "vocals.flac").read_bytes())
-    caps = [transcriber._max_new_tokens(w.samples(vocals)) for w in windows(speech_spans(vocals))]
+    options = TranscriptionOptions()
+    caps = [transcriber._max_new_tokens(w.samples(vocals)) for w in windows(vad.speech_regions(vocals))]
     transcriber.transcribe(vocals)
-    assert caps[0] < len(passes) <= sum(round(DECODING_BUDGET * cap) for cap in caps)
+    input_budget = options.song_tokens_per_second * len(vocals) / vad.SAMPLE_RATE
+    assert caps[0] < len(passes) <= sum(round(options.decoding_budget * cap) for cap in caps) + input_budget
 
 
 async def stop_at_first_update(work: Callable[[Callable[..., None]], object]) -> float:

@@ -15,16 +15,17 @@ import soundfile
 import torch
 
 from bench.metrics import onset_summary, word_error_rate, word_onset_errors
+from roar import audio
 from roar.audio import resample, to_mono
 from roar.v1 import common_pb2
-from services.transcription import transcriber
+from services.transcription import vad
 from services.transcription.transcriber import (
     SAMPLE_RATE,
-    WhisperTranscriber,
     load_transcriber,
     prepare_audio,
     transcribe_with_lyrics,
 )
+from services.transcription.whisper import WhisperTranscriber
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 WHISPER_TINY_EN = SHARED / "models" / "whisper-tiny.en"
@@ -113,5 +114,28 @@ def test_music_taken_for_singing_yields_no_words(
 ) -> None:
     """Were the band's bleed in a separated vocals stem taken for singing (the voice activity detector
     finds none in this one), Whisper would hear it: its guess ("Thanks for watching guys!") goes."""
-    monkeypatch.setattr(transcriber, "speech_spans", lambda audio: [(0.0, 8.0)])
+    monkeypatch.setattr(vad, "speech_regions", lambda audio, options=None: [(0.0, 8.0)])
     assert not tiny_en.transcribe(band_of("song_000")).segments
+
+
+def test_a_quiet_line_in_a_quiet_stem_is_transcribed_at_its_times(tiny_en: WhisperTranscriber) -> None:
+    """song_000's vocals with its second line 8 dB under the others, its band bleeding in, and the
+    whole stem 40 dB down (a quiet voice as separation leaves it), prepared as the service prepares
+    every stem: the quiet line is heard, its words near their true times."""
+    vocals, rate = soundfile.read(SONGS / "song_000" / "vocals.flac", dtype="float32", always_2d=True)
+    vocals = resample(to_mono(vocals.T), rate, SAMPLE_RATE)
+    truth = json.loads((SONGS / "song_000" / "truth.json").read_text())
+    quiet_line = truth["lines"][1]
+    quiet = slice(
+        round((quiet_line["start"] - 0.3) * SAMPLE_RATE), round((quiet_line["end"] + 0.3) * SAMPLE_RATE)
+    )
+    vocals[quiet] *= 10.0 ** (-8.0 / 20.0)
+    band = band_of("song_000")[: len(vocals)]
+    stem = 0.01 * (vocals + 0.1 * band)
+    transcript = tiny_en.transcribe(prepare_audio(audio.encode(stem[None, :], SAMPLE_RATE, "wav")))
+
+    line_words = [w for w in truth["words"] if quiet_line["start"] <= w["start"] < quiet_line["end"]]
+    errors = word_onset_errors(line_words, timed_words(transcript))
+    assert len(errors) >= len(line_words) - 2, (quiet_line["text"], timed_words(transcript))
+    assert np.median(errors) <= 0.2, errors
+    assert word_error_rate(truth["lyrics"], " ".join(w["word"] for w in timed_words(transcript))) <= 0.3

@@ -11,8 +11,7 @@ checkpoint are left unread.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -35,25 +34,21 @@ from roar.progress import ProgressCallback, no_progress, stop_on_cancel
 from roar.text import normalize_word
 from roar.v1 import common_pb2
 from services.transcription import align
-from services.transcription.transcriber import (
-    COMPRESSION_RATIO_THRESHOLD,
-    MIN_NEW_TOKENS,
+from services.transcription.cleanup import collapse_loops, is_loop, is_word, sentences
+from services.transcription.windows import (
     SAMPLE_RATE,
-    SENTENCE_ENDS,
-    collapse_loops,
-    compression_ratio,
-    group_lines,
-    is_word,
-    speech_spans,
-    window_message,
-    windows,
+    TokenBudget,
+    TranscriptionOptions,
+    Window,
+    WindowWords,
+    transcribe_windows,
 )
 
 PROMPT = "Transcribe this audio."
 # Room for the words of a passage: more tokens a second than anyone sings, so that a model caught in
 # a loop stops soon.
 MAX_TOKENS_PER_SECOND = 8
-_SENTENCE = re.compile(r"(?<=[" + re.escape("".join(SENTENCE_ENDS)) + r"])\s+")
+MIN_NEW_TOKENS = 16
 
 
 class _Gemma3nAudioModel(Gemma3nModel):
@@ -89,30 +84,37 @@ class GemmaTranscriber:
     model: Gemma3nForConditionalGeneration
     processor: ProcessorMixin
 
+    options: TranscriptionOptions = field(default_factory=TranscriptionOptions)
+
     def transcribe(
         self, audio: np.ndarray, language: str = "", progress: ProgressCallback = no_progress
     ) -> common_pb2.Transcript:
-        """Transcribes mono 16 kHz audio passage by passage. `language` (an ISO 639-1 code) is only
+        """Transcribes mono 16 kHz audio window by window. `language` (an ISO 639-1 code) is only
         passed on: Gemma 3n hears the language itself."""
-        progress(0.0, "finding the singing")
-        spans = speech_spans(audio)
-        words: list[common_pb2.Word] = []
-        for window in windows(spans):
-            progress(100.0 * window.first / len(spans), window_message(window, len(spans)))
-            samples = window.samples(audio)
-            text = self._transcribe_window(samples)
-            for segment in align.align_lyrics(samples, "\n".join(sentences(text))):
-                for word in segment.words:  # in order, so still in order in the audio
-                    start, end = window.audio_times(word.start, word.end)
-                    words.append(
-                        common_pb2.Word(text=word.text, start=start, end=end, confidence=word.confidence)
-                    )
-        progress(100.0, f"transcribed {len(spans)} segments")
-        return common_pb2.Transcript(
-            language=language.strip().lower(), segments=group_lines(words), model=self.name
-        )
+        return transcribe_windows(self, audio, language.strip().lower(), progress, self.options)[0]
 
-    def _transcribe_window(self, samples: np.ndarray) -> str:
+    def detect_language(self, samples: np.ndarray) -> str:
+        return ""  # Gemma 3n does not name the language it hears
+
+    def window_words(
+        self,
+        samples: np.ndarray,
+        window: Window,
+        language: str,
+        progress: ProgressCallback,
+        max_tokens: int | None = None,
+    ) -> WindowWords:
+        """Gemma 3n's text for the window, its words timed by forced alignment to the window. (It
+        never judges a window poor, so is never asked to hear one again: `max_tokens` goes unused.)"""
+        text = self._transcribe_window(samples, progress)
+        words = [
+            word
+            for segment in align.align_lyrics(samples, "\n".join(sentences(text)))
+            for word in segment.words
+        ]
+        return WindowWords(words)
+
+    def _transcribe_window(self, samples: np.ndarray, progress: ProgressCallback) -> str:
         """The text Gemma 3n hears in up to 30 s of audio, loops and captions left out."""
         content = [{"type": "audio", "audio": samples}, {"type": "text", "text": PROMPT}]
         messages = [{"role": "user", "content": content}]
@@ -125,21 +127,18 @@ class GemmaTranscriber:
         }
         prompt_length = inputs["input_ids"].shape[1]
         seconds = len(samples) / SAMPLE_RATE
+        max_new_tokens = max(MIN_NEW_TOKENS, round(MAX_TOKENS_PER_SECOND * seconds))
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
-                max_new_tokens=max(MIN_NEW_TOKENS, round(MAX_TOKENS_PER_SECOND * seconds)),
+                max_new_tokens=max_new_tokens,
                 do_sample=False,
+                stopping_criteria=[TokenBudget(max_new_tokens, progress)],  # for its progress reports
             )
         text = self.processor.decode(output[0, prompt_length:], skip_special_tokens=True)
         kept = [word for word in collapse_loops(text.split(), key=normalize_word) if is_word(word)]
         text = " ".join(kept)
-        return "" if compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD else text
-
-
-def sentences(text: str) -> list[str]:
-    """The text cut after each sentence end: the aligner's lines."""
-    return [sentence for sentence in _SENTENCE.split(text.strip()) if sentence]
+        return "" if is_loop(text) else text
 
 
 def load_gemma(name: str, model_dir: str, device: str = "cpu") -> GemmaTranscriber:

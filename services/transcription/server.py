@@ -19,12 +19,8 @@ from roar.progress import ProgressCallback, StageRun
 from roar.service import abort_with, progress_responses, read_options_and_data, serve, setup_logging
 from roar.text import LANGUAGE_RULE, is_language_code
 from roar.v1 import common_pb2, transcription_pb2, transcription_pb2_grpc
-from services.transcription.transcriber import (
-    Transcriber,
-    load_transcriber,
-    prepare_audio,
-    transcribe_with_lyrics,
-)
+from services.transcription.transcribe import transcribe_song
+from services.transcription.transcriber import Transcriber, load_transcriber
 
 SERVICE_NAME = transcription_pb2.DESCRIPTOR.services_by_name["Transcription"].full_name
 
@@ -47,18 +43,9 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
             model = self._transcribers.catalog.name_for(options.model)
         except BadInput as exc:
             await abort_with(context, exc)
-        try:
-            audio = await asyncio.to_thread(prepare_audio, data)
-        except Exception as exc:
-            await abort_with(context, exc)
-
-        def transcribe(progress: ProgressCallback) -> common_pb2.Transcript:
-            return self._transcribers.get(model, progress).transcribe(audio, options.language, progress)
 
         def work(progress: ProgressCallback) -> common_pb2.Transcript:
-            if options.lyrics.strip():
-                return transcribe_with_lyrics(audio, options.lyrics, options.language, transcribe, progress)
-            return transcribe(progress)
+            return transcribe_song(data, options, lambda p: self._transcribers.get(model, p), progress)
 
         run = StageRun(work, slots=self._slots)
         async for response in progress_responses(run, context, transcription_pb2.TranscribeResponse):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +29,44 @@ FRAME = 512  # silero's window at 16 kHz: one speech probability per 32 ms
 _CONTEXT = 64  # samples of the previous window the model hears with each window
 _FRAME_SECONDS = FRAME / SAMPLE_RATE
 
-# Hysteresis with silero's default thresholds: singing starts at ONSET and goes on until the
-# probability drops below OFFSET, so held notes with a dip in the middle stay one region.
-# No energy floor is needed against bleed: on the synthetic songs the model hears no voice in the
-# band alone (drums, bass, chords, even at full level) nor in a voice 30 dB under the singing.
-ONSET = 0.5
-OFFSET = 0.35
-# Regions closer than this are one phrase (a breath between words).
-MERGE_GAP_SECONDS = 0.3
-# Shorter regions left after merging are clicks or consonants of bleed, not a sung word.
-MIN_REGION_SECONDS = 0.15
-# Each region is widened by this on both sides: the model reacts a window late and soft onsets
-# and endings (breaths, fading notes) belong to the words.
-PAD_SECONDS = 0.2
-# Whisper hears 30 s at once; longer regions are cut at their quietest point.
-MAX_REGION_SECONDS = 28.0
+# Frames quieter than this (dBFS) are digital silence, not part of the stem's level.
+SILENCE_DB = -80.0
+# The stem's own level is the loudness its loudest frames reach: this percentile of its frames'
+# RMS (dB) among the frames that are not silence. Singing fills far more than the loudest 10 % of a
+# song's frames, so bleed between lines does not set it.
+LEVEL_PERCENTILE = 90.0
+# The level a vocal stem is brought to before voice detection, transcription and alignment (speech
+# recordings' usual level), never past PEAK_DB at its peak nor by more than MAX_GAIN_DB: a quiet
+# voice under a loud band comes out of separation 10-20 dB under a loud one, and silero's
+# probabilities (and Whisper's log-mel floor) depend on the level.
+TARGET_LEVEL_DB = -20.0
+PEAK_DB = -1.0
+MAX_GAIN_DB = 40.0
+
+
+@dataclass(frozen=True)
+class VadOptions:
+    """Voice activity detection's thresholds (like faster-whisper's VadOptions); levels are in dB
+    relative to the stem's own level (see stem_level_db)."""
+
+    # Hysteresis with silero's default thresholds: singing starts at onset and goes on until the
+    # probability drops below offset, so held notes with a dip in the middle stay one region.
+    onset: float = 0.5
+    offset: float = 0.35
+    # Regions whose loudest frame stays this far under the stem's level are bleed of the band or
+    # a click, not singing (a sung line reaches within a few dB of it).
+    min_region_level_db: float = -30.0
+    # Regions closer than this are one phrase (a breath between words).
+    merge_gap_seconds: float = 0.3
+    # Shorter regions left after merging are clicks or consonants of bleed, not a sung word.
+    min_region_seconds: float = 0.15
+    # Each region is widened by this on both sides: the model reacts a window late and soft onsets
+    # and endings (breaths, fading notes) belong to the words.
+    pad_seconds: float = 0.2
+    # Whisper hears 30 s at once; longer regions are cut at their quietest point.
+    max_region_seconds: float = 28.0
+
+
 # Loudness is smoothed over this long to find the quietest point of a long region.
 _SPLIT_SMOOTHING_SECONDS = 0.25
 
@@ -118,17 +142,44 @@ def speech_probabilities(audio: np.ndarray) -> np.ndarray:
         return load_vad_model()(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).numpy()
 
 
-def speech_regions(audio: np.ndarray) -> list[tuple[float, float]]:
+def stem_level_db(audio: np.ndarray) -> float | None:
+    """The stem's own level (dBFS): LEVEL_PERCENTILE of its frames' RMS among frames that are not
+    silence; None when all of it is silence."""
+    loudness = _frame_loudness_db(audio, -(-len(audio) // FRAME))
+    sounding = loudness[loudness > SILENCE_DB]
+    return float(np.percentile(sounding, LEVEL_PERCENTILE)) if sounding.size else None
+
+
+def normalize_level(audio: np.ndarray) -> np.ndarray:
+    """The stem brought to TARGET_LEVEL_DB (float32), within PEAK_DB and MAX_GAIN_DB; silence as it is."""
+    level = stem_level_db(audio)
+    if level is None:
+        return audio.astype(np.float32, copy=False)
+    peak = float(np.max(np.abs(audio)))
+    gain_db = min(TARGET_LEVEL_DB - level, PEAK_DB - 20.0 * np.log10(peak), MAX_GAIN_DB)
+    return (audio * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32)
+
+
+def speech_regions(audio: np.ndarray, options: VadOptions | None = None) -> list[tuple[float, float]]:
     """(start, end) seconds of the sung passages of a vocals stem (mono float32, 16 kHz): ordered,
-    apart from each other, each at most MAX_REGION_SECONDS long and within the audio."""
+    apart from each other, each at most max_region_seconds long and within the audio."""
+    options = options or VadOptions()
     if audio.size == 0:
         return []
-    speech = _hysteresis(speech_probabilities(audio))
-    runs = _merged(_runs(speech), round(MERGE_GAP_SECONDS / _FRAME_SECONDS))
-    runs = [(a, b) for a, b in runs if (b - a) * _FRAME_SECONDS >= MIN_REGION_SECONDS]
-    pad = round(PAD_SECONDS / _FRAME_SECONDS)
+    speech = _hysteresis(speech_probabilities(audio), options.onset, options.offset)
+    loudness = _frame_loudness_db(audio, len(speech))
+    level = stem_level_db(audio)
+    runs = _merged(_runs(speech), round(options.merge_gap_seconds / _FRAME_SECONDS))
+    runs = [
+        (a, b)
+        for a, b in runs
+        if (b - a) * _FRAME_SECONDS >= options.min_region_seconds
+        and level is not None
+        and loudness[a:b].max() >= level + options.min_region_level_db
+    ]
+    pad = round(options.pad_seconds / _FRAME_SECONDS)
     runs = _merged([(max(a - pad, 0), min(b + pad, len(speech))) for a, b in runs], 0)
-    runs = _split_long(runs, _frame_loudness_db(audio, len(speech)))
+    runs = _split_long(runs, loudness, options.max_region_seconds)
     duration = len(audio) / SAMPLE_RATE
     return [(a * _FRAME_SECONDS, min(b * _FRAME_SECONDS, duration)) for a, b in runs]
 
@@ -140,11 +191,11 @@ def _frame_loudness_db(audio: np.ndarray, frames: int) -> np.ndarray:
     return 20.0 * np.log10(np.maximum(rms, 1e-10))
 
 
-def _hysteresis(probabilities: np.ndarray) -> np.ndarray:
+def _hysteresis(probabilities: np.ndarray, onset: float, offset: float) -> np.ndarray:
     speech = np.zeros(len(probabilities), dtype=bool)
     active = False
     for index, probability in enumerate(probabilities):
-        active = probability >= (OFFSET if active else ONSET)
+        active = probability >= (offset if active else onset)
         speech[index] = active
     return speech
 
@@ -165,10 +216,12 @@ def _merged(runs: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
     return merged
 
 
-def _split_long(runs: list[tuple[int, int]], loudness: np.ndarray) -> list[tuple[int, int]]:
-    """Cuts runs longer than MAX_REGION_SECONDS at their quietest point between half and all of
-    the limit from their start, so only a last piece can be short."""
-    limit = int(MAX_REGION_SECONDS / _FRAME_SECONDS)
+def _split_long(
+    runs: list[tuple[int, int]], loudness: np.ndarray, max_seconds: float
+) -> list[tuple[int, int]]:
+    """Cuts runs longer than max_seconds at their quietest point between half and all of the limit
+    from their start, so only a last piece can be short."""
+    limit = int(max_seconds / _FRAME_SECONDS)
     width = max(round(_SPLIT_SMOOTHING_SECONDS / _FRAME_SECONDS), 1)
     smooth = np.convolve(loudness, np.ones(width) / width, mode="same")
     pieces = []

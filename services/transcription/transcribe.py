@@ -1,0 +1,29 @@
+"""One transcription job, as the service runs it: a vocals stem in, word-timed lyrics out: the user's
+lyrics timed by forced alignment when there are any, else the model's transcription."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from roar.progress import ProgressCallback
+from roar.v1 import common_pb2, transcription_pb2
+from services.transcription.transcriber import Transcriber, prepare_audio, transcribe_with_lyrics
+
+
+def transcribe_song(
+    data: bytes,
+    options: transcription_pb2.TranscriptionOptions,
+    transcriber: Callable[[ProgressCallback], Transcriber],
+    progress: ProgressCallback,
+) -> common_pb2.Transcript:
+    """The words of the vocals stem `data` (an audio file) with their times. `transcriber(progress)`
+    gives the model, loaded on first use (and only when needed: not for lyrics the aligner places).
+    Raises BadInput for audio that does not decode."""
+    audio = prepare_audio(data)
+
+    def transcribe(progress: ProgressCallback) -> common_pb2.Transcript:
+        return transcriber(progress).transcribe(audio, options.language, progress)
+
+    if options.lyrics.strip():
+        return transcribe_with_lyrics(audio, options.lyrics, options.language, transcribe, progress)
+    return transcribe(progress)

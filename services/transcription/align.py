@@ -1,52 +1,94 @@
-"""Karaoke timing from the user's own lyrics: forced alignment of their words to the vocals stem with
-pocketsphinx (its en-us acoustic model and CMUdict), window by window.
+"""Karaoke timing from the user's own lyrics, where no line can move the rest.
 
-A window is up to WINDOW_SECONDS of audio from where the last window's kept words end, skipping
-silence to the next sung region. Its grammar is the next words of the lyrics in order, of which any
-first few may be sung in it; the words the aligner puts in the first COMMIT_SECONDS of the window
-are kept, and the rest are aligned again by the next window, which hears them whole. The last
-window's grammar needs all the words left. So the work grows linearly with the song's length
-(aligning a whole song at once grows faster: 2.4 s for 3 minutes, 9 s for 6), memory stays small,
-and progress and cancellation happen per window.
+1. The lyrics are parsed (lyrics.parse_lyrics: markup out, repeats written out).
+2. The model transcribes the vocals (the `transcribe` callback) and the lyric words are matched to
+   the heard words by a global alignment over words (word_alignment.align_words). Matches in a run
+   of at least two, or of a long word the model was sure of, are anchors: they say roughly when
+   their line is sung. A run of heard words that no lyric word covers is a sung passage the lyrics
+   lack: it keeps its transcribed words.
+3. Each line with anchors is force-aligned on its own with pocketsphinx (its en-us acoustic model
+   and CMUdict) in a short window around its anchors, between the line before and the next one's
+   anchors, so an error stays in its line.
+4. The lines without anchors between two timed neighbours are force-aligned together in the gap
+   between them, each line optional in the grammar. A line the aligner leaves out, or one whose
+   words land where the voice activity model hears no singing, or one in a gap with no singing at
+   all, is NOT SUNG: no times.
+5. Words no alignment placed (no pronunciation, a failed window) are spread between their timed
+   neighbours, in proportion to their length, and marked as not heard.
 
-Words with no pronunciation, and the words of a window whose alignment failed, are spread over the
-sung regions between their aligned neighbours in proportion to their length.
-
-The lyrics must be what is sung: an unsung extra line (a title, a chorus sung once but written
-twice) pulls the words after it off, as forced alignment has no way to leave words out.
+With no anchor at all (nothing heard, or no transcription), the whole song is one gap, aligned
+window by window as before (every line taken as sung when it is longer than one window).
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from itertools import accumulate
 
 import numpy as np
 from pocketsphinx import Decoder
 
-from roar.progress import ProgressCallback, no_progress
-from roar.text import lyric_lines, normalize_word, normalized_words
+from roar.errors import Cancelled
+from roar.progress import ProgressCallback, check_cancelled, no_progress, scaled
+from roar.text import normalize_word, normalized_words
 from roar.v1 import common_pb2
+from services.transcription.lyrics import parse_lyrics
 from services.transcription.vad import SAMPLE_RATE, speech_regions
+from services.transcription.word_alignment import align_words
 
+log = logging.getLogger("roar.transcription")
+
+# The name a transcript timed from the user's lyrics carries as its model.
+ALIGNER_NAME = "lyrics aligned with pocketsphinx, anchored by the transcription"
+# The share of the work that transcribing takes (the rest is aligning).
+TRANSCRIBE_SHARE = 70.0
+
+# --- anchors ---
+# A match of a single word (no matching neighbour) anchors its line only when the word is this long
+# and the model heard it with this confidence: "the" or "I" match anywhere.
+LONE_ANCHOR_LETTERS = 4
+LONE_ANCHOR_CONFIDENCE = 0.5
+# A run of at least this many heard words that no lyric word covers is a passage missing from the
+# lyrics (fewer are mishearings or fillers).
+MIN_MISSING_WORDS = 3
+
+# --- windows ---
+# A line's window reaches this far per word before its first anchor and after its last (slow
+# singing: held notes), plus a margin for the transcription's timing error.
+WORD_SECONDS = 0.7
+WINDOW_MARGIN_SECONDS = 0.6
+# Gaps longer than this are aligned window by window (a long stretch with no anchor).
 WINDOW_SECONDS = 60.0
 COMMIT_SECONDS = 45.0
-# A window starts this long before the sung region it skips to: the region's onset is padded,
-# and the aligner needs some silence before the first word.
+# A window starts this long before the sung region it skips to: the aligner needs some silence
+# before the first word.
 LEAD_IN_SECONDS = 0.5
 # More words than anyone sings in a window: the cap keeps the grammar small for long lyrics.
 MAX_WORDS_PER_SECOND = 6.0
-# Confidence of a word the aligner placed, and of one spread between its neighbours without being
-# heard (pocketsphinx's word posteriors in alignment are ~1 whatever was sung, so they say nothing).
-ALIGNED_CONFIDENCE = 1.0
-PLACED_CONFIDENCE = 0.0
 
-# Lines such as "[Chorus]" or "[Verse 2]" name a section of the song; nobody sings them.
+# --- not sung ---
+# A gap between timed lines with less singing than this holds no line.
+MIN_GAP_VOICE_SECONDS = 0.4
+# A line placed without anchors is sung only when at least this share of its span is singing.
+MIN_LINE_VOICE_SHARE = 0.35
+# The grammar's probability of leaving out an optional line.
+SKIP_LINE_PROBABILITY = 0.3
+
+# --- confidence ---
+# pocketsphinx's word posteriors in alignment are ~1 whatever was sung, so a word it placed
+# without an anchor gets this; an anchored word the model's own confidence (at least this).
+ALIGNED_CONFIDENCE = 0.5
+INTERPOLATED_CONFIDENCE = 0.0
+
 _FRAMES_PER_SECOND = 100  # pocketsphinx's default frame rate
 _NON_WORDS = ("<s>", "</s>", "<sil>", "(NULL)")  # "(NULL)": a null transition of the grammar
 _ALTERNATIVE = re.compile(r"\(\d+\)$")  # "the(2)": CMUdict's second pronunciation of "the"
+
+Span = tuple[float, float]
 
 
 @dataclass
@@ -55,107 +97,319 @@ class _Word:
     key: str | None  # its entry in the decoder's dictionary; None when it has no pronunciation
     start: float | None = None
     end: float | None = None
-    confidence: float = PLACED_CONFIDENCE
+    confidence: float = INTERPOLATED_CONFIDENCE
+    heard: bool = False
+
+
+@dataclass
+class _Line:
+    text: str
+    words: list[_Word]
+    anchors: list[tuple[int, common_pb2.Word]] = field(default_factory=list)  # (word index, heard)
+    sung: bool = True
+
+    @property
+    def timed(self) -> bool:
+        return any(w.heard for w in self.words)
+
+    @property
+    def start(self) -> float:
+        return min(w.start for w in self.words if w.start is not None)
+
+    @property
+    def end(self) -> float:
+        return max(w.end for w in self.words if w.end is not None)
+
+
+@dataclass
+class _Missing:
+    """Heard words the lyrics lack, kept as transcribed; they come after lyric line `after`."""
+
+    after: int
+    words: list[common_pb2.Word]
+
+
+def transcript_from_lyrics(
+    audio: np.ndarray,
+    lyrics: str,
+    language: str,
+    transcribe: Callable[[ProgressCallback], common_pb2.Transcript],
+    progress: ProgressCallback = no_progress,
+) -> common_pb2.Transcript:
+    """The user's lyrics (in `language`), line by line, timed against `audio` (the vocals stem, mono
+    float32 at 16 kHz), anchored by `transcribe(progress)`'s words; lines not sung carry not_sung."""
+    try:
+        heard = transcribe(scaled(progress, 0.0, TRANSCRIBE_SHARE))
+        heard_words = [w for s in heard.segments for w in s.words if normalize_word(w.text)]
+    except Cancelled:
+        raise
+    except Exception:  # whatever the model hits, forced alignment alone still times the lyrics
+        log.exception("transcribing the vocals failed; aligning the lyrics without anchors")
+        heard_words = []
+    segments = align_lyrics(audio, lyrics, heard_words, scaled(progress, TRANSCRIBE_SHARE, 100.0))
+    return common_pb2.Transcript(
+        language=language.strip().lower(), segments=segments, model=ALIGNER_NAME, from_user_lyrics=True
+    )
 
 
 def align_lyrics(
-    audio: np.ndarray, lyrics: str, progress: ProgressCallback = no_progress
+    audio: np.ndarray,
+    lyrics: str,
+    heard: Sequence[common_pb2.Word] = (),
+    progress: ProgressCallback = no_progress,
 ) -> list[common_pb2.Segment]:
-    """One Segment per sung line of `lyrics`, each Word the user's text timed against `audio` (the
-    vocals stem, mono float32 at 16 kHz). Words are ordered and do not overlap; a word the aligner
-    could not place has confidence 0. Raises Cancelled when `progress` does."""
-    lines = lyric_lines(lyrics)
-    if not lines:
+    """One Segment per sung line of `lyrics` (repeats written out; not_sung for a line the audio
+    does not hold), plus one per passage of `heard` words the lyrics lack (their words
+    from_transcript), in time order. Words are ordered and do not overlap. Raises Cancelled when
+    `progress` or the run does."""
+    parsed = parse_lyrics(lyrics)
+    if not parsed:
         return []
     # One decoder per call (0.1 s to load) keeps calls independent. Its Viterbi path is the alignment:
     # the lattice's best path (bestpath) may end short of the grammar's end and drop the last words.
     decoder = Decoder(lm=None, bestpath=False, loglevel="FATAL")
-    words = [_Word(text, _dictionary_key(decoder, text)) for line in lines for text in line]
+    lines = [_Line(line.text, [_Word(t, _dictionary_key(decoder, t)) for t in line.words]) for line in parsed]
     duration = len(audio) / SAMPLE_RATE
     regions = speech_regions(audio)
-    if regions:
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-        _align_windows(decoder, pcm, [w for w in words if w.key], regions, progress)
-        _start_in_regions(words, regions)
-    _spread_unaligned(words, regions or [(0.0, duration)], duration)
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+    aligner = _Aligner(decoder, pcm, regions, duration, progress)
+    missing = _anchor(lines, list(heard))
+    aligner.align_anchored(lines, missing)
+    aligner.align_gaps(lines, missing)
+    _spread_unaligned(lines, regions, duration)
+    _make_ordered([w for line in lines if line.sung for w in line.words])
     progress(100.0, "lyrics aligned")
-    segments = []
-    first = 0
-    for line in lines:
-        timed = words[first : first + len(line)]
-        first += len(line)
-        segments.append(
-            common_pb2.Segment(
-                text=" ".join(line),
-                start=timed[0].start,
-                end=timed[-1].end,
-                words=[
-                    common_pb2.Word(text=w.text, start=w.start, end=w.end, confidence=w.confidence)
-                    for w in timed
-                ],
-            )
+    return _segments(lines, missing)
+
+
+# --- anchors ---
+
+
+def _anchor(lines: list[_Line], heard: list[common_pb2.Word]) -> list[_Missing]:
+    """Sets each line's anchors from the alignment of its words to the heard words; returns the
+    passages of heard words that the lyrics lack."""
+    owners = [(k, i) for k, line in enumerate(lines) for i in range(len(line.words))]
+    lyric_keys = [normalize_word(w.text) for line in lines for w in line.words]
+    heard_keys = [normalize_word(w.text) for w in heard]
+    pairs = align_words(lyric_keys, heard_keys)
+    paired = set(pairs)
+    for a, b in pairs:
+        in_run = (a - 1, b - 1) in paired or (a + 1, b + 1) in paired
+        lone = len(lyric_keys[a]) >= LONE_ANCHOR_LETTERS and heard[b].confidence >= LONE_ANCHOR_CONFIDENCE
+        if in_run or lone:
+            k, i = owners[a]
+            lines[k].anchors.append((i, heard[b]))
+    missing = []
+    for (a0, b0), (a1, b1) in zip([(-1, -1), *pairs], [*pairs, (len(lyric_keys), len(heard))], strict=True):
+        # Heard words with no lyric word between, at a line's end: a line the lyrics lack.
+        at_line_end = a0 < 0 or a1 >= len(lyric_keys) or owners[a0][0] != owners[a1][0]
+        if a1 == a0 + 1 and at_line_end and b1 - b0 - 1 >= MIN_MISSING_WORDS:
+            after = owners[a0][0] if a0 >= 0 else -1
+            missing.append(_Missing(after, heard[b0 + 1 : b1]))
+    return missing
+
+
+# --- forced alignment ---
+
+
+class _Aligner:
+    def __init__(
+        self,
+        decoder: Decoder,
+        pcm: np.ndarray,
+        regions: list[Span],
+        duration: float,
+        progress: ProgressCallback,
+    ) -> None:
+        self.decoder = decoder
+        self.pcm = pcm
+        self.regions = regions
+        self.duration = duration
+        self.progress = progress
+
+    def align_anchored(self, lines: list[_Line], missing: list[_Missing]) -> None:
+        """Force-aligns each line with anchors in a window around them, one line at a time."""
+        floor = 0.0
+        for k, line in enumerate(lines):
+            for passage in missing:
+                if passage.after < k:
+                    floor = max(floor, passage.words[-1].end)
+            if not line.anchors:
+                continue
+            self._report(k, len(lines))
+            ceiling = self._next_start(lines, missing, k)
+            (first, first_heard), (last, last_heard) = line.anchors[0], line.anchors[-1]
+            lead = first * WORD_SECONDS + WINDOW_MARGIN_SECONDS
+            tail = (len(line.words) - 1 - last) * WORD_SECONDS + WINDOW_MARGIN_SECONDS
+            start = max(floor, first_heard.start - lead)
+            end = min(ceiling, last_heard.end + tail)
+            timed = self._force([line.words], start, end, optional=False) if end > start else None
+            if timed is not None and timed[0] is not None:
+                _set_times(line.words, timed[0], ALIGNED_CONFIDENCE)
+                for index, word in line.anchors:
+                    line.words[index].confidence = max(ALIGNED_CONFIDENCE, word.confidence)
+            else:  # the heard times of its anchors, the rest spread between them
+                for index, word in line.anchors:
+                    target = line.words[index]
+                    target.start, target.end = max(word.start, floor), max(word.end, floor)
+                    target.confidence, target.heard = word.confidence, True
+            floor = max(floor, line.end)
+
+    def align_gaps(self, lines: list[_Line], missing: list[_Missing]) -> None:
+        """Aligns each run of lines without anchors in the gap between its timed neighbours; a
+        line the gap does not hold is marked not sung."""
+        k = 0
+        while k < len(lines):
+            if lines[k].timed:
+                k += 1
+                continue
+            stop = k
+            while stop < len(lines) and not lines[stop].timed:
+                stop += 1
+            self._report(k, len(lines))
+            self._align_gap(lines[k:stop], *self._gap(lines, missing, k, stop))
+            k = stop
+
+    def _gap(self, lines: list[_Line], missing: list[_Missing], first: int, stop: int) -> Span:
+        start = max(
+            [0.0]
+            + [line.end for line in lines[:first] if line.timed]
+            + [p.words[-1].end for p in missing if p.after < first]
         )
-    return segments
+        end = min(
+            [self.duration]
+            + [line.start for line in lines[stop:] if line.timed]
+            + [p.words[0].start for p in missing if p.after >= stop - 1]
+        )
+        return start, max(start, end)
+
+    def _align_gap(self, block: list[_Line], start: float, end: float) -> None:
+        if _speech_seconds(self.regions, start, end) < MIN_GAP_VOICE_SECONDS:
+            for line in block:
+                line.sung = False
+            return
+        if end - start > WINDOW_SECONDS:  # no anchors for long: every line taken as sung
+            self._align_windows([w for line in block for w in line.words if w.key], start, end)
+            return
+        timed = self._force([line.words for line in block], start, end, optional=True)
+        if timed is None:
+            return  # its words are spread over the gap
+        for line, times in zip(block, timed, strict=True):
+            if times is None:
+                line.sung = False
+                continue
+            _set_times(line.words, times, ALIGNED_CONFIDENCE)
+            line_start, line_end = line.start, line.end
+            voiced = _speech_seconds(self.regions, line_start, line_end)
+            if voiced < MIN_LINE_VOICE_SHARE * max(line_end - line_start, 1e-3):
+                line.sung = False
+
+    def _next_start(self, lines: list[_Line], missing: list[_Missing], k: int) -> float:
+        """Where the next thing heard after line k begins: the next anchored line's first anchor,
+        or a passage the lyrics lack."""
+        starts = [p.words[0].start for p in missing if p.after >= k]
+        following = next((line for line in lines[k + 1 :] if line.anchors), None)
+        if following is not None:
+            starts.append(following.anchors[0][1].start)
+        return min(starts, default=self.duration)
+
+    def _report(self, k: int, count: int) -> None:
+        check_cancelled()
+        self.progress(100.0 * k / count, f"aligning lyrics: line {k + 1} of {count}")
+
+    def _force(
+        self, lines: list[list[_Word]], start: float, end: float, optional: bool
+    ) -> list[list[Span | None] | None] | None:
+        """Per line, the (start, end) of each of its words sung in [start, end) of the audio (None
+        for a word without a pronunciation), or None for a line left out (only when `optional`);
+        None when pocketsphinx fails."""
+        keyed = [[w.key for w in line if w.key] for line in lines]
+        timed = _align_window(self.decoder, self.pcm, start, end, keyed, optional)
+        if timed is None:
+            return None
+        out: list[list[Span | None] | None] = []
+        for line, spans in zip(lines, timed, strict=True):
+            if spans is None:
+                out.append(None)
+                continue
+            it = iter(spans)
+            out.append([next(it) if w.key else None for w in line])
+        return out
+
+    def _align_windows(self, words: list[_Word], start: float, end: float) -> None:
+        """Times `words` (all with dictionary keys) in [start, end) window by window; words left
+        untimed are those of failed windows and any the aligner did not fit before the end."""
+        position = start
+        next_word = 0
+        while next_word < len(words):
+            upcoming = [a for a, b in self.regions if b > position and a < end]
+            if not upcoming:
+                return
+            window_start = max(position, upcoming[0] - LEAD_IN_SECONDS)
+            window_end = min(window_start + WINDOW_SECONDS, end)
+            check_cancelled()
+            batch = words[next_word : next_word + int(MAX_WORDS_PER_SECOND * WINDOW_SECONDS)]
+            keys = [w.key for w in batch if w.key]
+            last = window_end >= end
+            timed = None
+            if last and len(batch) == len(words) - next_word:
+                timed = _align_window(self.decoder, self.pcm, window_start, window_end, [keys], False)
+            if timed is None:
+                timed = _align_window(
+                    self.decoder, self.pcm, window_start, window_end, [keys], False, prefix=True
+                )
+            keep_before = window_end if last else window_start + COMMIT_SECONDS
+            spans = timed[0] if timed is not None else None
+            if spans is None:
+                left = _speech_seconds(self.regions, window_start, end)
+                share = _speech_seconds(self.regions, window_start, keep_before) / left if left else 1.0
+                next_word += max(1, round(share * (len(words) - next_word)))
+                position = keep_before
+                continue
+            kept = [t for t in spans if t[0] < keep_before]
+            _set_times(batch[: len(kept)], kept, ALIGNED_CONFIDENCE)
+            next_word += len(kept)
+            if last:
+                return
+            position = kept[-1][1] if kept else keep_before
 
 
-def _align_windows(
-    decoder: Decoder,
-    pcm: np.ndarray,
-    words: list[_Word],
-    regions: list[tuple[float, float]],
-    progress: ProgressCallback,
-) -> None:
-    """Times `words` (all with dictionary keys) window by window; words left untimed are those of
-    failed windows and any the aligner did not fit before the audio ended."""
-    duration = len(pcm) / SAMPLE_RATE
-    position = 0.0  # everything before has been aligned
-    next_word = 0
-    while next_word < len(words):
-        upcoming = [start for start, end in regions if end > position]
-        if not upcoming:
-            return
-        start = max(position, upcoming[0] - LEAD_IN_SECONDS)
-        end = min(start + WINDOW_SECONDS, duration)
-        progress(100.0 * start / duration, f"aligning lyrics: {start:.0f} s of {duration:.0f} s")
-        batch = words[next_word : next_word + int(MAX_WORDS_PER_SECOND * WINDOW_SECONDS)]
-        keys = [w.key for w in batch if w.key]  # all of them: `words` holds words with keys
-        last = end >= duration
-        timed = None
-        if last and len(batch) == len(words) - next_word:
-            # The rest of the song: all the words left are sung in it. A grammar that may end early
-            # drops a last word whose match is weak (a held note fading out).
-            timed = _align_window(decoder, pcm, start, end, keys, complete=True)
-        if timed is None:
-            timed = _align_window(decoder, pcm, start, end, keys, complete=False)
-        keep_before = end if last else start + COMMIT_SECONDS
-        if timed is None:
-            # Leave the words the window's share of the singing would hold to be spread over it.
-            speech_left = _speech_seconds(regions, start, duration)
-            share = _speech_seconds(regions, start, keep_before) / speech_left if speech_left else 1.0
-            next_word += max(1, round(share * (len(words) - next_word)))
-            position = keep_before
-            continue
-        kept = [t for t in timed if t[0] < keep_before]
-        for word, (word_start, word_end) in zip(batch, kept, strict=False):
-            word.start, word.end, word.confidence = word_start, word_end, ALIGNED_CONFIDENCE
-        next_word += len(kept)
-        if last:
-            return
-        position = kept[-1][1] if kept else keep_before
+def _set_times(words: Sequence[_Word], spans: Sequence[Span | None], confidence: float) -> None:
+    for word, span in zip(words, spans, strict=False):
+        if span is not None:
+            word.start, word.end = span
+            word.confidence, word.heard = confidence, True
 
 
 def _align_window(
-    decoder: Decoder, pcm: np.ndarray, start: float, end: float, keys: list[str], complete: bool
-) -> list[tuple[float, float]] | None:
-    """(start, end) seconds of the words of `keys` sung in [start, end) of the audio, in order: all
-    of them when `complete`, else the first few the aligner hears; None when pocketsphinx fails."""
-    count = len(keys)
-    # States 0..count: word i leads from state i to i + 1; unless complete, any state may end it.
-    transitions = [(i, i + 1, 1.0, key) for i, key in enumerate(keys)]
-    if not complete:
-        transitions += [(i, count, 1.0) for i in range(count)]
+    decoder: Decoder,
+    pcm: np.ndarray,
+    start: float,
+    end: float,
+    lines: list[list[str]],
+    optional: bool,
+    prefix: bool = False,
+) -> list[list[Span] | None] | None:
+    """Per line of dictionary keys, the (start, end) seconds of its words sung in [start, end) of
+    the audio, in order; a line is None when `optional` lets the grammar leave it out and it does.
+    With `prefix` (one line) only its first few words need be sung. None when pocketsphinx fails."""
+    transitions: list[tuple] = []
+    state = 0
+    line_states = []
+    for keys in lines:
+        first = state
+        for key in keys:
+            transitions.append((state, state + 1, 1.0, key))
+            state += 1
+        if optional and keys:
+            transitions.append((first, state, SKIP_LINE_PROBABILITY))
+        if prefix:
+            transitions += [(s, state, 1.0) for s in range(first, state)]
+        line_states.append((first, state))
+    if state == 0:
+        return [[] for _ in lines]
     try:
-        decoder.add_fsg("lyrics", decoder.create_fsg("lyrics", 0, count, transitions))
+        decoder.add_fsg("lyrics", decoder.create_fsg("lyrics", 0, state, transitions))
         decoder.activate_search("lyrics")
         decoder.start_utt()
         decoder.process_raw(
@@ -165,41 +419,44 @@ def _align_window(
         segments = list(decoder.seg()) if decoder.hyp() is not None else []
     except (RuntimeError, ValueError):
         return None
-    timed = []
+    found = []
     for segment in segments:
         if segment.word in _NON_WORDS or segment.word.startswith(("[", "+")):  # silence, fillers
             continue
-        name = _ALTERNATIVE.sub("", segment.word)
-        if len(timed) >= count or name != keys[len(timed)]:
-            return None
-        timed.append(
+        found.append(
             (
+                _ALTERNATIVE.sub("", segment.word),
                 start + segment.start_frame / _FRAMES_PER_SECOND,
                 start + (segment.end_frame + 1) / _FRAMES_PER_SECOND,
             )
         )
-    if complete and len(timed) < count:
-        return None  # pocketsphinx's best partial path: the grammar's end was never reached
-    return timed
+    # Which lines the path went through: each line's words come whole (or, with `prefix`, the
+    # first few), in order.
+    result: list[list[Span] | None] = []
+    position = 0
+    for keys in lines:
+        names = [name for name, _, _ in found[position : position + len(keys)]]
+        if keys and names == keys:
+            result.append([(a, b) for _, a, b in found[position : position + len(keys)]])
+            position += len(keys)
+        elif prefix and names == keys[: len(names)]:
+            result.append([(a, b) for _, a, b in found[position:]])
+            position = len(found)
+        elif optional or not keys:
+            result.append(None if keys else [])
+        else:
+            return None  # pocketsphinx's best partial path: the grammar's end was never reached
+    return result if position == len(found) else None
 
 
-def _start_in_regions(words: list[_Word], regions: list[tuple[float, float]]) -> None:
-    """Moves the start of an aligned word that begins in a gap between sung regions to where the
-    next region begins, when that is before the word's end: the aligner lets a line's first word
-    take in the band's bleed before it, while the voice activity model hears no singing there."""
-    starts = [start for start, _ in regions]
-    for word in words:
-        if word.start is None or word.end is None:
-            continue
-        following = bisect.bisect_right(starts, word.start)
-        in_region = following > 0 and word.start < regions[following - 1][1]
-        if not in_region and following < len(regions) and starts[following] < word.end:
-            word.start = starts[following]
+# --- words no alignment placed ---
 
 
-def _spread_unaligned(words: list[_Word], regions: list[tuple[float, float]], duration: float) -> None:
-    """Gives each run of untimed words the sung time between its timed neighbours (or the audio's
-    ends), shared in proportion to the words' length; evenly over the gap when nothing is sung there."""
+def _spread_unaligned(lines: list[_Line], regions: list[Span], duration: float) -> None:
+    """Gives each run of untimed words of the sung lines the sung time between its timed neighbours
+    (in any sung line, or the audio's ends), shared in proportion to the words' length; evenly over
+    the gap when nothing is sung there."""
+    words = [w for other in lines if other.sung for w in other.words]
     index = 0
     while index < len(words):
         if words[index].start is not None:
@@ -218,7 +475,17 @@ def _spread_unaligned(words: list[_Word], regions: list[tuple[float, float]], du
         index = stop
 
 
-def _speech_time(spans: list[tuple[float, float]], fraction: float) -> float:
+def _make_ordered(words: list[_Word]) -> None:
+    """Each word starts at or after the previous one's end, and ends at or after its start."""
+    previous_end = 0.0
+    for word in words:
+        assert word.start is not None and word.end is not None
+        word.start = max(word.start, previous_end)
+        word.end = max(word.end, word.start)
+        previous_end = word.end
+
+
+def _speech_time(spans: list[Span], fraction: float) -> float:
     """The time at `fraction` of the way through the total length of `spans`."""
     lengths = list(accumulate(b - a for a, b in spans))
     target = fraction * lengths[-1]
@@ -227,8 +494,42 @@ def _speech_time(spans: list[tuple[float, float]], fraction: float) -> float:
     return spans[span][0] + (target - before)
 
 
-def _speech_seconds(regions: list[tuple[float, float]], start: float, end: float) -> float:
+def _speech_seconds(regions: list[Span], start: float, end: float) -> float:
     return sum(max(0.0, min(b, end) - max(a, start)) for a, b in regions)
+
+
+def _segments(lines: list[_Line], missing: list[_Missing]) -> list[common_pb2.Segment]:
+    def passage(p: _Missing) -> common_pb2.Segment:
+        words = [
+            common_pb2.Word(
+                text=w.text,
+                start=w.start,
+                end=w.end,
+                confidence=w.confidence,
+                heard=True,
+                from_transcript=True,
+            )
+            for w in p.words
+        ]
+        return common_pb2.Segment(
+            text=" ".join(w.text for w in words), start=words[0].start, end=words[-1].end, words=words
+        )
+
+    segments = [passage(p) for p in missing if p.after < 0]
+    for k, line in enumerate(lines):
+        if line.sung:
+            words = [
+                common_pb2.Word(text=w.text, start=w.start, end=w.end, confidence=w.confidence, heard=w.heard)
+                for w in line.words
+            ]
+            segments.append(
+                common_pb2.Segment(text=line.text, start=words[0].start, end=words[-1].end, words=words)
+            )
+        else:
+            words = [common_pb2.Word(text=w.text, confidence=INTERPOLATED_CONFIDENCE) for w in line.words]
+            segments.append(common_pb2.Segment(text=line.text, words=words, not_sung=True))
+        segments += [passage(p) for p in missing if p.after == k]
+    return segments
 
 
 # --- pronunciations ---

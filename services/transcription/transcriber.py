@@ -34,8 +34,8 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES
 from transformers.pipelines import AutomaticSpeechRecognitionPipeline
 
 from roar.audio import decode, resample, to_mono
-from roar.errors import BadInput, Cancelled, ModelUnavailable
-from roar.progress import ProgressCallback, no_progress, scaled, stop_on_cancel
+from roar.errors import BadInput, ModelUnavailable
+from roar.progress import ProgressCallback, no_progress, stop_on_cancel
 from roar.text import normalize_word
 from roar.v1 import common_pb2
 from services.transcription import align, vad
@@ -81,8 +81,6 @@ LINE_PAUSE_SECONDS = 0.8
 LINE_MAX_WORDS = 8
 LINE_MAX_SECONDS = 6.0
 SENTENCE_ENDS = (".", "!", "?", "…", "。", "！", "？")
-# The name a transcript timed from the user's lyrics carries as its model.
-ALIGNER_NAME = "pocketsphinx forced alignment"
 HUB_TIMEOUT_SECONDS = 10.0
 MODEL_HINT = (
     "a transcription model's source is a local Whisper or Gemma 3n model dir (safetensors weights), or "
@@ -489,28 +487,8 @@ def transcribe_with_lyrics(
     progress: ProgressCallback = no_progress,
 ) -> common_pb2.Transcript:
     """The user's lyrics (in `language`, an ISO 639-1 code or empty), line by line, each word timed
-    by forced alignment to the audio. When the aligner fails or places no word at all,
-    `transcribe(progress)` transcribes the audio instead (the karaoke stage then lays the lyrics on
-    the heard words)."""
-    reached = [0.0]
-
-    def alignment_progress(percent: float, message: str = "") -> None:
-        reached[0] = percent
-        progress(percent, message)
-
-    try:
-        segments = align.align_lyrics(audio, lyrics, alignment_progress)
-    except Cancelled:
-        raise
-    except Exception:  # whatever the aligner hits, a transcription still times the lyrics
-        log.exception("aligning the lyrics failed; transcribing instead")
-        segments = []
-    if any(word.confidence > 0.0 for segment in segments for word in segment.words):
-        return common_pb2.Transcript(
-            language=language.strip().lower(), segments=segments, model=ALIGNER_NAME, from_user_lyrics=True
-        )
-    log.warning("the aligner placed none of the lyrics' words; transcribing instead")
-    return transcribe(scaled(progress, reached[0], 100.0))
+    against the audio, anchored by what `transcribe(progress)` hears (align.transcript_from_lyrics)."""
+    return align.transcript_from_lyrics(audio, lyrics, language, transcribe, progress)
 
 
 def _model_dir(source: str) -> str:

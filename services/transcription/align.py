@@ -47,6 +47,9 @@ ALIGNER_NAME = "lyrics aligned with pocketsphinx, anchored by the transcription"
 # The share of the work that transcribing takes (the rest is aligning).
 TRANSCRIBE_SHARE = 70.0
 
+# The share of the alignment's progress that the lines with anchors take (the gaps the rest).
+ANCHORED_SHARE = 60.0
+
 # --- anchors ---
 # A match of a single word (no matching neighbour) anchors its line only when the word is this long
 # and the model heard it with this confidence: "the" or "I" match anywhere.
@@ -226,6 +229,7 @@ class _Aligner:
         self.regions = regions
         self.duration = duration
         self.progress = progress
+        self.reached = 0.0  # percent: progress never steps back between the passes
 
     def align_anchored(self, lines: list[_Line], missing: list[_Missing]) -> None:
         """Force-aligns each line with anchors in a window around them, one line at a time."""
@@ -236,7 +240,7 @@ class _Aligner:
                     floor = max(floor, passage.words[-1].end)
             if not line.anchors:
                 continue
-            self._report(k, len(lines))
+            self._report(ANCHORED_SHARE * k / len(lines), f"aligning lyrics: line {k + 1} of {len(lines)}")
             ceiling = self._next_start(lines, missing, k)
             (first, first_heard), (last, last_heard) = line.anchors[0], line.anchors[-1]
             lead = first * WORD_SECONDS + WINDOW_MARGIN_SECONDS
@@ -266,7 +270,10 @@ class _Aligner:
             stop = k
             while stop < len(lines) and not lines[stop].timed:
                 stop += 1
-            self._report(k, len(lines))
+            self._report(
+                ANCHORED_SHARE + (100.0 - ANCHORED_SHARE) * k / len(lines),
+                f"aligning lyrics: line {k + 1} of {len(lines)}",
+            )
             self._align_gap(lines[k:stop], *self._gap(lines, missing, k, stop))
             k = stop
 
@@ -313,9 +320,10 @@ class _Aligner:
             starts.append(following.anchors[0][1].start)
         return min(starts, default=self.duration)
 
-    def _report(self, k: int, count: int) -> None:
+    def _report(self, percent: float, message: str) -> None:
         check_cancelled()
-        self.progress(100.0 * k / count, f"aligning lyrics: line {k + 1} of {count}")
+        self.reached = max(self.reached, percent)
+        self.progress(self.reached, message)
 
     def _force(
         self, lines: list[list[_Word]], start: float, end: float, optional: bool
@@ -347,7 +355,10 @@ class _Aligner:
                 return
             window_start = max(position, upcoming[0] - LEAD_IN_SECONDS)
             window_end = min(window_start + WINDOW_SECONDS, end)
-            check_cancelled()
+            self._report(
+                ANCHORED_SHARE + (100.0 - ANCHORED_SHARE) * window_start / self.duration,
+                f"aligning lyrics: {window_start:.0f} s of {self.duration:.0f} s",
+            )
             batch = words[next_word : next_word + int(MAX_WORDS_PER_SECOND * WINDOW_SECONDS)]
             keys = [w.key for w in batch if w.key]
             last = window_end >= end

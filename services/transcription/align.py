@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -176,7 +177,7 @@ def align_lyrics(
     regions = speech_regions(audio)
     pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
     aligner = _Aligner(decoder, pcm, regions, duration, progress)
-    missing = _anchor(lines, list(heard))
+    missing = _anchor(lines, list(heard), regions)
     aligner.align_anchored(lines, missing)
     aligner.align_gaps(lines, missing)
     _spread_unaligned(lines, regions, duration)
@@ -188,16 +189,27 @@ def align_lyrics(
 # --- anchors ---
 
 
-def _anchor(lines: list[_Line], heard: list[common_pb2.Word]) -> list[_Missing]:
+def _anchor(lines: list[_Line], heard: list[common_pb2.Word], regions: list[Span]) -> list[_Missing]:
     """Sets each line's anchors from the alignment of its words to the heard words; returns the
-    passages of heard words that the lyrics lack."""
+    passages of heard words that the lyrics lack. A lyric word is expected as far into the singing
+    as it is into the lyrics, a heard word as far as the singing before it."""
     owners = [(k, i) for k, line in enumerate(lines) for i in range(len(line.words))]
     lyric_keys = [normalize_word(w.text) for line in lines for w in line.words]
     heard_keys = [normalize_word(w.text) for w in heard]
-    pairs = align_words(lyric_keys, heard_keys)
+    singing = _speech_seconds(regions, 0.0, math.inf) or 1.0
+    positions = (
+        [i / len(lyric_keys) for i in range(len(lyric_keys))],
+        [_speech_seconds(regions, 0.0, w.start) / singing for w in heard],
+    )
+    pairs = align_words(lyric_keys, heard_keys, positions=positions)
     paired = set(pairs)
     for a, b in pairs:
-        in_run = (a - 1, b - 1) in paired or (a + 1, b + 1) in paired
+        in_run = any(
+            (a + step, b + step) in paired
+            and 0 <= a + step < len(owners)
+            and owners[a + step][0] == owners[a][0]
+            for step in (-1, 1)
+        )
         lone = len(lyric_keys[a]) >= LONE_ANCHOR_LETTERS and heard[b].confidence >= LONE_ANCHOR_CONFIDENCE
         if in_run or lone:
             k, i = owners[a]

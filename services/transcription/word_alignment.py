@@ -22,6 +22,9 @@ _MISMATCH_COST = 2.0
 # lengths: room for a missing or extra verse or repeated choruses, while 100k characters of lyrics
 # stay a few million cells (the full table of 20,000 by 20,000 words took 640 CPU-s and 1.1 GB).
 BAND_WORDS = 300
+# Less than a match saves over skipping both words, so a match far from where it is expected
+# still pairs when nothing nearer does.
+POSITION_WEIGHT = 1.0
 # How an alignment reaches a cell: pairing two words, or skipping one of the user's or the heard.
 _DIAGONAL, _SKIP_USER, _SKIP_HEARD = 0, 1, 2
 
@@ -39,15 +42,23 @@ def alignment_band(rows: int, columns: int, band_words: int = BAND_WORDS) -> lis
     return bounds
 
 
-def align_words(user: list[str], heard: list[str], band_words: int = BAND_WORDS) -> list[tuple[int, int]]:
+def align_words(
+    user: list[str],
+    heard: list[str],
+    band_words: int = BAND_WORDS,
+    positions: tuple[list[float], list[float]] | None = None,
+) -> list[tuple[int, int]]:
     """Monotonic alignment of two word sequences with the least edit cost, among the paths that
     keep within the alignment band; returns the (user index, heard index) pairs of words that match
-    exactly or nearly. Time and memory grow with the words times the band, not with their product.
-    Raises Cancelled when the run it works for is cancelled."""
+    exactly or nearly. `positions`, where each word of either side is expected in the song (0 to 1),
+    adds POSITION_WEIGHT times their distance to each pairing: of two equal paths (a chorus heard
+    once, written twice) the one that pairs words where they belong wins. Time and memory grow with
+    the words times the band, not with their product. Raises Cancelled when the run it works for is
+    cancelled."""
     if not user or not heard:
         return []
     band = alignment_band(len(user), len(heard), band_words)
-    moves = _alignment_moves(user, heard, band)
+    moves = _alignment_moves(user, heard, band, positions)
     pairs = []
     i, j = len(user), len(heard)
     while i > 0 and j > 0:
@@ -63,7 +74,12 @@ def align_words(user: list[str], heard: list[str], band_words: int = BAND_WORDS)
     return pairs[::-1]
 
 
-def _alignment_moves(user: list[str], heard: list[str], band: list[tuple[int, int]]) -> list[bytearray]:
+def _alignment_moves(
+    user: list[str],
+    heard: list[str],
+    band: list[tuple[int, int]],
+    positions: tuple[list[float], list[float]] | None = None,
+) -> list[bytearray]:
     """moves[i][j - band[i][0]]: how the best alignment of user[:i] and heard[:j] ends, for the
     cells of the band (those outside it cost infinitely much). Raises Cancelled when the run it
     works for is cancelled."""
@@ -86,6 +102,8 @@ def _alignment_moves(user: list[str], heard: list[str], band: list[tuple[int, in
             best, move = inf, _DIAGONAL
             if previous_first <= j - 1 <= previous_last:
                 best = previous[j - 1 - previous_first] + _pair_cost(word, heard[j - 1])
+                if positions is not None:
+                    best += POSITION_WEIGHT * abs(positions[0][i - 1] - positions[1][j - 1])
             if previous_first <= j <= previous_last and previous[j - previous_first] + _GAP_COST < best:
                 best, move = previous[j - previous_first] + _GAP_COST, _SKIP_USER
             if j > first and current[-1] + _GAP_COST < best:

@@ -79,8 +79,6 @@ MAX_WORDS_PER_SECOND = 6.0
 MIN_GAP_VOICE_SECONDS = 0.4
 # A line placed without anchors is sung only when at least this share of its span is singing.
 MIN_LINE_VOICE_SHARE = 0.35
-# The grammar's probability of leaving out an optional line.
-SKIP_LINE_PROBABILITY = 0.3
 
 # --- confidence ---
 # pocketsphinx's word posteriors in alignment are ~1 whatever was sung, so a word it placed
@@ -88,6 +86,9 @@ SKIP_LINE_PROBABILITY = 0.3
 ALIGNED_CONFIDENCE = 0.5
 INTERPOLATED_CONFIDENCE = 0.0
 
+# pocketsphinx's pruning beams (see _new_decoder).
+BEAM = 1e-80
+WORD_BEAM = 1e-60
 _FRAMES_PER_SECOND = 100  # pocketsphinx's default frame rate
 _NON_WORDS = ("<s>", "</s>", "<sil>", "(NULL)")  # "(NULL)": a null transition of the grammar
 _ALTERNATIVE = re.compile(r"\(\d+\)$")  # "the(2)": CMUdict's second pronunciation of "the"
@@ -169,14 +170,12 @@ def align_lyrics(
     parsed = parse_lyrics(lyrics)
     if not parsed:
         return []
-    # One decoder per call (0.1 s to load) keeps calls independent. Its Viterbi path is the alignment:
-    # the lattice's best path (bestpath) may end short of the grammar's end and drop the last words.
-    decoder = Decoder(lm=None, bestpath=False, loglevel="FATAL")
-    lines = [_Line(line.text, [_Word(t, _dictionary_key(decoder, t)) for t in line.words]) for line in parsed]
+    dictionary = _Dictionary()
+    lines = [_Line(line.text, [_Word(t, dictionary.key(t)) for t in line.words]) for line in parsed]
     duration = len(audio) / SAMPLE_RATE
     regions = speech_regions(audio)
     pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    aligner = _Aligner(decoder, pcm, regions, duration, progress)
+    aligner = _Aligner(dictionary, pcm, regions, duration, progress)
     missing = _anchor(lines, list(heard), regions)
     aligner.align_anchored(lines, missing)
     aligner.align_gaps(lines, missing)
@@ -230,13 +229,13 @@ def _anchor(lines: list[_Line], heard: list[common_pb2.Word], regions: list[Span
 class _Aligner:
     def __init__(
         self,
-        decoder: Decoder,
+        dictionary: _Dictionary,
         pcm: np.ndarray,
         regions: list[Span],
         duration: float,
         progress: ProgressCallback,
     ) -> None:
-        self.decoder = decoder
+        self.dictionary = dictionary
         self.pcm = pcm
         self.regions = regions
         self.duration = duration
@@ -344,7 +343,7 @@ class _Aligner:
         for a word without a pronunciation), or None for a line left out (only when `optional`);
         None when pocketsphinx fails."""
         keyed = [[w.key for w in line if w.key] for line in lines]
-        timed = _align_window(self.decoder, self.pcm, start, end, keyed, optional)
+        timed = _align_window(self.dictionary.decoder(), self.pcm, start, end, keyed, optional)
         if timed is None:
             return None
         out: list[list[Span | None] | None] = []
@@ -376,10 +375,12 @@ class _Aligner:
             last = window_end >= end
             timed = None
             if last and len(batch) == len(words) - next_word:
-                timed = _align_window(self.decoder, self.pcm, window_start, window_end, [keys], False)
+                timed = _align_window(
+                    self.dictionary.decoder(), self.pcm, window_start, window_end, [keys], False
+                )
             if timed is None:
                 timed = _align_window(
-                    self.decoder, self.pcm, window_start, window_end, [keys], False, prefix=True
+                    self.dictionary.decoder(), self.pcm, window_start, window_end, [keys], False, prefix=True
                 )
             keep_before = window_end if last else window_start + COMMIT_SECONDS
             spans = timed[0] if timed is not None else None
@@ -415,7 +416,9 @@ def _align_window(
 ) -> list[list[Span] | None] | None:
     """Per line of dictionary keys, the (start, end) seconds of its words sung in [start, end) of
     the audio, in order; a line is None when `optional` lets the grammar leave it out and it does.
-    With `prefix` (one line) only its first few words need be sung. None when pocketsphinx fails."""
+    With `prefix` (one line) only its first few words need be sung. None when pocketsphinx fails.
+    `decoder` is a fresh one: pocketsphinx carries its cepstral mean over from one utterance to the
+    next, and the same window decoded again then aligns differently or not at all."""
     transitions: list[tuple] = []
     state = 0
     line_states = []
@@ -425,7 +428,9 @@ def _align_window(
             transitions.append((state, state + 1, 1.0, key))
             state += 1
         if optional and keys:
-            transitions.append((first, state, SKIP_LINE_PROBABILITY))
+            # Unpenalised: pocketsphinx 5 finds no path at all through a null transition of
+            # probability below 1, so the audio alone decides.
+            transitions.append((first, state, 1.0))
         if prefix:
             transitions += [(s, state, 1.0) for s in range(first, state)]
         line_states.append((first, state))
@@ -558,20 +563,44 @@ def _segments(lines: list[_Line], missing: list[_Missing]) -> list[common_pb2.Se
 # --- pronunciations ---
 
 
-def _dictionary_key(decoder: Decoder, text: str) -> str | None:
-    """The dictionary word for a word of the lyrics, added to the decoder's dictionary when CMUdict
-    lacks it ("don't" -> "don't", "rock-n-roll" -> "rock_n_roll", "1999" -> "1999"); None when
-    no pronunciation can be made."""
-    parts = normalized_words(text)
-    if len(parts) == 1 and decoder.lookup_word(parts[0]):
-        return parts[0]  # keeps CMUdict's alternative pronunciations
-    pronunciations = [_pronunciation(decoder, part) for part in parts]
-    if not parts or None in pronunciations:
-        return None
-    key = "_".join(parts)
-    if decoder.lookup_word(key) is None:
-        decoder.add_word(key, " ".join(pronunciations))
-    return key
+class _Dictionary:
+    """CMUdict (pocketsphinx's en-us dictionary) plus the words made up for lyrics it lacks, and
+    fresh decoders that know them all."""
+
+    def __init__(self) -> None:
+        self._lookup = _new_decoder()
+        self._added: dict[str, str] = {}
+
+    def key(self, text: str) -> str | None:
+        """The dictionary word for a word of the lyrics, added to the dictionary when CMUdict
+        lacks it ("don't" -> "don't", "rock-n-roll" -> "rock_n_roll", "1999" -> "1999"); None when
+        no pronunciation can be made."""
+        parts = normalized_words(text)
+        if len(parts) == 1 and self._lookup.lookup_word(parts[0]):
+            return parts[0]  # keeps CMUdict's alternative pronunciations
+        pronunciations = [_pronunciation(self._lookup, part) for part in parts]
+        if not parts or None in pronunciations:
+            return None
+        key = "_".join(parts)
+        if self._lookup.lookup_word(key) is None:
+            self._added[key] = " ".join(pronunciations)  # type: ignore[arg-type]
+            self._lookup.add_word(key, self._added[key])
+        return key
+
+    def decoder(self) -> Decoder:
+        """A new decoder (0.1 s to load) with every word added so far."""
+        decoder = _new_decoder()
+        for key, phones in self._added.items():
+            decoder.add_word(key, phones)
+        return decoder
+
+
+def _new_decoder() -> Decoder:
+    # Its Viterbi path is the alignment: the lattice's best path (bestpath) may end short of the
+    # grammar's end and drop the last words. With the default beams (1e-48, 7e-29) a sung line
+    # under band bleed often lost every path before the grammar's end (no alignment at all, or none
+    # once the window moved by 10 ms); wider ones cost little on short windows.
+    return Decoder(lm=None, bestpath=False, loglevel="FATAL", beam=BEAM, pbeam=BEAM, wbeam=WORD_BEAM)
 
 
 def _pronunciation(decoder: Decoder, word: str) -> str | None:

@@ -10,9 +10,8 @@
    and CMUdict) in a short window around its anchors, between the line before and the next one's
    anchors, so an error stays in its line.
 4. The lines without anchors between two timed neighbours are force-aligned together in the gap
-   between them, each line optional in the grammar. A line the aligner leaves out, or one whose
-   words land where the voice activity model hears no singing, or one in a gap with no singing at
-   all, is NOT SUNG: no times.
+   between them. A line whose words land where the voice activity model hears no singing, or one
+   in a gap with no singing at all, is NOT SUNG: no times; the others are aligned again without it.
 5. Words no alignment placed (no pronunciation, a failed window) are spread between their timed
    neighbours, in proportion to their length, and marked as not heard.
 
@@ -67,6 +66,8 @@ WORD_SECONDS = 0.7
 WINDOW_MARGIN_SECONDS = 0.6
 # Gaps longer than this are aligned window by window (a long stretch with no anchor).
 WINDOW_SECONDS = 60.0
+# A gap between anchored lines up to this long is aligned at once.
+MAX_GAP_SECONDS = 120
 COMMIT_SECONDS = 45.0
 # A window starts this long before the sung region it skips to: the aligner needs some silence
 # before the first word.
@@ -75,8 +76,11 @@ LEAD_IN_SECONDS = 0.5
 MAX_WORDS_PER_SECOND = 6.0
 
 # --- not sung ---
-# A gap between timed lines with less singing than this holds no line.
-MIN_GAP_VOICE_SECONDS = 0.4
+# A gap between timed lines with less singing than this share of what its shortest line takes
+# (at the song's pace) holds no line.
+MIN_GAP_VOICE_SHARE = 0.5
+# Seconds a sung word takes, with the gap after it, when no line was timed to measure it.
+DEFAULT_WORD_SECONDS = 0.5
 # A line placed without anchors is sung only when at least this share of its span is singing.
 MIN_LINE_VOICE_SHARE = 0.35
 
@@ -241,6 +245,7 @@ class _Aligner:
         self.duration = duration
         self.progress = progress
         self.reached = 0.0  # percent: progress never steps back between the passes
+        self.word_seconds = DEFAULT_WORD_SECONDS
 
     def align_anchored(self, lines: list[_Line], missing: list[_Missing]) -> None:
         """Force-aligns each line with anchors in a window around them, one line at a time."""
@@ -258,8 +263,8 @@ class _Aligner:
             tail = (len(line.words) - 1 - last) * WORD_SECONDS + WINDOW_MARGIN_SECONDS
             start = max(floor, first_heard.start - lead)
             end = min(ceiling, last_heard.end + tail)
-            timed = self._force([line.words], start, end, optional=False) if end > start else None
-            if timed is not None and timed[0] is not None:
+            timed = self._force([line.words], start, end) if end > start else None
+            if timed is not None:
                 _set_times(line.words, timed[0], ALIGNED_CONFIDENCE)
                 for index, word in line.anchors:
                     line.words[index].confidence = max(ALIGNED_CONFIDENCE, word.confidence)
@@ -273,6 +278,7 @@ class _Aligner:
     def align_gaps(self, lines: list[_Line], missing: list[_Missing]) -> None:
         """Aligns each run of lines without anchors in the gap between its timed neighbours; a
         line the gap does not hold is marked not sung."""
+        self.word_seconds = _word_seconds(lines)
         k = 0
         while k < len(lines):
             if lines[k].timed:
@@ -302,25 +308,39 @@ class _Aligner:
         return start, max(start, end)
 
     def _align_gap(self, block: list[_Line], start: float, end: float) -> None:
-        if _speech_seconds(self.regions, start, end) < MIN_GAP_VOICE_SECONDS:
+        """All of the block's lines are aligned in the gap; those whose words land where nobody
+        sings are not sung, and the rest are aligned again without them."""
+        shortest = min(len(line.words) for line in block)
+        if _speech_seconds(self.regions, start, end) < MIN_GAP_VOICE_SHARE * shortest * self.word_seconds:
             for line in block:
                 line.sung = False
             return
-        if end - start > WINDOW_SECONDS:  # no anchors for long: every line taken as sung
+        if end - start > MAX_GAP_SECONDS:  # no anchors for long: every line taken as sung
             self._align_windows([w for line in block for w in line.words if w.key], start, end)
             return
-        timed = self._force([line.words for line in block], start, end, optional=True)
-        if timed is None:
-            return  # its words are spread over the gap
-        for line, times in zip(block, timed, strict=True):
-            if times is None:
+        sung = block
+        for attempt in range(2):
+            for line in sung:
+                _set_times(line.words, [None] * len(line.words), INTERPOLATED_CONFIDENCE)
+            timed = self._force([line.words for line in sung], start, end)
+            if timed is None:
+                return  # its words are spread over the gap
+            for line, times in zip(sung, timed, strict=True):
+                _set_times(line.words, times, ALIGNED_CONFIDENCE)
+            silent = [line for line in sung if line.timed and not self._voiced(line)]
+            for line in silent:
                 line.sung = False
-                continue
-            _set_times(line.words, times, ALIGNED_CONFIDENCE)
-            line_start, line_end = line.start, line.end
-            voiced = _speech_seconds(self.regions, line_start, line_end)
-            if voiced < MIN_LINE_VOICE_SHARE * max(line_end - line_start, 1e-3):
-                line.sung = False
+            sung = [line for line in sung if line.sung]
+            if not silent or not sung:
+                return
+            if attempt == 1:
+                for line in sung:  # no third try: their times were made with the silent lines in
+                    _set_times(line.words, [None] * len(line.words), INTERPOLATED_CONFIDENCE)
+
+    def _voiced(self, line: _Line) -> bool:
+        """Whether singing fills enough of the span the line's words were put in."""
+        start, end = line.start, line.end
+        return _speech_seconds(self.regions, start, end) >= MIN_LINE_VOICE_SHARE * max(end - start, 1e-3)
 
     def _next_start(self, lines: list[_Line], missing: list[_Missing], k: int) -> float:
         """Where the next thing heard after line k begins: the next anchored line's first anchor,
@@ -336,24 +356,15 @@ class _Aligner:
         self.reached = max(self.reached, percent)
         self.progress(self.reached, message)
 
-    def _force(
-        self, lines: list[list[_Word]], start: float, end: float, optional: bool
-    ) -> list[list[Span | None] | None] | None:
-        """Per line, the (start, end) of each of its words sung in [start, end) of the audio (None
-        for a word without a pronunciation), or None for a line left out (only when `optional`);
-        None when pocketsphinx fails."""
-        keyed = [[w.key for w in line if w.key] for line in lines]
-        timed = _align_window(self.dictionary.decoder(), self.pcm, start, end, keyed, optional)
+    def _force(self, lines: list[list[_Word]], start: float, end: float) -> list[list[Span | None]] | None:
+        """Per line, the (start, end) of each of its words, all sung in [start, end) of the audio
+        (None for a word without a pronunciation); None when pocketsphinx fails."""
+        keys = [w.key for line in lines for w in line if w.key]
+        timed = _align_window(self.dictionary.decoder(), self.pcm, start, end, keys, complete=True)
         if timed is None:
             return None
-        out: list[list[Span | None] | None] = []
-        for line, spans in zip(lines, timed, strict=True):
-            if spans is None:
-                out.append(None)
-                continue
-            it = iter(spans)
-            out.append([next(it) if w.key else None for w in line])
-        return out
+        spans = iter(timed)
+        return [[next(spans) if w.key else None for w in line] for line in lines]
 
     def _align_windows(self, words: list[_Word], start: float, end: float) -> None:
         """Times `words` (all with dictionary keys) in [start, end) window by window; words left
@@ -373,17 +384,18 @@ class _Aligner:
             batch = words[next_word : next_word + int(MAX_WORDS_PER_SECOND * WINDOW_SECONDS)]
             keys = [w.key for w in batch if w.key]
             last = window_end >= end
-            timed = None
+            spans = None
             if last and len(batch) == len(words) - next_word:
-                timed = _align_window(
-                    self.dictionary.decoder(), self.pcm, window_start, window_end, [keys], False
+                # The rest of the gap: all the words left are sung in it. A grammar that may end
+                # early drops a last word whose match is weak (a held note fading out).
+                spans = _align_window(
+                    self.dictionary.decoder(), self.pcm, window_start, window_end, keys, True
                 )
-            if timed is None:
-                timed = _align_window(
-                    self.dictionary.decoder(), self.pcm, window_start, window_end, [keys], False, prefix=True
+            if spans is None:
+                spans = _align_window(
+                    self.dictionary.decoder(), self.pcm, window_start, window_end, keys, False
                 )
             keep_before = window_end if last else window_start + COMMIT_SECONDS
-            spans = timed[0] if timed is not None else None
             if spans is None:
                 left = _speech_seconds(self.regions, window_start, end)
                 share = _speech_seconds(self.regions, window_start, keep_before) / left if left else 1.0
@@ -398,46 +410,37 @@ class _Aligner:
             position = kept[-1][1] if kept else keep_before
 
 
+def _word_seconds(lines: list[_Line]) -> float:
+    """The median seconds per word of the lines timed so far: the song's pace."""
+    paces = [(line.end - line.start) / len(line.words) for line in lines if line.timed]
+    return float(np.median(paces)) if paces else DEFAULT_WORD_SECONDS
+
+
 def _set_times(words: Sequence[_Word], spans: Sequence[Span | None], confidence: float) -> None:
+    """Words with a span are heard there; with None, they are untimed again."""
     for word, span in zip(words, spans, strict=False):
-        if span is not None:
-            word.start, word.end = span
-            word.confidence, word.heard = confidence, True
+        word.start, word.end = span if span is not None else (None, None)
+        word.confidence, word.heard = (
+            (confidence, True) if span is not None else (INTERPOLATED_CONFIDENCE, False)
+        )
 
 
 def _align_window(
-    decoder: Decoder,
-    pcm: np.ndarray,
-    start: float,
-    end: float,
-    lines: list[list[str]],
-    optional: bool,
-    prefix: bool = False,
-) -> list[list[Span] | None] | None:
-    """Per line of dictionary keys, the (start, end) seconds of its words sung in [start, end) of
-    the audio, in order; a line is None when `optional` lets the grammar leave it out and it does.
-    With `prefix` (one line) only its first few words need be sung. None when pocketsphinx fails.
+    decoder: Decoder, pcm: np.ndarray, start: float, end: float, keys: list[str], complete: bool
+) -> list[Span] | None:
+    """(start, end) seconds of the words of `keys` sung in [start, end) of the audio, in order: all
+    of them when `complete`, else the first few the aligner hears; None when pocketsphinx fails.
     `decoder` is a fresh one: pocketsphinx carries its cepstral mean over from one utterance to the
     next, and the same window decoded again then aligns differently or not at all."""
-    transitions: list[tuple] = []
-    state = 0
-    line_states = []
-    for keys in lines:
-        first = state
-        for key in keys:
-            transitions.append((state, state + 1, 1.0, key))
-            state += 1
-        if optional and keys:
-            # Unpenalised: pocketsphinx 5 finds no path at all through a null transition of
-            # probability below 1, so the audio alone decides.
-            transitions.append((first, state, 1.0))
-        if prefix:
-            transitions += [(s, state, 1.0) for s in range(first, state)]
-        line_states.append((first, state))
-    if state == 0:
-        return [[] for _ in lines]
+    count = len(keys)
+    if count == 0:
+        return []
+    # States 0..count: word i leads from state i to i + 1; unless complete, any state may end it.
+    transitions: list[tuple] = [(i, i + 1, 1.0, key) for i, key in enumerate(keys)]
+    if not complete:
+        transitions += [(i, count, 1.0) for i in range(count)]
     try:
-        decoder.add_fsg("lyrics", decoder.create_fsg("lyrics", 0, state, transitions))
+        decoder.add_fsg("lyrics", decoder.create_fsg("lyrics", 0, count, transitions))
         decoder.activate_search("lyrics")
         decoder.start_utt()
         decoder.process_raw(
@@ -447,34 +450,21 @@ def _align_window(
         segments = list(decoder.seg()) if decoder.hyp() is not None else []
     except (RuntimeError, ValueError):
         return None
-    found = []
+    timed = []
     for segment in segments:
         if segment.word in _NON_WORDS or segment.word.startswith(("[", "+")):  # silence, fillers
             continue
-        found.append(
+        if len(timed) >= count or _ALTERNATIVE.sub("", segment.word) != keys[len(timed)]:
+            return None
+        timed.append(
             (
-                _ALTERNATIVE.sub("", segment.word),
                 start + segment.start_frame / _FRAMES_PER_SECOND,
                 start + (segment.end_frame + 1) / _FRAMES_PER_SECOND,
             )
         )
-    # Which lines the path went through: each line's words come whole (or, with `prefix`, the
-    # first few), in order.
-    result: list[list[Span] | None] = []
-    position = 0
-    for keys in lines:
-        names = [name for name, _, _ in found[position : position + len(keys)]]
-        if keys and names == keys:
-            result.append([(a, b) for _, a, b in found[position : position + len(keys)]])
-            position += len(keys)
-        elif prefix and names == keys[: len(names)]:
-            result.append([(a, b) for _, a, b in found[position:]])
-            position = len(found)
-        elif optional or not keys:
-            result.append(None if keys else [])
-        else:
-            return None  # pocketsphinx's best partial path: the grammar's end was never reached
-    return result if position == len(found) else None
+    if complete and len(timed) < count:
+        return None  # pocketsphinx's best partial path: the grammar's end was never reached
+    return timed
 
 
 # --- words no alignment placed ---

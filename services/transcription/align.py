@@ -323,8 +323,9 @@ class _Aligner:
             for line in sung:
                 _set_times(line.words, [None] * len(line.words), INTERPOLATED_CONFIDENCE)
             timed = self._force([line.words for line in sung], start, end)
-            if timed is None:
-                return  # its words are spread over the gap
+            if timed is None:  # no path through them all: as many as fit, window by window
+                self._align_windows([w for line in sung for w in line.words if w.key], start, end)
+                return
             for line, times in zip(sung, timed, strict=True):
                 _set_times(line.words, times, ALIGNED_CONFIDENCE)
             silent = [line for line in sung if line.timed and not self._voiced(line)]

@@ -134,11 +134,14 @@ def test_cancelling_stops_the_alignment() -> None:
     assert len(reports) == 2
 
 
-def test_without_singing_no_line_is_sung() -> None:
+def test_without_singing_anywhere_the_words_are_spread_over_the_audio() -> None:
+    """Nothing to tell sung lines from unsung ones by: every line stays, spread, marked not heard."""
     silence = np.zeros(SAMPLE_RATE * 10, dtype=np.float32)
     segments = align_lyrics(silence, "one two three\n\n[Outro]\nfour five")
     assert [[w.text for w in s.words] for s in segments] == [["one", "two", "three"], ["four", "five"]]
-    assert all(s.not_sung for s in segments)
+    assert not any(s.not_sung for s in segments)
+    _assert_ordered(segments, 10.0)
+    assert segments[0].start == 0.0 and segments[-1].end == 10.0
     assert all(w.confidence == 0.0 and not w.heard for w in _words(segments))
     assert align_lyrics(silence, "\n[Chorus]\n") == []
 

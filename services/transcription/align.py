@@ -15,8 +15,10 @@
 5. Words no alignment placed (no pronunciation, a failed window) are spread between their timed
    neighbours, in proportion to their length, and marked as not heard.
 
-With no anchor at all (nothing heard, or no transcription), the whole song is one gap, aligned
-window by window as before (every line taken as sung when it is longer than one window).
+With no anchor at all (nothing heard, or no transcription), the whole song is one gap (aligned
+window by window, every line taken as sung, when it is longer than MAX_GAP_SECONDS). When the voice
+activity model hears no singing anywhere, every line is taken as sung and spread over the audio:
+the files stay usable, just not synced.
 """
 
 from __future__ import annotations
@@ -182,7 +184,8 @@ def align_lyrics(
     aligner = _Aligner(dictionary, pcm, regions, duration, progress)
     missing = _anchor(lines, list(heard), regions)
     aligner.align_anchored(lines, missing)
-    aligner.align_gaps(lines, missing)
+    if regions:  # with no singing heard anywhere there is nothing to tell sung lines from others by
+        aligner.align_gaps(lines, missing)
     _spread_unaligned(lines, regions, duration)
     _make_ordered([w for line in lines if line.sung for w in line.words])
     progress(100.0, "lyrics aligned")

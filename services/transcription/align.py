@@ -208,8 +208,10 @@ def _anchor(lines: list[_Line], heard: list[common_pb2.Word], regions: list[Span
         [_speech_seconds(regions, 0.0, w.start) / singing for w in heard],
     )
     pairs = align_words(lyric_keys, heard_keys, positions=positions)
-    paired = set(pairs)
-    for a, b in pairs:
+    # Near matches ("gonna"/"going") keep the alignment in step but anchor nothing: "the lights"
+    # nearly matches "the night" of another line.
+    paired = {(a, b) for a, b in pairs if lyric_keys[a] == heard_keys[b]}
+    for a, b in sorted(paired):
         in_run = any(
             (a + step, b + step) in paired
             and 0 <= a + step < len(owners)

@@ -421,7 +421,6 @@ class Jobs:
             instrumental = await asyncio.to_thread((job_dir / f"instrumental.{ext}").read_bytes)
             request = karaoke_pb2.KaraokeOptions(
                 transcript=transcript,
-                lyrics=options.lyrics,
                 formats=options.lyrics_formats,
                 instrumental_format=options.audio_format,
                 title=Path(job.filename).stem,

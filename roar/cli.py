@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import os
 import secrets
 import signal
@@ -275,6 +276,8 @@ async def _finish_job(stub: pb_grpc.OrchestratorStub, last: pb.ProgressEvent, ou
         for artifact in last.artifacts:
             await client.download(stub, last.job_id, artifact.name, out / artifact.name)
         print(f"wrote {len(last.artifacts)} files to {out}: {', '.join(a.name for a in last.artifacts)}")
+        if (out / "lines.json").is_file():
+            print_unsung_lines(out / "lines.json")
     for error in last.errors:
         print(
             f"error in {STAGE_LABELS.get(error.stage, '?')}: {error.code}: {error.message}", file=sys.stderr
@@ -282,6 +285,19 @@ async def _finish_job(stub: pb_grpc.OrchestratorStub, last: pb.ProgressEvent, ou
     state = STATE_LABELS[last.state]
     print(f"job {last.job_id} {state}")
     return 0 if last.state == pb.JOB_STATE_SUCCEEDED else 1
+
+
+def print_unsung_lines(lines_json: Path) -> None:
+    """Names the lines of the user's lyrics that the job found not sung (lines.json "sung": false)."""
+    try:
+        lines = json.loads(lines_json.read_text(encoding="utf-8"))
+        unsung = [str(line["text"]) for line in lines if line.get("sung") is False]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return  # not the karaoke service's lines.json: nothing to say about it
+    if unsung:
+        print(f"{len(unsung)} of {len(lines)} lyric lines not sung (left out of the timed lyrics):")
+        for text in unsung:
+            print(f"  - {text}")
 
 
 async def _show(events, view: ProgressView) -> pb.ProgressEvent | None:

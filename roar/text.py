@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# "[Chorus]", "[Verse 2]": section markers in lyrics, not sung.
-_SECTION_MARKER = re.compile(r"^\[[^\]]*\]$")
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'"})
 _NON_WORD = re.compile(r"[^\w']+")
 # A language option: an ISO 639 code with optional BCP 47 subtags ("en", "haw", "pt-BR").
@@ -50,13 +48,3 @@ def word_error_rate(reference: str | list[str], hypothesis: str | list[str]) -> 
     if not ref:
         return 0.0 if not hyp else 1.0
     return edit_distance(ref, hyp) / len(ref)
-
-
-def lyric_lines(lyrics: str) -> list[list[str]]:
-    """The sung lines of the user's lyrics as words (blank lines and section markers left out)."""
-    lines = []
-    for raw in lyrics.splitlines():
-        line = raw.strip()
-        if line and not _SECTION_MARKER.match(line):
-            lines.append(line.split())
-    return lines

@@ -7,8 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 
+from roar.cli import print_unsung_lines
+from roar.v1 import common_pb2
+from services.karaoke import formats
 from tests.support.songs import write_song
 from tests.support.suite import REPO, Suite
 
@@ -65,3 +69,22 @@ def test_process_exits_non_zero_with_the_error(suite: Suite, tmp_path: Path) -> 
     assert missing.returncode != 0 and "no such file" in missing.stderr
     unknown = roar("cancel", "nope", "--server", suite.address)
     assert unknown.returncode != 0 and "NOT_FOUND" in unknown.stderr
+
+
+def test_the_lines_not_sung_are_named_after_a_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sung = common_pb2.Segment(
+        text="we sing", start=1.0, end=2.0, words=[common_pb2.Word(text="we", start=1.0, end=1.5, heard=True)]
+    )
+    unsung = common_pb2.Segment(text="never here", words=[common_pb2.Word(text="never")], not_sung=True)
+    lines_json = tmp_path / "lines.json"
+    lines_json.write_text(formats.lines_json([sung, unsung, sung]))
+    print_unsung_lines(lines_json)
+    assert (
+        capsys.readouterr().out
+        == "1 of 3 lyric lines not sung (left out of the timed lyrics):\n  - never here\n"
+    )
+    lines_json.write_text(formats.lines_json([sung]))  # every line sung, or a file of another kind: silence
+    print_unsung_lines(lines_json)
+    lines_json.write_text('{"not": "a list"}')
+    print_unsung_lines(lines_json)
+    assert capsys.readouterr().out == ""

@@ -1,5 +1,6 @@
-"""The karaoke stage: line timing from transcripts and user lyrics, the lyric file formats (each
-parsed back), the instrumental output, and the gRPC service."""
+"""The karaoke stage: lines from the transcript with its times as they are (the user's lyrics
+come aligned, lines not sung marked), the lyric file formats (each parsed back), the instrumental
+output, and the gRPC service."""
 
 from __future__ import annotations
 
@@ -92,78 +93,67 @@ def test_a_segment_without_words_spreads_its_text():
     assert [(w.text, w.start, w.end) for w in only.words] == [("aa", 1.0, 2.0), ("bbbb", 2.0, 4.0)]
 
 
-def test_user_lyrics_take_the_transcript_times():
-    # Misspelled "rivver", extra "Big", missing "morning"; user line breaks and punctuation.
-    lyrics = "[Chorus]\n  We will walk along the\n\nBig rivver, in the light!\n"
-
-    lines = karaoke_lines(transcript(HEARD), lyrics, duration=6.0)
-
-    assert [ln.text for ln in lines] == ["We will walk along the", "Big rivver, in the light!"]
-    assert_ordered(lines)
-    words = [w for ln in lines for w in ln.words]
-    heard = [w for segment in HEARD for w in segment]
-    matched = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 6: 5, 7: 6, 8: 7, 9: 9}  # lyric word -> heard word
-    for mine, theirs in matched.items():
-        assert (words[mine].start, words[mine].end) == heard[theirs][1:]
-    assert words[6].text == "rivver," and words[9].text == "light!"
-    assert words[6].confidence == pytest.approx(0.60)
-    big = words[5]
-    assert big.text == "Big" and big.confidence == 0.0
-    assert 2.6 <= big.start <= big.end <= 2.7
-
-
-def test_near_misses_anchor_and_words_between_anchors_share_the_gap():
-    heard = [[("i", 1.0, 1.2), ("am", 1.3, 1.5), ("gonna", 1.6, 2.0), ("sing", 3.0, 3.4)]]
-
-    [only] = karaoke_lines(transcript(heard), "I'm going to sing")
-
-    im, going, to, sing = only.words
-    assert (going.start, going.end) == (1.6, 2.0)
-    assert (sing.start, sing.end) == (3.0, 3.4)
-    assert (to.start, to.end) == (2.0, 3.0)  # the whole gap between its anchors
-    assert im.end <= 1.6 and im.start >= 0.0
+def aligned_lyrics() -> common_pb2.Transcript:
+    """The user's lyrics as the transcription service aligns them: a line not sung, a word spread
+    between its neighbours, and a passage the lyrics lack kept as heard."""
+    first = line(("We", 0.5, 0.8), ("will", 0.9, 1.2), ("walk", 1.3, 1.7))
+    first.words[1].heard = False
+    for k in (0, 2):
+        first.words[k].heard = True
+    unsung = common_pb2.Segment(
+        text="never sung here",
+        words=[common_pb2.Word(text=w) for w in ["never", "sung", "here"]],
+        not_sung=True,
+    )
+    missing = line(("oh", 2.0, 2.2), ("yeah", 2.3, 2.6))
+    for word in missing.words:
+        word.heard = word.from_transcript = True
+    last = line(("along", 3.0, 3.4), ("the", 3.5, 3.6), ("river", 3.7, 4.2))
+    for word in last.words:
+        word.heard = True
+    return common_pb2.Transcript(segments=[first, unsung, missing, last], from_user_lyrics=True)
 
 
-def test_words_outside_the_anchors_sit_next_to_them_within_the_audio():
-    heard = [[("la", 0.2, 0.5), ("la", 0.6, 0.9), ("la", 1.0, 1.3), ("bye", 9.5, 9.8)]]
+def test_aligned_lyrics_keep_their_times_and_unsung_lines():
+    lines = karaoke_lines(aligned_lyrics())
 
-    [only] = karaoke_lines(transcript(heard), "oh yeah baby la la la bye now then", duration=10.0)
-
-    words = only.words
-    assert words[0].start == 0.0 and words[2].end == pytest.approx(0.2)  # clamped at 0
-    assert words[3].start == 0.2 and words[6].end == 9.8
-    assert 9.8 <= words[7].start < words[8].end <= 10.0
-    assert_ordered([only])
-
-
-def test_lyrics_share_the_sung_span_when_no_word_matches():
-    heard = [[("zzz", 2.0, 2.5), ("qqq", 3.0, 4.0)]]
-
-    lines = karaoke_lines(transcript(heard), "la la\nla", duration=10.0)
-
-    assert (lines[0].start, lines[-1].end) == (2.0, 4.0)
-    assert_ordered(lines)
-    # Only section markers: the transcript's own lines.
-    assert [ln.text for ln in karaoke_lines(transcript(heard), "[Intro]\n\n")] == ["zzz qqq"]
+    assert [ln.text for ln in lines] == ["We will walk", "never sung here", "oh yeah", "along the river"]
+    assert [ln.not_sung for ln in lines] == [False, True, False, False]
+    assert [(w.start, w.end) for w in lines[3].words] == [(3.0, 3.4), (3.5, 3.6), (3.7, 4.2)]
+    assert [w.heard for w in lines[0].words] == [True, False, True]
+    assert all(w.from_transcript for w in lines[2].words)
+    assert_ordered([ln for ln in lines if not ln.not_sung])
 
 
-def test_lines_spread_evenly_over_the_audio_when_nothing_was_heard():
-    lyrics = "first line here\n[Bridge]\nsecond\nthe third line"
+def test_json_files_carry_the_contract_and_timed_formats_skip_unsung_lines():
+    lines = karaoke_lines(aligned_lyrics())
+    files = {name: write(lines, "").encode() for name, write in formats.writers([]).items()}
 
-    lines = karaoke_lines(common_pb2.Transcript(), lyrics, duration=30.0)
-
-    assert [(ln.start, ln.end) for ln in lines] == [(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]
-    assert_ordered(lines)
-    assert all(w.confidence == 0.0 for ln in lines for w in ln.words)
-
-
-def test_non_latin_lyrics_align():
-    heard = [[("Привет", 1.0, 1.5), ("мир", 1.6, 2.0), ("夜空", 3.0, 3.5)]]
-
-    lines = karaoke_lines(transcript(heard), "привет, Мир!\n夜空")
-
-    assert [ln.text for ln in lines] == ["привет, Мир!", "夜空"]
-    assert [(w.start, w.end) for ln in lines for w in ln.words] == [(1.0, 1.5), (1.6, 2.0), (3.0, 3.5)]
+    words = json.loads(files["words.json"])
+    assert words[1] == {
+        "word": "will", "start": 0.9, "end": 1.2, "confidence": 0.9, "heard": False, "source": "lyrics",
+        "sung": True,
+    }  # fmt: skip
+    assert words[3] == {
+        "word": "never", "start": None, "end": None, "confidence": 0.0, "heard": False, "source": "lyrics",
+        "sung": False,
+    }  # fmt: skip
+    assert [w["source"] for w in words[6:8]] == ["transcript", "transcript"]
+    assert all(w["heard"] for w in words[6:])
+    rows = json.loads(files["lines.json"])
+    assert rows[1] == {
+        "text": "never sung here",
+        "start": None,
+        "end": None,
+        "words": [3, 4, 5],
+        "sung": False,
+    }
+    assert [r["sung"] for r in rows] == [True, False, True, True]
+    assert (rows[3]["start"], rows[3]["end"]) == (3.0, 4.2)
+    for name in ("lyrics.lrc", "lyrics.elrc", "lyrics.ass", "lyrics.vtt"):
+        text = files[name].decode()
+        assert "never" not in text and "walk" in text and "yeah" in text and "river" in text, name
+    assert "[00:03.00]along the river" in files["lyrics.lrc"].decode()
 
 
 # --- formats, each parsed back -----------------------------------------------------------------
@@ -301,7 +291,9 @@ def test_json_files_list_words_and_group_them_into_lines():
 
 
 def test_unicode_lyrics_survive_every_format():
-    lines = karaoke_lines(transcript([[("Привет", 1.0, 1.5), ("мир", 1.6, 2.0)]]), "Привет, мир!\n夜空の星 ♪")
+    lines = karaoke_lines(
+        transcript([[("Привет,", 1.0, 1.5), ("мир!", 1.6, 2.0)], [("夜空の星", 2.5, 3.0), ("♪", 3.0, 3.2)]])
+    )
     files = {name: write(lines, "Песня").encode() for name, write in formats.writers([]).items()}
 
     for name, data in files.items():
@@ -371,13 +363,15 @@ def test_an_instrumental_is_converted_keeping_its_duration(requested, fmt, toler
     assert reports == sorted(reports) and reports[-1] == 100.0
 
 
-def test_build_uses_the_audio_length_when_nothing_was_heard():
+def test_lyrics_sent_to_the_karaoke_stage_do_not_realign_the_transcript():
     data = audio.encode(tone(3.0), SAMPLE_RATE, "wav")
-    opts = karaoke_pb2.KaraokeOptions(lyrics="one\ntwo\nthree", formats=[common_pb2.LYRICS_FORMAT_JSON])
+    opts = options(lyrics="one\ntwo\nthree", formats=[common_pb2.LYRICS_FORMAT_JSON])
 
     files = build_karaoke(opts, data)
 
-    assert [(ln["start"], ln["end"]) for ln in json.loads(files["lines.json"])] == [(0, 1), (1, 2), (2, 3)]
+    lines = json.loads(files["lines.json"])
+    assert [ln["text"] for ln in lines] == ["We will walk along the", "river in the morning light"]
+    assert (lines[0]["start"], lines[1]["end"]) == (0.5, 4.9)
 
 
 def test_undecodable_instrumental_is_bad_input():
@@ -403,7 +397,7 @@ async def karaoke_stub() -> AsyncIterator[karaoke_pb2_grpc.KaraokeStub]:
 
 async def test_service_streams_progress_then_files():
     data = audio.encode(tone(), SAMPLE_RATE, "wav")
-    opts = options(lyrics="we will walk\nalong the river", title="Test")
+    opts = karaoke_pb2.KaraokeOptions(transcript=aligned_lyrics(), title="Test")
     kinds, progress, files = [], [], FileAssembler()
 
     async with karaoke_stub() as stub:
@@ -421,7 +415,9 @@ async def test_service_streams_progress_then_files():
     assert progress[-1] == 100.0
     assert set(files.files) == {*formats.writers([]), "instrumental.wav"}
     assert files.files["instrumental.wav"] == data
-    assert "[00:00.50]we will walk" in files.files["lyrics.lrc"].decode()
+    lrc = files.files["lyrics.lrc"].decode()
+    assert "[00:00.50]We will walk" in lrc and "never sung" not in lrc
+    assert json.loads(files.files["lines.json"])[1]["sung"] is False
 
 
 @pytest.mark.parametrize(

@@ -27,10 +27,10 @@ from roar.service import request_stream
 from roar.text import edit_distance, normalized_words
 from roar.v1 import common_pb2, transcription_pb2, transcription_pb2_grpc
 from services.transcription import vad
+from services.transcription.align import ALIGNER_NAME
 from services.transcription.gemma import GemmaTranscriber
 from services.transcription.server import TranscriptionServicer
 from services.transcription.transcriber import (
-    ALIGNER_NAME,
     SAMPLE_RATE,
     load_transcriber,
     prepare_audio,
@@ -231,11 +231,11 @@ def test_lyrics_are_timed_by_forced_alignment(vocals: np.ndarray) -> None:
     truth = json.loads((SONG / "truth.json").read_text())
     reports: list[tuple[float, str]] = []
 
-    def no_transcription(progress: object) -> common_pb2.Transcript:
-        raise AssertionError("aligned lyrics need no transcription")
+    def nothing_heard(progress: object) -> common_pb2.Transcript:
+        return common_pb2.Transcript()  # no anchors: forced alignment alone
 
     transcript = transcribe_with_lyrics(
-        vocals, truth["lyrics"], "EN", no_transcription, lambda p, m="": reports.append((p, m))
+        vocals, truth["lyrics"], "EN", nothing_heard, lambda p, m="": reports.append((p, m))
     )
     assert transcript.from_user_lyrics and transcript.model == ALIGNER_NAME and transcript.language == "en"
     assert [segment.text for segment in transcript.segments] == truth["lyrics"].splitlines()
@@ -246,10 +246,11 @@ def test_lyrics_are_timed_by_forced_alignment(vocals: np.ndarray) -> None:
     assert reports[-1][0] == 100.0 and any("aligning lyrics" in m for _, m in reports)
 
 
-def test_lyrics_the_aligner_cannot_place_fall_back_to_the_transcription(
+def test_lyrics_the_aligner_cannot_place_are_spread_over_the_singing(
     tiny: WhisperTranscriber, vocals: np.ndarray
 ) -> None:
-    """The aligner's en-us model has no pronunciation for Japanese script, so it places no word."""
+    """The aligner's en-us model has no pronunciation for Japanese script, so it places no word:
+    the lyrics' lines stay, their words spread over the singing and marked as not heard."""
     reports: list[tuple[float, str]] = []
     transcript = transcribe_with_lyrics(
         vocals,
@@ -258,8 +259,11 @@ def test_lyrics_the_aligner_cannot_place_fall_back_to_the_transcription(
         lambda progress: tiny.transcribe(vocals, "", progress),
         lambda p, m="": reports.append((p, m)),
     )
-    assert not transcript.from_user_lyrics and transcript.model == tiny.name
-    assert_words_in_order_within(all_words(transcript), len(vocals) / SAMPLE_RATE)
+    assert transcript.from_user_lyrics and transcript.model == ALIGNER_NAME
+    assert [s.text for s in transcript.segments] == ["夢を見る", "山は白い"]
+    words = all_words(transcript)
+    assert_words_in_order_within(words, len(vocals) / SAMPLE_RATE)
+    assert not any(w.heard for w in words) and all(w.confidence == 0.0 for w in words)
     percents = [p for p, _ in reports]
     assert percents == sorted(percents) and percents[-1] == 100.0
     assert any(m.startswith("transcribing segment") for _, m in reports)

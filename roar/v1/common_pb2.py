@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14roar/v1/common.proto\x12\x07roar.v1\"[\n\rStageProgress\x12\x0f\n\x07percent\x18\x01 \x01(\x02\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x18\n\x0b\x65ta_seconds\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x0e\n\x0c_eta_seconds\"4\n\tFileChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65of\x18\x03 \x01(\x08\"D\n\x04Word\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x01\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x01\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"Q\n\x07Segment\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x01\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x01\x12\x1c\n\x05words\x18\x04 \x03(\x0b\x32\r.roar.v1.Word\"k\n\nTranscript\x12\x10\n\x08language\x18\x01 \x01(\t\x12\"\n\x08segments\x18\x02 \x03(\x0b\x32\x10.roar.v1.Segment\x12\r\n\x05model\x18\x03 \x01(\t\x12\x18\n\x10\x66rom_user_lyrics\x18\x04 \x01(\x08\"\\\n\tAudioInfo\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t*n\n\x0b\x41udioFormat\x12\x1c\n\x18\x41UDIO_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41UDIO_FORMAT_WAV\x10\x01\x12\x15\n\x11\x41UDIO_FORMAT_FLAC\x10\x02\x12\x14\n\x10\x41UDIO_FORMAT_MP3\x10\x03*\xaa\x01\n\x0cLyricsFormat\x12\x1d\n\x19LYRICS_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11LYRICS_FORMAT_LRC\x10\x01\x12\x1e\n\x1aLYRICS_FORMAT_ENHANCED_LRC\x10\x02\x12\x15\n\x11LYRICS_FORMAT_ASS\x10\x03\x12\x15\n\x11LYRICS_FORMAT_VTT\x10\x04\x12\x16\n\x12LYRICS_FORMAT_JSON\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14roar/v1/common.proto\x12\x07roar.v1\"[\n\rStageProgress\x12\x0f\n\x07percent\x18\x01 \x01(\x02\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x18\n\x0b\x65ta_seconds\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x0e\n\x0c_eta_seconds\"4\n\tFileChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65of\x18\x03 \x01(\x08\"l\n\x04Word\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x01\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x01\x12\x12\n\nconfidence\x18\x04 \x01(\x02\x12\r\n\x05heard\x18\x05 \x01(\x08\x12\x17\n\x0f\x66rom_transcript\x18\x06 \x01(\x08\"c\n\x07Segment\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x01\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x01\x12\x1c\n\x05words\x18\x04 \x03(\x0b\x32\r.roar.v1.Word\x12\x10\n\x08not_sung\x18\x05 \x01(\x08\"k\n\nTranscript\x12\x10\n\x08language\x18\x01 \x01(\t\x12\"\n\x08segments\x18\x02 \x03(\x0b\x32\x10.roar.v1.Segment\x12\r\n\x05model\x18\x03 \x01(\t\x12\x18\n\x10\x66rom_user_lyrics\x18\x04 \x01(\x08\"\\\n\tAudioInfo\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t*n\n\x0b\x41udioFormat\x12\x1c\n\x18\x41UDIO_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41UDIO_FORMAT_WAV\x10\x01\x12\x15\n\x11\x41UDIO_FORMAT_FLAC\x10\x02\x12\x14\n\x10\x41UDIO_FORMAT_MP3\x10\x03*\xaa\x01\n\x0cLyricsFormat\x12\x1d\n\x19LYRICS_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11LYRICS_FORMAT_LRC\x10\x01\x12\x1e\n\x1aLYRICS_FORMAT_ENHANCED_LRC\x10\x02\x12\x15\n\x11LYRICS_FORMAT_ASS\x10\x03\x12\x15\n\x11LYRICS_FORMAT_VTT\x10\x04\x12\x16\n\x12LYRICS_FORMAT_JSON\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'roar.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOFORMAT']._serialized_start=536
-  _globals['_AUDIOFORMAT']._serialized_end=646
-  _globals['_LYRICSFORMAT']._serialized_start=649
-  _globals['_LYRICSFORMAT']._serialized_end=819
+  _globals['_AUDIOFORMAT']._serialized_start=594
+  _globals['_AUDIOFORMAT']._serialized_end=704
+  _globals['_LYRICSFORMAT']._serialized_start=707
+  _globals['_LYRICSFORMAT']._serialized_end=877
   _globals['_STAGEPROGRESS']._serialized_start=33
   _globals['_STAGEPROGRESS']._serialized_end=124
   _globals['_FILECHUNK']._serialized_start=126
   _globals['_FILECHUNK']._serialized_end=178
   _globals['_WORD']._serialized_start=180
-  _globals['_WORD']._serialized_end=248
-  _globals['_SEGMENT']._serialized_start=250
-  _globals['_SEGMENT']._serialized_end=331
-  _globals['_TRANSCRIPT']._serialized_start=333
-  _globals['_TRANSCRIPT']._serialized_end=440
-  _globals['_AUDIOINFO']._serialized_start=442
-  _globals['_AUDIOINFO']._serialized_end=534
+  _globals['_WORD']._serialized_end=288
+  _globals['_SEGMENT']._serialized_start=290
+  _globals['_SEGMENT']._serialized_end=389
+  _globals['_TRANSCRIPT']._serialized_start=391
+  _globals['_TRANSCRIPT']._serialized_end=498
+  _globals['_AUDIOINFO']._serialized_start=500
+  _globals['_AUDIOINFO']._serialized_end=592
 # @@protoc_insertion_point(module_scope)

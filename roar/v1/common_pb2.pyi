@@ -54,28 +54,34 @@ class FileChunk(_message.Message):
     def __init__(self, name: _Optional[str] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ...) -> None: ...
 
 class Word(_message.Message):
-    __slots__ = ("text", "start", "end", "confidence")
+    __slots__ = ("text", "start", "end", "confidence", "heard", "from_transcript")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    HEARD_FIELD_NUMBER: _ClassVar[int]
+    FROM_TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
     text: str
     start: float
     end: float
     confidence: float
-    def __init__(self, text: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., confidence: _Optional[float] = ...) -> None: ...
+    heard: bool
+    from_transcript: bool
+    def __init__(self, text: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., confidence: _Optional[float] = ..., heard: _Optional[bool] = ..., from_transcript: _Optional[bool] = ...) -> None: ...
 
 class Segment(_message.Message):
-    __slots__ = ("text", "start", "end", "words")
+    __slots__ = ("text", "start", "end", "words", "not_sung")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     WORDS_FIELD_NUMBER: _ClassVar[int]
+    NOT_SUNG_FIELD_NUMBER: _ClassVar[int]
     text: str
     start: float
     end: float
     words: _containers.RepeatedCompositeFieldContainer[Word]
-    def __init__(self, text: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ...) -> None: ...
+    not_sung: bool
+    def __init__(self, text: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., not_sung: _Optional[bool] = ...) -> None: ...
 
 class Transcript(_message.Message):
     __slots__ = ("language", "segments", "model", "from_user_lyrics")

@@ -31,7 +31,7 @@ def build_karaoke(
     progress(0.0, "decoding the instrumental")
     decoded = audio.decode(instrumental)
     progress(20.0, "timing the lyrics")
-    lines = karaoke_lines(options.transcript, options.lyrics, decoded.duration)
+    lines = karaoke_lines(options.transcript)
     progress(40.0, "writing the lyric files")
     files = {name: write(lines, options.title).encode() for name, write in file_writers.items()}
     if decoded.format in _SAME_CONTAINER[extension]:

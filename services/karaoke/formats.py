@@ -1,7 +1,9 @@
 """Lyric file writers: each a plain function of karaoke lines (and a title) to the file's text.
 
 Lines are common_pb2.Segments with ordered, non-overlapping words (as lyrics.karaoke_lines makes
-them); times are seconds. All text stays UTF-8, so lyrics in any script survive.
+them); times are seconds. All text stays UTF-8, so lyrics in any script survive. A line of the user's
+lyrics that is not sung (Segment.not_sung) has no times: the JSON files list it with "sung": false,
+the timed formats leave it out.
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ def enhanced_lrc(lines: Lines, title: str = "") -> str:
     return _lrc(lines, title, words)
 
 
+def sung(lines: Lines) -> Lines:
+    """The lines that are sung, the only ones a timed format shows."""
+    return [line for line in lines if not line.not_sung]
+
+
 def _lrc(lines: Lines, title: str, line_text: Callable[[common_pb2.Segment], str]) -> str:
+    lines = sung(lines)
     out = []
     if title:
         # A bracket in the title would end the tag early.
@@ -81,7 +89,7 @@ def ass(lines: Lines, title: str = "") -> str:
     """Advanced SubStation Alpha karaoke: a Dialogue per line, `{\\kf<cs>}` per word (a fill sweep)
     and `{\\k<cs>}` with no text for the gaps, so every line's tags add up to its duration."""
     events = []
-    for line in lines:
+    for line in sung(lines):
         start = _centiseconds(line.start)
         text, end = _ass_karaoke(line, start)
         events.append(f"Dialogue: 0,{_ass_time(start)},{_ass_time(end)},Karaoke,,0,0,0,,{text}")
@@ -126,7 +134,7 @@ def vtt(lines: Lines) -> str:
     previous one; a word starting no later than that (a zero-length word) shares its neighbour's tag.
     """
     cues = ["WEBVTT"]
-    for line in lines:
+    for line in sung(lines):
         start = _milliseconds(line.start)
         end = max(_milliseconds(line.end), start + 1)  # a cue must end after it starts
         text = []
@@ -151,13 +159,19 @@ def _vtt_time(ms: int) -> str:
 
 
 def words_json(lines: Lines) -> str:
-    """Every word in order: [{"word", "start", "end", "confidence"}], seconds to the millisecond."""
+    """Every word in order: [{"word", "start", "end", "confidence", "heard", "source", "sung"}],
+    seconds to the millisecond. "heard": the audio placed the word (false: spread between its
+    neighbours); "source": "lyrics" (the user's) or "transcript" (sung in a passage the lyrics lack,
+    kept as heard); "sung": false, with null times, for the words of a line that is not sung."""
     words = [
         {
             "word": w.text,
-            "start": round(w.start, 3),
-            "end": round(w.end, 3),
+            "start": None if line.not_sung else round(w.start, 3),
+            "end": None if line.not_sung else round(w.end, 3),
             "confidence": round(w.confidence, 3),
+            "heard": w.heard,
+            "source": "transcript" if w.from_transcript else "lyrics",
+            "sung": not line.not_sung,
         }
         for line in lines
         for w in line.words
@@ -166,13 +180,15 @@ def words_json(lines: Lines) -> str:
 
 
 def lines_json(lines: Lines) -> str:
-    """[{"text", "start", "end", "words"}]: "words" lists the line's indices into words.json."""
+    """[{"text", "start", "end", "words", "sung"}]: "words" lists the line's indices into words.json;
+    a line not sung has "sung": false and null times."""
     out = []
     first = 0
     for line in lines:
         indices = list(range(first, first + len(line.words)))
+        start, end = (None, None) if line.not_sung else (round(line.start, 3), round(line.end, 3))
         out.append(
-            {"text": line.text, "start": round(line.start, 3), "end": round(line.end, 3), "words": indices}
+            {"text": line.text, "start": start, "end": end, "words": indices, "sung": not line.not_sung}
         )
         first += len(line.words)
     return _json_list(out)

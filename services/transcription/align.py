@@ -1,52 +1,105 @@
-"""Karaoke timing from the user's own lyrics: forced alignment of their words to the vocals stem with
-pocketsphinx (its en-us acoustic model and CMUdict), window by window.
+"""Karaoke timing from the user's own lyrics, where no line can move the rest.
 
-A window is up to WINDOW_SECONDS of audio from where the last window's kept words end, skipping
-silence to the next sung region. Its grammar is the next words of the lyrics in order, of which any
-first few may be sung in it; the words the aligner puts in the first COMMIT_SECONDS of the window
-are kept, and the rest are aligned again by the next window, which hears them whole. The last
-window's grammar needs all the words left. So the work grows linearly with the song's length
-(aligning a whole song at once grows faster: 2.4 s for 3 minutes, 9 s for 6), memory stays small,
-and progress and cancellation happen per window.
+1. The lyrics are parsed (lyrics.parse_lyrics: markup out, repeats written out).
+2. The model transcribes the vocals (the `transcribe` callback) and the lyric words are matched to
+   the heard words by a global alignment over words (word_alignment.align_words). Matches in a run
+   of at least two, or of a long word the model was sure of, are anchors: they say roughly when
+   their line is sung. A run of heard words that no lyric word covers is a sung passage the lyrics
+   lack: it keeps its transcribed words.
+3. Each line with anchors is force-aligned on its own with pocketsphinx (its en-us acoustic model
+   and CMUdict) in a short window around its anchors, between the line before and the next one's
+   anchors, so an error stays in its line.
+4. The lines without anchors between two timed neighbours are force-aligned together in the gap
+   between them. A line whose words land where the voice activity model hears no singing, or one
+   in a gap with no singing at all, is NOT SUNG: no times; the others are aligned again without it.
+5. Words no alignment placed (no pronunciation, a failed window) are spread between their timed
+   neighbours, in proportion to their length, and marked as not heard.
 
-Words with no pronunciation, and the words of a window whose alignment failed, are spread over the
-sung regions between their aligned neighbours in proportion to their length.
-
-The lyrics must be what is sung: an unsung extra line (a title, a chorus sung once but written
-twice) pulls the words after it off, as forced alignment has no way to leave words out.
+With no anchor at all (nothing heard, or no transcription), the whole song is one gap (aligned
+window by window, every line taken as sung, when it is longer than MAX_GAP_SECONDS). When the voice
+activity model hears no singing anywhere, every line is taken as sung and spread over the audio:
+the files stay usable, just not synced.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
+import math
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from itertools import accumulate
 
 import numpy as np
 from pocketsphinx import Decoder
 
-from roar.progress import ProgressCallback, no_progress
-from roar.text import lyric_lines, normalize_word, normalized_words
+from roar.errors import Cancelled
+from roar.progress import ProgressCallback, check_cancelled, no_progress, scaled
+from roar.text import normalize_word, normalized_words
 from roar.v1 import common_pb2
+from services.transcription.lyrics import parse_lyrics
 from services.transcription.vad import SAMPLE_RATE, speech_regions
+from services.transcription.word_alignment import align_words
 
+log = logging.getLogger("roar.transcription")
+
+# The name a transcript timed from the user's lyrics carries as its model.
+ALIGNER_NAME = "lyrics aligned with pocketsphinx, anchored by the transcription"
+# The share of the work that transcribing takes (the rest is aligning).
+TRANSCRIBE_SHARE = 70.0
+
+# The share of the alignment's progress that the lines with anchors take (the gaps the rest).
+ANCHORED_SHARE = 60.0
+
+# --- anchors ---
+# A match of a single word (no matching neighbour) anchors its line only when the word is this long
+# and the model heard it with this confidence: "the" or "I" match anywhere.
+LONE_ANCHOR_LETTERS = 4
+LONE_ANCHOR_CONFIDENCE = 0.5
+# A run of at least this many heard words that no lyric word covers is a passage missing from the
+# lyrics (fewer are mishearings or fillers).
+MIN_MISSING_WORDS = 3
+
+# --- windows ---
+# A line's window reaches this far per word before its first anchor and after its last (slow
+# singing: held notes), plus a margin for the transcription's timing error.
+WORD_SECONDS = 0.7
+WINDOW_MARGIN_SECONDS = 0.6
+# Gaps longer than this are aligned window by window (a long stretch with no anchor).
 WINDOW_SECONDS = 60.0
+# A gap between anchored lines up to this long is aligned at once.
+MAX_GAP_SECONDS = 120
 COMMIT_SECONDS = 45.0
-# A window starts this long before the sung region it skips to: the region's onset is padded,
-# and the aligner needs some silence before the first word.
+# A window starts this long before the sung region it skips to: the aligner needs some silence
+# before the first word.
 LEAD_IN_SECONDS = 0.5
 # More words than anyone sings in a window: the cap keeps the grammar small for long lyrics.
 MAX_WORDS_PER_SECOND = 6.0
-# Confidence of a word the aligner placed, and of one spread between its neighbours without being
-# heard (pocketsphinx's word posteriors in alignment are ~1 whatever was sung, so they say nothing).
-ALIGNED_CONFIDENCE = 1.0
-PLACED_CONFIDENCE = 0.0
 
-# Lines such as "[Chorus]" or "[Verse 2]" name a section of the song; nobody sings them.
+# --- not sung ---
+# A gap between timed lines with less singing than this share of what its shortest line takes
+# (at the song's pace) holds no line.
+MIN_GAP_VOICE_SHARE = 0.5
+# Seconds a sung word takes, with the gap after it, when no line was timed to measure it.
+DEFAULT_WORD_SECONDS = 0.5
+# A line placed without anchors is sung only when at least this share of its span is singing.
+MIN_LINE_VOICE_SHARE = 0.35
+
+# --- confidence ---
+# pocketsphinx's word posteriors in alignment are ~1 whatever was sung, so a word it placed
+# without an anchor gets this; an anchored word the model's own confidence (at least this).
+ALIGNED_CONFIDENCE = 0.5
+INTERPOLATED_CONFIDENCE = 0.0
+
+# pocketsphinx's pruning beams (see _new_decoder).
+BEAM = 1e-80
+WORD_BEAM = 1e-60
 _FRAMES_PER_SECOND = 100  # pocketsphinx's default frame rate
 _NON_WORDS = ("<s>", "</s>", "<sil>", "(NULL)")  # "(NULL)": a null transition of the grammar
 _ALTERNATIVE = re.compile(r"\(\d+\)$")  # "the(2)": CMUdict's second pronunciation of "the"
+
+Span = tuple[float, float]
 
 
 @dataclass
@@ -55,103 +108,341 @@ class _Word:
     key: str | None  # its entry in the decoder's dictionary; None when it has no pronunciation
     start: float | None = None
     end: float | None = None
-    confidence: float = PLACED_CONFIDENCE
+    confidence: float = INTERPOLATED_CONFIDENCE
+    heard: bool = False
+
+
+@dataclass
+class _Line:
+    text: str
+    words: list[_Word]
+    anchors: list[tuple[int, common_pb2.Word]] = field(default_factory=list)  # (word index, heard)
+    sung: bool = True
+
+    @property
+    def timed(self) -> bool:
+        return any(w.heard for w in self.words)
+
+    @property
+    def start(self) -> float:
+        return min(w.start for w in self.words if w.start is not None)
+
+    @property
+    def end(self) -> float:
+        return max(w.end for w in self.words if w.end is not None)
+
+
+@dataclass
+class _Missing:
+    """Heard words the lyrics lack, kept as transcribed; they come after lyric line `after`."""
+
+    after: int
+    words: list[common_pb2.Word]
+
+
+def transcript_from_lyrics(
+    audio: np.ndarray,
+    lyrics: str,
+    language: str,
+    transcribe: Callable[[ProgressCallback], common_pb2.Transcript],
+    progress: ProgressCallback = no_progress,
+) -> common_pb2.Transcript:
+    """The user's lyrics (in `language`), line by line, timed against `audio` (the vocals stem, mono
+    float32 at 16 kHz), anchored by `transcribe(progress)`'s words; lines not sung carry not_sung."""
+    try:
+        heard = transcribe(scaled(progress, 0.0, TRANSCRIBE_SHARE))
+        heard_words = [w for s in heard.segments for w in s.words if normalize_word(w.text)]
+    except Cancelled:
+        raise
+    except Exception:  # whatever the model hits, forced alignment alone still times the lyrics
+        log.exception("transcribing the vocals failed; aligning the lyrics without anchors")
+        heard_words = []
+    segments = align_lyrics(audio, lyrics, heard_words, scaled(progress, TRANSCRIBE_SHARE, 100.0))
+    return common_pb2.Transcript(
+        language=language.strip().lower(), segments=segments, model=ALIGNER_NAME, from_user_lyrics=True
+    )
 
 
 def align_lyrics(
-    audio: np.ndarray, lyrics: str, progress: ProgressCallback = no_progress
+    audio: np.ndarray,
+    lyrics: str,
+    heard: Sequence[common_pb2.Word] = (),
+    progress: ProgressCallback = no_progress,
 ) -> list[common_pb2.Segment]:
-    """One Segment per sung line of `lyrics`, each Word the user's text timed against `audio` (the
-    vocals stem, mono float32 at 16 kHz). Words are ordered and do not overlap; a word the aligner
-    could not place has confidence 0. Raises Cancelled when `progress` does."""
-    lines = lyric_lines(lyrics)
-    if not lines:
+    """One Segment per sung line of `lyrics` (repeats written out; not_sung for a line the audio
+    does not hold), plus one per passage of `heard` words the lyrics lack (their words
+    from_transcript), in time order. Words are ordered and do not overlap. Raises Cancelled when
+    `progress` or the run does."""
+    parsed = parse_lyrics(lyrics)
+    if not parsed:
         return []
-    # One decoder per call (0.1 s to load) keeps calls independent. Its Viterbi path is the alignment:
-    # the lattice's best path (bestpath) may end short of the grammar's end and drop the last words.
-    decoder = Decoder(lm=None, bestpath=False, loglevel="FATAL")
-    words = [_Word(text, _dictionary_key(decoder, text)) for line in lines for text in line]
+    dictionary = _Dictionary()
+    lines = [_Line(line.text, [_Word(t, dictionary.key(t)) for t in line.words]) for line in parsed]
     duration = len(audio) / SAMPLE_RATE
     regions = speech_regions(audio)
-    if regions:
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-        _align_windows(decoder, pcm, [w for w in words if w.key], regions, progress)
-        _start_in_regions(words, regions)
-    _spread_unaligned(words, regions or [(0.0, duration)], duration)
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+    aligner = _Aligner(dictionary, pcm, regions, duration, progress)
+    missing = _anchor(lines, list(heard), regions)
+    aligner.align_anchored(lines, missing)
+    if regions:  # with no singing heard anywhere there is nothing to tell sung lines from others by
+        aligner.align_gaps(lines, missing)
+    _spread_unaligned(lines, regions, duration)
+    _make_ordered([w for line in lines if line.sung for w in line.words])
     progress(100.0, "lyrics aligned")
-    segments = []
-    first = 0
-    for line in lines:
-        timed = words[first : first + len(line)]
-        first += len(line)
-        segments.append(
-            common_pb2.Segment(
-                text=" ".join(line),
-                start=timed[0].start,
-                end=timed[-1].end,
-                words=[
-                    common_pb2.Word(text=w.text, start=w.start, end=w.end, confidence=w.confidence)
-                    for w in timed
-                ],
-            )
+    return _segments(lines, missing)
+
+
+# --- anchors ---
+
+
+def _anchor(lines: list[_Line], heard: list[common_pb2.Word], regions: list[Span]) -> list[_Missing]:
+    """Sets each line's anchors from the alignment of its words to the heard words; returns the
+    passages of heard words that the lyrics lack. A lyric word is expected as far into the singing
+    as it is into the lyrics, a heard word as far as the singing before it."""
+    owners = [(k, i) for k, line in enumerate(lines) for i in range(len(line.words))]
+    lyric_keys = [normalize_word(w.text) for line in lines for w in line.words]
+    heard_keys = [normalize_word(w.text) for w in heard]
+    singing = _speech_seconds(regions, 0.0, math.inf) or 1.0
+    positions = (
+        [i / len(lyric_keys) for i in range(len(lyric_keys))],
+        [_speech_seconds(regions, 0.0, w.start) / singing for w in heard],
+    )
+    pairs = align_words(lyric_keys, heard_keys, positions=positions)
+    # Near matches ("gonna"/"going") keep the alignment in step but anchor nothing: "the lights"
+    # nearly matches "the night" of another line.
+    paired = {(a, b) for a, b in pairs if lyric_keys[a] == heard_keys[b]}
+    for a, b in sorted(paired):
+        in_run = any(
+            (a + step, b + step) in paired
+            and 0 <= a + step < len(owners)
+            and owners[a + step][0] == owners[a][0]
+            for step in (-1, 1)
         )
-    return segments
+        lone = len(lyric_keys[a]) >= LONE_ANCHOR_LETTERS and heard[b].confidence >= LONE_ANCHOR_CONFIDENCE
+        if in_run or lone:
+            k, i = owners[a]
+            lines[k].anchors.append((i, heard[b]))
+    missing = []
+    for (a0, b0), (a1, b1) in zip([(-1, -1), *pairs], [*pairs, (len(lyric_keys), len(heard))], strict=True):
+        # Heard words with no lyric word between, at a line's end: a line the lyrics lack.
+        at_line_end = a0 < 0 or a1 >= len(lyric_keys) or owners[a0][0] != owners[a1][0]
+        if a1 == a0 + 1 and at_line_end and b1 - b0 - 1 >= MIN_MISSING_WORDS:
+            after = owners[a0][0] if a0 >= 0 else -1
+            missing.append(_Missing(after, heard[b0 + 1 : b1]))
+    return missing
 
 
-def _align_windows(
-    decoder: Decoder,
-    pcm: np.ndarray,
-    words: list[_Word],
-    regions: list[tuple[float, float]],
-    progress: ProgressCallback,
-) -> None:
-    """Times `words` (all with dictionary keys) window by window; words left untimed are those of
-    failed windows and any the aligner did not fit before the audio ended."""
-    duration = len(pcm) / SAMPLE_RATE
-    position = 0.0  # everything before has been aligned
-    next_word = 0
-    while next_word < len(words):
-        upcoming = [start for start, end in regions if end > position]
-        if not upcoming:
+# --- forced alignment ---
+
+
+class _Aligner:
+    def __init__(
+        self,
+        dictionary: _Dictionary,
+        pcm: np.ndarray,
+        regions: list[Span],
+        duration: float,
+        progress: ProgressCallback,
+    ) -> None:
+        self.dictionary = dictionary
+        self.pcm = pcm
+        self.regions = regions
+        self.duration = duration
+        self.progress = progress
+        self.reached = 0.0  # percent: progress never steps back between the passes
+        self.word_seconds = DEFAULT_WORD_SECONDS
+
+    def align_anchored(self, lines: list[_Line], missing: list[_Missing]) -> None:
+        """Force-aligns each line with anchors in a window around them, one line at a time."""
+        floor = 0.0
+        for k, line in enumerate(lines):
+            for passage in missing:
+                if passage.after < k:
+                    floor = max(floor, passage.words[-1].end)
+            if not line.anchors:
+                continue
+            self._report(ANCHORED_SHARE * k / len(lines), f"aligning lyrics: line {k + 1} of {len(lines)}")
+            ceiling = self._next_start(lines, missing, k)
+            (first, first_heard), (last, last_heard) = line.anchors[0], line.anchors[-1]
+            lead = first * WORD_SECONDS + WINDOW_MARGIN_SECONDS
+            tail = (len(line.words) - 1 - last) * WORD_SECONDS + WINDOW_MARGIN_SECONDS
+            start = max(floor, first_heard.start - lead)
+            end = min(ceiling, last_heard.end + tail)
+            timed = self._force([line.words], start, end) if end > start else None
+            if timed is not None:
+                _set_times(line.words, timed[0], ALIGNED_CONFIDENCE)
+                for index, word in line.anchors:
+                    line.words[index].confidence = max(ALIGNED_CONFIDENCE, word.confidence)
+            else:  # the heard times of its anchors, the rest spread between them
+                for index, word in line.anchors:
+                    target = line.words[index]
+                    target.start, target.end = max(word.start, floor), max(word.end, floor)
+                    target.confidence, target.heard = word.confidence, True
+            floor = max(floor, line.end)
+
+    def align_gaps(self, lines: list[_Line], missing: list[_Missing]) -> None:
+        """Aligns each run of lines without anchors in the gap between its timed neighbours; a
+        line the gap does not hold is marked not sung."""
+        self.word_seconds = _word_seconds(lines)
+        k = 0
+        while k < len(lines):
+            if lines[k].timed:
+                k += 1
+                continue
+            stop = k
+            while stop < len(lines) and not lines[stop].timed:
+                stop += 1
+            self._report(
+                ANCHORED_SHARE + (100.0 - ANCHORED_SHARE) * k / len(lines),
+                f"aligning lyrics: line {k + 1} of {len(lines)}",
+            )
+            self._align_gap(lines[k:stop], *self._gap(lines, missing, k, stop))
+            k = stop
+
+    def _gap(self, lines: list[_Line], missing: list[_Missing], first: int, stop: int) -> Span:
+        start = max(
+            [0.0]
+            + [line.end for line in lines[:first] if line.timed]
+            + [p.words[-1].end for p in missing if p.after < first]
+        )
+        end = min(
+            [self.duration]
+            + [line.start for line in lines[stop:] if line.timed]
+            + [p.words[0].start for p in missing if p.after >= stop - 1]
+        )
+        return start, max(start, end)
+
+    def _align_gap(self, block: list[_Line], start: float, end: float) -> None:
+        """All of the block's lines are aligned in the gap; those whose words land where nobody
+        sings are not sung, and the rest are aligned again without them."""
+        shortest = min(len(line.words) for line in block)
+        if _speech_seconds(self.regions, start, end) < MIN_GAP_VOICE_SHARE * shortest * self.word_seconds:
+            for line in block:
+                line.sung = False
             return
-        start = max(position, upcoming[0] - LEAD_IN_SECONDS)
-        end = min(start + WINDOW_SECONDS, duration)
-        progress(100.0 * start / duration, f"aligning lyrics: {start:.0f} s of {duration:.0f} s")
-        batch = words[next_word : next_word + int(MAX_WORDS_PER_SECOND * WINDOW_SECONDS)]
-        keys = [w.key for w in batch if w.key]  # all of them: `words` holds words with keys
-        last = end >= duration
-        timed = None
-        if last and len(batch) == len(words) - next_word:
-            # The rest of the song: all the words left are sung in it. A grammar that may end early
-            # drops a last word whose match is weak (a held note fading out).
-            timed = _align_window(decoder, pcm, start, end, keys, complete=True)
-        if timed is None:
-            timed = _align_window(decoder, pcm, start, end, keys, complete=False)
-        keep_before = end if last else start + COMMIT_SECONDS
-        if timed is None:
-            # Leave the words the window's share of the singing would hold to be spread over it.
-            speech_left = _speech_seconds(regions, start, duration)
-            share = _speech_seconds(regions, start, keep_before) / speech_left if speech_left else 1.0
-            next_word += max(1, round(share * (len(words) - next_word)))
-            position = keep_before
-            continue
-        kept = [t for t in timed if t[0] < keep_before]
-        for word, (word_start, word_end) in zip(batch, kept, strict=False):
-            word.start, word.end, word.confidence = word_start, word_end, ALIGNED_CONFIDENCE
-        next_word += len(kept)
-        if last:
+        if end - start > MAX_GAP_SECONDS:  # no anchors for long: every line taken as sung
+            self._align_windows([w for line in block for w in line.words if w.key], start, end)
             return
-        position = kept[-1][1] if kept else keep_before
+        sung = block
+        for attempt in range(2):
+            for line in sung:
+                _set_times(line.words, [None] * len(line.words), INTERPOLATED_CONFIDENCE)
+            timed = self._force([line.words for line in sung], start, end)
+            if timed is None:  # no path through them all: as many as fit, window by window
+                self._align_windows([w for line in sung for w in line.words if w.key], start, end)
+                return
+            for line, times in zip(sung, timed, strict=True):
+                _set_times(line.words, times, ALIGNED_CONFIDENCE)
+            silent = [line for line in sung if line.timed and not self._voiced(line)]
+            for line in silent:
+                line.sung = False
+            sung = [line for line in sung if line.sung]
+            if not silent or not sung:
+                return
+            if attempt == 1:
+                for line in sung:  # no third try: their times were made with the silent lines in
+                    _set_times(line.words, [None] * len(line.words), INTERPOLATED_CONFIDENCE)
+
+    def _voiced(self, line: _Line) -> bool:
+        """Whether singing fills enough of the span the line's words were put in."""
+        start, end = line.start, line.end
+        return _speech_seconds(self.regions, start, end) >= MIN_LINE_VOICE_SHARE * max(end - start, 1e-3)
+
+    def _next_start(self, lines: list[_Line], missing: list[_Missing], k: int) -> float:
+        """Where the next thing heard after line k begins: the next anchored line's first anchor,
+        or a passage the lyrics lack."""
+        starts = [p.words[0].start for p in missing if p.after >= k]
+        following = next((line for line in lines[k + 1 :] if line.anchors), None)
+        if following is not None:
+            starts.append(following.anchors[0][1].start)
+        return min(starts, default=self.duration)
+
+    def _report(self, percent: float, message: str) -> None:
+        check_cancelled()
+        self.reached = max(self.reached, percent)
+        self.progress(self.reached, message)
+
+    def _force(self, lines: list[list[_Word]], start: float, end: float) -> list[list[Span | None]] | None:
+        """Per line, the (start, end) of each of its words, all sung in [start, end) of the audio
+        (None for a word without a pronunciation); None when pocketsphinx fails."""
+        keys = [w.key for line in lines for w in line if w.key]
+        timed = _align_window(self.dictionary.decoder(), self.pcm, start, end, keys, complete=True)
+        if timed is None:
+            return None
+        spans = iter(timed)
+        return [[next(spans) if w.key else None for w in line] for line in lines]
+
+    def _align_windows(self, words: list[_Word], start: float, end: float) -> None:
+        """Times `words` (all with dictionary keys) in [start, end) window by window; words left
+        untimed are those of failed windows and any the aligner did not fit before the end."""
+        position = start
+        next_word = 0
+        while next_word < len(words):
+            upcoming = [a for a, b in self.regions if b > position and a < end]
+            if not upcoming:
+                return
+            window_start = max(position, upcoming[0] - LEAD_IN_SECONDS)
+            window_end = min(window_start + WINDOW_SECONDS, end)
+            self._report(
+                ANCHORED_SHARE + (100.0 - ANCHORED_SHARE) * window_start / self.duration,
+                f"aligning lyrics: {window_start:.0f} s of {self.duration:.0f} s",
+            )
+            batch = words[next_word : next_word + int(MAX_WORDS_PER_SECOND * WINDOW_SECONDS)]
+            keys = [w.key for w in batch if w.key]
+            last = window_end >= end
+            spans = None
+            if last and len(batch) == len(words) - next_word:
+                # The rest of the gap: all the words left are sung in it. A grammar that may end
+                # early drops a last word whose match is weak (a held note fading out).
+                spans = _align_window(
+                    self.dictionary.decoder(), self.pcm, window_start, window_end, keys, True
+                )
+            if spans is None:
+                spans = _align_window(
+                    self.dictionary.decoder(), self.pcm, window_start, window_end, keys, False
+                )
+            keep_before = window_end if last else window_start + COMMIT_SECONDS
+            if spans is None:
+                left = _speech_seconds(self.regions, window_start, end)
+                share = _speech_seconds(self.regions, window_start, keep_before) / left if left else 1.0
+                next_word += max(1, round(share * (len(words) - next_word)))
+                position = keep_before
+                continue
+            kept = [t for t in spans if t[0] < keep_before]
+            _set_times(batch[: len(kept)], kept, ALIGNED_CONFIDENCE)
+            next_word += len(kept)
+            if last:
+                return
+            position = kept[-1][1] if kept else keep_before
+
+
+def _word_seconds(lines: list[_Line]) -> float:
+    """The median seconds per word of the lines timed so far: the song's pace."""
+    paces = [(line.end - line.start) / len(line.words) for line in lines if line.timed]
+    return float(np.median(paces)) if paces else DEFAULT_WORD_SECONDS
+
+
+def _set_times(words: Sequence[_Word], spans: Sequence[Span | None], confidence: float) -> None:
+    """Words with a span are heard there; with None, they are untimed again."""
+    for word, span in zip(words, spans, strict=False):
+        word.start, word.end = span if span is not None else (None, None)
+        word.confidence, word.heard = (
+            (confidence, True) if span is not None else (INTERPOLATED_CONFIDENCE, False)
+        )
 
 
 def _align_window(
     decoder: Decoder, pcm: np.ndarray, start: float, end: float, keys: list[str], complete: bool
-) -> list[tuple[float, float]] | None:
+) -> list[Span] | None:
     """(start, end) seconds of the words of `keys` sung in [start, end) of the audio, in order: all
-    of them when `complete`, else the first few the aligner hears; None when pocketsphinx fails."""
+    of them when `complete`, else the first few the aligner hears; None when pocketsphinx fails.
+    `decoder` is a fresh one: pocketsphinx carries its cepstral mean over from one utterance to the
+    next, and the same window decoded again then aligns differently or not at all."""
     count = len(keys)
+    if count == 0:
+        return []
     # States 0..count: word i leads from state i to i + 1; unless complete, any state may end it.
-    transitions = [(i, i + 1, 1.0, key) for i, key in enumerate(keys)]
+    transitions: list[tuple] = [(i, i + 1, 1.0, key) for i, key in enumerate(keys)]
     if not complete:
         transitions += [(i, count, 1.0) for i in range(count)]
     try:
@@ -169,8 +460,7 @@ def _align_window(
     for segment in segments:
         if segment.word in _NON_WORDS or segment.word.startswith(("[", "+")):  # silence, fillers
             continue
-        name = _ALTERNATIVE.sub("", segment.word)
-        if len(timed) >= count or name != keys[len(timed)]:
+        if len(timed) >= count or _ALTERNATIVE.sub("", segment.word) != keys[len(timed)]:
             return None
         timed.append(
             (
@@ -183,23 +473,14 @@ def _align_window(
     return timed
 
 
-def _start_in_regions(words: list[_Word], regions: list[tuple[float, float]]) -> None:
-    """Moves the start of an aligned word that begins in a gap between sung regions to where the
-    next region begins, when that is before the word's end: the aligner lets a line's first word
-    take in the band's bleed before it, while the voice activity model hears no singing there."""
-    starts = [start for start, _ in regions]
-    for word in words:
-        if word.start is None or word.end is None:
-            continue
-        following = bisect.bisect_right(starts, word.start)
-        in_region = following > 0 and word.start < regions[following - 1][1]
-        if not in_region and following < len(regions) and starts[following] < word.end:
-            word.start = starts[following]
+# --- words no alignment placed ---
 
 
-def _spread_unaligned(words: list[_Word], regions: list[tuple[float, float]], duration: float) -> None:
-    """Gives each run of untimed words the sung time between its timed neighbours (or the audio's
-    ends), shared in proportion to the words' length; evenly over the gap when nothing is sung there."""
+def _spread_unaligned(lines: list[_Line], regions: list[Span], duration: float) -> None:
+    """Gives each run of untimed words of the sung lines the sung time between its timed neighbours
+    (in any sung line, or the audio's ends), shared in proportion to the words' length; evenly over
+    the gap when nothing is sung there."""
+    words = [w for other in lines if other.sung for w in other.words]
     index = 0
     while index < len(words):
         if words[index].start is not None:
@@ -218,7 +499,17 @@ def _spread_unaligned(words: list[_Word], regions: list[tuple[float, float]], du
         index = stop
 
 
-def _speech_time(spans: list[tuple[float, float]], fraction: float) -> float:
+def _make_ordered(words: list[_Word]) -> None:
+    """Each word starts at or after the previous one's end, and ends at or after its start."""
+    previous_end = 0.0
+    for word in words:
+        assert word.start is not None and word.end is not None
+        word.start = max(word.start, previous_end)
+        word.end = max(word.end, word.start)
+        previous_end = word.end
+
+
+def _speech_time(spans: list[Span], fraction: float) -> float:
     """The time at `fraction` of the way through the total length of `spans`."""
     lengths = list(accumulate(b - a for a, b in spans))
     target = fraction * lengths[-1]
@@ -227,27 +518,85 @@ def _speech_time(spans: list[tuple[float, float]], fraction: float) -> float:
     return spans[span][0] + (target - before)
 
 
-def _speech_seconds(regions: list[tuple[float, float]], start: float, end: float) -> float:
+def _speech_seconds(regions: list[Span], start: float, end: float) -> float:
     return sum(max(0.0, min(b, end) - max(a, start)) for a, b in regions)
+
+
+def _segments(lines: list[_Line], missing: list[_Missing]) -> list[common_pb2.Segment]:
+    def passage(p: _Missing) -> common_pb2.Segment:
+        words = [
+            common_pb2.Word(
+                text=w.text,
+                start=w.start,
+                end=w.end,
+                confidence=w.confidence,
+                heard=True,
+                from_transcript=True,
+            )
+            for w in p.words
+        ]
+        return common_pb2.Segment(
+            text=" ".join(w.text for w in words), start=words[0].start, end=words[-1].end, words=words
+        )
+
+    segments = [passage(p) for p in missing if p.after < 0]
+    for k, line in enumerate(lines):
+        if line.sung:
+            words = [
+                common_pb2.Word(text=w.text, start=w.start, end=w.end, confidence=w.confidence, heard=w.heard)
+                for w in line.words
+            ]
+            segments.append(
+                common_pb2.Segment(text=line.text, start=words[0].start, end=words[-1].end, words=words)
+            )
+        else:
+            words = [common_pb2.Word(text=w.text, confidence=INTERPOLATED_CONFIDENCE) for w in line.words]
+            segments.append(common_pb2.Segment(text=line.text, words=words, not_sung=True))
+        segments += [passage(p) for p in missing if p.after == k]
+    return segments
 
 
 # --- pronunciations ---
 
 
-def _dictionary_key(decoder: Decoder, text: str) -> str | None:
-    """The dictionary word for a word of the lyrics, added to the decoder's dictionary when CMUdict
-    lacks it ("don't" -> "don't", "rock-n-roll" -> "rock_n_roll", "1999" -> "1999"); None when
-    no pronunciation can be made."""
-    parts = normalized_words(text)
-    if len(parts) == 1 and decoder.lookup_word(parts[0]):
-        return parts[0]  # keeps CMUdict's alternative pronunciations
-    pronunciations = [_pronunciation(decoder, part) for part in parts]
-    if not parts or None in pronunciations:
-        return None
-    key = "_".join(parts)
-    if decoder.lookup_word(key) is None:
-        decoder.add_word(key, " ".join(pronunciations))
-    return key
+class _Dictionary:
+    """CMUdict (pocketsphinx's en-us dictionary) plus the words made up for lyrics it lacks, and
+    fresh decoders that know them all."""
+
+    def __init__(self) -> None:
+        self._lookup = _new_decoder()
+        self._added: dict[str, str] = {}
+
+    def key(self, text: str) -> str | None:
+        """The dictionary word for a word of the lyrics, added to the dictionary when CMUdict
+        lacks it ("don't" -> "don't", "rock-n-roll" -> "rock_n_roll", "1999" -> "1999"); None when
+        no pronunciation can be made."""
+        parts = normalized_words(text)
+        if len(parts) == 1 and self._lookup.lookup_word(parts[0]):
+            return parts[0]  # keeps CMUdict's alternative pronunciations
+        pronunciations = [_pronunciation(self._lookup, part) for part in parts]
+        if not parts or None in pronunciations:
+            return None
+        key = "_".join(parts)
+        if self._lookup.lookup_word(key) is None:
+            self._added[key] = " ".join(pronunciations)  # type: ignore[arg-type]
+            self._lookup.add_word(key, self._added[key])
+        return key
+
+    def decoder(self) -> Decoder:
+        """A new decoder (0.1 s to load) with every word added so far."""
+        decoder = _new_decoder()
+        for key, phones in self._added.items():
+            decoder.add_word(key, phones)
+        return decoder
+
+
+def _new_decoder() -> Decoder:
+    # Its Viterbi path is the alignment: the lattice's best path (bestpath) may end short of the
+    # grammar's end and drop the last words. With the default beams (1e-48, 7e-29) a sung line
+    # under band bleed often lost every path before the grammar's end (no alignment at all, or none
+    # once the window moved by 10 ms); wider ones cost little on short windows.
+    return Decoder(lm=None, bestpath=False, loglevel="FATAL", beam=BEAM, pbeam=BEAM, wbeam=WORD_BEAM)
 
 
 def _pronunciation(decoder: Decoder, word: str) -> str | None:

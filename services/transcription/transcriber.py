@@ -1,6 +1,6 @@
 """Transcription models behind one interface: loading a Whisper or Gemma 3n model (local dir or hub
-id, safetensors only) as a Transcriber, the models' audio input, and the user's lyrics timed by
-forced alignment (align.align_lyrics) with the model's transcription as the fall-back.
+id, safetensors only) as a Transcriber, the models' audio input, and the user's lyrics timed once,
+anchored by the model's transcription (align.transcript_from_lyrics).
 
 The backends (whisper.WhisperTranscriber, gemma.GemmaTranscriber) share one window loop
 (windows.transcribe_windows) and one text clean-up (cleanup).
@@ -22,8 +22,8 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import pipeline
 
 from roar.audio import decode, resample, to_mono
-from roar.errors import Cancelled, ModelUnavailable
-from roar.progress import ProgressCallback, no_progress, scaled, stop_on_cancel
+from roar.errors import ModelUnavailable
+from roar.progress import ProgressCallback, no_progress, stop_on_cancel
 from roar.v1 import common_pb2
 from services.transcription import align, vad
 from services.transcription.whisper import WhisperTranscriber
@@ -31,8 +31,6 @@ from services.transcription.whisper import WhisperTranscriber
 log = logging.getLogger("roar.transcription")
 
 SAMPLE_RATE = vad.SAMPLE_RATE
-# The name a transcript timed from the user's lyrics carries as its model.
-ALIGNER_NAME = "pocketsphinx forced alignment"
 HUB_TIMEOUT_SECONDS = 10.0
 MODEL_HINT = (
     "a transcription model's source is a local Whisper or Gemma 3n model dir (safetensors weights), or "
@@ -66,28 +64,8 @@ def transcribe_with_lyrics(
     progress: ProgressCallback = no_progress,
 ) -> common_pb2.Transcript:
     """The user's lyrics (in `language`, an ISO 639-1 code or empty), line by line, each word timed
-    by forced alignment to the audio. When the aligner fails or places no word at all,
-    `transcribe(progress)` transcribes the audio instead (the karaoke stage then lays the lyrics on
-    the heard words)."""
-    reached = [0.0]
-
-    def alignment_progress(percent: float, message: str = "") -> None:
-        reached[0] = percent
-        progress(percent, message)
-
-    try:
-        segments = align.align_lyrics(audio, lyrics, alignment_progress)
-    except Cancelled:
-        raise
-    except Exception:  # whatever the aligner hits, a transcription still times the lyrics
-        log.exception("aligning the lyrics failed; transcribing instead")
-        segments = []
-    if any(word.confidence > 0.0 for segment in segments for word in segment.words):
-        return common_pb2.Transcript(
-            language=language.strip().lower(), segments=segments, model=ALIGNER_NAME, from_user_lyrics=True
-        )
-    log.warning("the aligner placed none of the lyrics' words; transcribing instead")
-    return transcribe(scaled(progress, reached[0], 100.0))
+    against the audio, anchored by what `transcribe(progress)` hears (align.transcript_from_lyrics)."""
+    return align.transcript_from_lyrics(audio, lyrics, language, transcribe, progress)
 
 
 def _model_dir(source: str) -> str:

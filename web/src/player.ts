@@ -21,7 +21,8 @@ interface Line {
 }
 
 // The karaoke service's files: words.json lists every word, lines.json each line with the indices of
-// its words in words.json.
+// its words in words.json. A line of the user's lyrics that is not sung has "sung": false and null
+// times (files made before that key have none: sung).
 interface WordEntry {
   word: string;
   start: number;
@@ -34,22 +35,30 @@ interface LineEntry {
   start: number;
   end: number;
   words: number[];
+  sung?: boolean;
+}
+
+// The lines of the user's lyrics that are not sung: listed, never lit.
+export function unsungLines(lines: LineEntry[]): string[] {
+  return lines.filter((line) => line.sung === false).map((line) => line.text);
 }
 
 // A line without words (nothing could be timed inside it) is lit as a whole.
 export function karaokeLines(lines: LineEntry[], words: WordEntry[]): Line[] {
-  return lines.map((line) => {
-    const timed = line.words
-      .map((index) => words[index])
-      .filter((word) => word !== undefined)
-      .map((word) => ({ text: word.word, start: word.start, end: word.end }));
-    return {
-      text: line.text,
-      start: line.start,
-      end: line.end,
-      words: timed.length > 0 ? timed : [{ text: line.text, start: line.start, end: line.end }],
-    };
-  });
+  return lines
+    .filter((line) => line.sung !== false)
+    .map((line) => {
+      const timed = line.words
+        .map((index) => words[index])
+        .filter((word) => word !== undefined)
+        .map((word) => ({ text: word.word, start: word.start, end: word.end }));
+      return {
+        text: line.text,
+        start: line.start,
+        end: line.end,
+        words: timed.length > 0 ? timed : [{ text: line.text, start: line.start, end: line.end }],
+      };
+    });
 }
 
 type Source = "instrumental" | "vocals" | "original";
@@ -66,6 +75,7 @@ export class KaraokePlayer {
   private readonly currentLine: HTMLParagraphElement;
   private readonly nextLine: HTMLParagraphElement;
   private readonly lyrics: HTMLDivElement;
+  private readonly unsung: HTMLDivElement;
   private readonly sourceNames: Partial<Record<Source, string>> = {};
   private readonly urls = new Map<Source, string>();
   private lines: Line[] = [];
@@ -102,6 +112,7 @@ export class KaraokePlayer {
     this.currentLine = h("p", { class: "line current", "data-testid": "karaoke-line" });
     this.nextLine = h("p", { class: "line next", "data-testid": "karaoke-next" });
     this.lyrics = h("div", { class: "lyrics", hidden: true }, this.currentLine, this.nextLine);
+    this.unsung = h("div", { class: "unsung", "data-testid": "unsung-lines", hidden: true });
     this.element = h(
       "section",
       { class: "player", "data-testid": "player" },
@@ -109,6 +120,7 @@ export class KaraokePlayer {
       h("div", { class: "player-controls" }, this.sourceSelect, this.loadButton, this.status),
       this.audio,
       this.lyrics,
+      this.unsung,
     );
 
     this.loadButton.addEventListener("click", () => void this.start());
@@ -156,6 +168,12 @@ export class KaraokePlayer {
       return JSON.parse(await blob.text()) as unknown[];
     };
     const [lines, words] = await Promise.all([json("lines.json"), json("words.json")]);
+    const unsung = unsungLines(lines as LineEntry[]);
+    this.unsung.replaceChildren(
+      h("p", { class: "muted" }, `Not sung in this song (${unsung.length} of ${lines.length} lines):`),
+      h("ul", {}, ...unsung.map((text) => h("li", { class: "unsung-line" }, text))),
+    );
+    this.unsung.hidden = unsung.length === 0;
     return karaokeLines(lines as LineEntry[], words as WordEntry[]);
   }
 

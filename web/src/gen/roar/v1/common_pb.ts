@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file roar/v1/common.proto.
  */
 export const file_roar_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChRyb2FyL3YxL2NvbW1vbi5wcm90bxIHcm9hci52MSJbCg1TdGFnZVByb2dyZXNzEg8KB3BlcmNlbnQYASABKAISDwoHbWVzc2FnZRgCIAEoCRIYCgtldGFfc2Vjb25kcxgDIAEoAUgAiAEBQg4KDF9ldGFfc2Vjb25kcyI0CglGaWxlQ2h1bmsSDAoEbmFtZRgBIAEoCRIMCgRkYXRhGAIgASgMEgsKA2VvZhgDIAEoCCJECgRXb3JkEgwKBHRleHQYASABKAkSDQoFc3RhcnQYAiABKAESCwoDZW5kGAMgASgBEhIKCmNvbmZpZGVuY2UYBCABKAIiUQoHU2VnbWVudBIMCgR0ZXh0GAEgASgJEg0KBXN0YXJ0GAIgASgBEgsKA2VuZBgDIAEoARIcCgV3b3JkcxgEIAMoCzINLnJvYXIudjEuV29yZCJrCgpUcmFuc2NyaXB0EhAKCGxhbmd1YWdlGAEgASgJEiIKCHNlZ21lbnRzGAIgAygLMhAucm9hci52MS5TZWdtZW50Eg0KBW1vZGVsGAMgASgJEhgKEGZyb21fdXNlcl9seXJpY3MYBCABKAgiXAoJQXVkaW9JbmZvEhgKEGR1cmF0aW9uX3NlY29uZHMYASABKAESEwoLc2FtcGxlX3JhdGUYAiABKAUSEAoIY2hhbm5lbHMYAyABKAUSDgoGZm9ybWF0GAQgASgJKm4KC0F1ZGlvRm9ybWF0EhwKGEFVRElPX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhQKEEFVRElPX0ZPUk1BVF9XQVYQARIVChFBVURJT19GT1JNQVRfRkxBQxACEhQKEEFVRElPX0ZPUk1BVF9NUDMQAyqqAQoMTHlyaWNzRm9ybWF0Eh0KGUxZUklDU19GT1JNQVRfVU5TUEVDSUZJRUQQABIVChFMWVJJQ1NfRk9STUFUX0xSQxABEh4KGkxZUklDU19GT1JNQVRfRU5IQU5DRURfTFJDEAISFQoRTFlSSUNTX0ZPUk1BVF9BU1MQAxIVChFMWVJJQ1NfRk9STUFUX1ZUVBAEEhYKEkxZUklDU19GT1JNQVRfSlNPThAFYgZwcm90bzM");
+  fileDesc("ChRyb2FyL3YxL2NvbW1vbi5wcm90bxIHcm9hci52MSJbCg1TdGFnZVByb2dyZXNzEg8KB3BlcmNlbnQYASABKAISDwoHbWVzc2FnZRgCIAEoCRIYCgtldGFfc2Vjb25kcxgDIAEoAUgAiAEBQg4KDF9ldGFfc2Vjb25kcyI0CglGaWxlQ2h1bmsSDAoEbmFtZRgBIAEoCRIMCgRkYXRhGAIgASgMEgsKA2VvZhgDIAEoCCJsCgRXb3JkEgwKBHRleHQYASABKAkSDQoFc3RhcnQYAiABKAESCwoDZW5kGAMgASgBEhIKCmNvbmZpZGVuY2UYBCABKAISDQoFaGVhcmQYBSABKAgSFwoPZnJvbV90cmFuc2NyaXB0GAYgASgIImMKB1NlZ21lbnQSDAoEdGV4dBgBIAEoCRINCgVzdGFydBgCIAEoARILCgNlbmQYAyABKAESHAoFd29yZHMYBCADKAsyDS5yb2FyLnYxLldvcmQSEAoIbm90X3N1bmcYBSABKAgiawoKVHJhbnNjcmlwdBIQCghsYW5ndWFnZRgBIAEoCRIiCghzZWdtZW50cxgCIAMoCzIQLnJvYXIudjEuU2VnbWVudBINCgVtb2RlbBgDIAEoCRIYChBmcm9tX3VzZXJfbHlyaWNzGAQgASgIIlwKCUF1ZGlvSW5mbxIYChBkdXJhdGlvbl9zZWNvbmRzGAEgASgBEhMKC3NhbXBsZV9yYXRlGAIgASgFEhAKCGNoYW5uZWxzGAMgASgFEg4KBmZvcm1hdBgEIAEoCSpuCgtBdWRpb0Zvcm1hdBIcChhBVURJT19GT1JNQVRfVU5TUEVDSUZJRUQQABIUChBBVURJT19GT1JNQVRfV0FWEAESFQoRQVVESU9fRk9STUFUX0ZMQUMQAhIUChBBVURJT19GT1JNQVRfTVAzEAMqqgEKDEx5cmljc0Zvcm1hdBIdChlMWVJJQ1NfRk9STUFUX1VOU1BFQ0lGSUVEEAASFQoRTFlSSUNTX0ZPUk1BVF9MUkMQARIeChpMWVJJQ1NfRk9STUFUX0VOSEFOQ0VEX0xSQxACEhUKEUxZUklDU19GT1JNQVRfQVNTEAMSFQoRTFlSSUNTX0ZPUk1BVF9WVFQQBBIWChJMWVJJQ1NfRk9STUFUX0pTT04QBWIGcHJvdG8z");
 
 /**
  * Progress of one stage call, streamed by every stage service while it works.
@@ -97,11 +97,27 @@ export type Word = Message<"roar.v1.Word"> & {
   end: number;
 
   /**
-   * 0-1, the model's probability of the word (1 when unknown).
+   * 0-1, the model's probability of the word (1 when unknown); for the user's lyrics, how sure the
+   * alignment is (0 for a word placed between its neighbours without being heard).
    *
    * @generated from field: float confidence = 4;
    */
   confidence: number;
+
+  /**
+   * The user's lyrics: true when the audio placed the word (anchored to a heard word or forced
+   * aligned), false when it was only spread between its neighbours.
+   *
+   * @generated from field: bool heard = 5;
+   */
+  heard: boolean;
+
+  /**
+   * The user's lyrics: true for a word sung in a passage the lyrics lack, kept as transcribed.
+   *
+   * @generated from field: bool from_transcript = 6;
+   */
+  fromTranscript: boolean;
 };
 
 /**
@@ -136,6 +152,14 @@ export type Segment = Message<"roar.v1.Segment"> & {
    * @generated from field: repeated roar.v1.Word words = 4;
    */
   words: Word[];
+
+  /**
+   * A line of the user's lyrics that is not sung in the audio: its times (and its words') are 0 and
+   * mean nothing.
+   *
+   * @generated from field: bool not_sung = 5;
+   */
+  notSung: boolean;
 };
 
 /**

@@ -85,6 +85,8 @@ async def test_job_streams_ordered_progress_and_delivers_artifacts(stub, song: P
     for word in words:
         assert {"word", "start", "end"} <= word.keys()
         assert 0 <= word["start"] <= word["end"] <= SONG_SECONDS + 0.01
+        # Without lyrics every word is one the model heard, and sung.
+        assert word["heard"] and word["sung"] and word["source"] == "transcript"
     assert (await fetch(stub, final.job_id, "lyrics.vtt")).startswith(b"WEBVTT")
 
     job = await stub.GetJob(pb.GetJobRequest(job_id=final.job_id))

@@ -198,7 +198,7 @@ class WhisperTranscriber:
             key=lambda item: normalize_word(item[0][0]),
         )
         words = [
-            common_pb2.Word(text=text.strip(), start=start, end=end, confidence=confidence)
+            common_pb2.Word(text=text.strip(), start=start, end=end, confidence=confidence, heard=True)
             for (text, start, end), confidence in kept
             if is_word(text.strip())  # not a caption
         ]

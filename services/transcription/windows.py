@@ -293,7 +293,12 @@ def transcribe_windows(
                     words[-1].end = word_start
                     word_end = max(word_end, word_start)
                 timed = common_pb2.Word(
-                    text=word.text, start=word_start, end=word_end, confidence=word.confidence
+                    text=word.text,
+                    start=word_start,
+                    end=word_end,
+                    confidence=word.confidence,
+                    heard=word.heard,
+                    from_transcript=True,
                 )
                 words.append(timed)
     progress(100.0, f"transcribed {len(spans)} segments")

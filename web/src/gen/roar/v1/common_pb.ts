@@ -105,15 +105,16 @@ export type Word = Message<"roar.v1.Word"> & {
   confidence: number;
 
   /**
-   * The user's lyrics: true when the audio placed the word (anchored to a heard word or forced
-   * aligned), false when it was only spread between its neighbours.
+   * True when the audio placed the word: every transcribed word, and a word of the user's lyrics
+   * anchored to a heard word or forced aligned; false when it was only spread between its neighbours.
    *
    * @generated from field: bool heard = 5;
    */
   heard: boolean;
 
   /**
-   * The user's lyrics: true for a word sung in a passage the lyrics lack, kept as transcribed.
+   * True for a word the model transcribed: every word without lyrics, and with the user's lyrics a
+   * word sung in a passage the lyrics lack, kept as transcribed.
    *
    * @generated from field: bool from_transcript = 6;
    */

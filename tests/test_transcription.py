@@ -27,14 +27,13 @@ from roar.service import request_stream
 from roar.text import edit_distance, normalized_words
 from roar.v1 import common_pb2, transcription_pb2, transcription_pb2_grpc
 from services.transcription import vad
-from services.transcription.align import ALIGNER_NAME
+from services.transcription.align import ALIGNER_NAME, transcript_from_lyrics
 from services.transcription.gemma import GemmaTranscriber
 from services.transcription.server import TranscriptionServicer
 from services.transcription.transcriber import (
     SAMPLE_RATE,
     load_transcriber,
     prepare_audio,
-    transcribe_with_lyrics,
 )
 from services.transcription.vad import speech_regions as speech_spans
 from services.transcription.whisper import WhisperTranscriber
@@ -234,7 +233,7 @@ def test_lyrics_are_timed_by_forced_alignment(vocals: np.ndarray) -> None:
     def nothing_heard(progress: object) -> common_pb2.Transcript:
         return common_pb2.Transcript()  # no anchors: forced alignment alone
 
-    transcript = transcribe_with_lyrics(
+    transcript = transcript_from_lyrics(
         vocals, truth["lyrics"], "EN", nothing_heard, lambda p, m="": reports.append((p, m))
     )
     assert transcript.from_user_lyrics and transcript.model == ALIGNER_NAME and transcript.language == "en"
@@ -252,7 +251,7 @@ def test_lyrics_the_aligner_cannot_place_are_spread_over_the_singing(
     """The aligner's en-us model has no pronunciation for Japanese script, so it places no word:
     the lyrics' lines stay, their words spread over the singing and marked as not heard."""
     reports: list[tuple[float, str]] = []
-    transcript = transcribe_with_lyrics(
+    transcript = transcript_from_lyrics(
         vocals,
         "夢を見る\n山は白い",
         "",

@@ -19,11 +19,11 @@ from roar import audio
 from roar.audio import resample, to_mono
 from roar.v1 import common_pb2
 from services.transcription import vad
+from services.transcription.align import transcript_from_lyrics
 from services.transcription.transcriber import (
     SAMPLE_RATE,
     load_transcriber,
     prepare_audio,
-    transcribe_with_lyrics,
 )
 from services.transcription.whisper import WhisperTranscriber
 
@@ -83,7 +83,7 @@ def test_lyrics_given_are_timed_to_the_singing(name: str) -> None:
     def no_transcription(progress: object) -> common_pb2.Transcript:
         raise AssertionError("the lyrics should align")
 
-    transcript = transcribe_with_lyrics(vocals, truth["lyrics"], "en", no_transcription)
+    transcript = transcript_from_lyrics(vocals, truth["lyrics"], "en", no_transcription)
     errors = word_onset_errors(truth["words"], timed_words(transcript))
     summary = onset_summary(errors)
     assert summary["count"] == len(truth["words"])

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from roar.progress import ProgressCallback
 from roar.v1 import common_pb2, transcription_pb2
-from services.transcription.transcriber import Transcriber, prepare_audio, transcribe_with_lyrics
+from services.transcription.align import transcript_from_lyrics
+from services.transcription.transcriber import Transcriber, prepare_audio
 
 
 def transcribe_song(
@@ -25,5 +26,5 @@ def transcribe_song(
         return transcriber(progress).transcribe(audio, options.language, progress)
 
     if options.lyrics.strip():
-        return transcribe_with_lyrics(audio, options.lyrics, options.language, transcribe, progress)
+        return transcript_from_lyrics(audio, options.lyrics, options.language, transcribe, progress)
     return transcribe(progress)

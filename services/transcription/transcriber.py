@@ -1,6 +1,6 @@
 """Transcription models behind one interface: loading a Whisper or Gemma 3n model (local dir or hub
-id, safetensors only) as a Transcriber, the models' audio input, and the user's lyrics timed once,
-anchored by the model's transcription (align.transcript_from_lyrics).
+id, safetensors only) as a Transcriber, and the models' audio input. (The user's lyrics are timed
+once, anchored by the model's transcription: align.transcript_from_lyrics.)
 
 The backends (whisper.WhisperTranscriber, gemma.GemmaTranscriber) share one window loop
 (windows.transcribe_windows) and one text clean-up (cleanup).
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +24,7 @@ from roar.audio import decode, resample, to_mono
 from roar.errors import ModelUnavailable
 from roar.progress import ProgressCallback, no_progress, stop_on_cancel
 from roar.v1 import common_pb2
-from services.transcription import align, vad
+from services.transcription import vad
 from services.transcription.whisper import WhisperTranscriber
 
 log = logging.getLogger("roar.transcription")
@@ -54,18 +53,6 @@ def prepare_audio(data: bytes) -> np.ndarray:
     level (vad.normalize_level) so that a quiet voice is heard as a loud one (raises BadInput)."""
     decoded = decode(data)
     return vad.normalize_level(resample(to_mono(decoded.audio), decoded.sample_rate, SAMPLE_RATE))
-
-
-def transcribe_with_lyrics(
-    audio: np.ndarray,
-    lyrics: str,
-    language: str,
-    transcribe: Callable[[ProgressCallback], common_pb2.Transcript],
-    progress: ProgressCallback = no_progress,
-) -> common_pb2.Transcript:
-    """The user's lyrics (in `language`, an ISO 639-1 code or empty), line by line, each word timed
-    against the audio, anchored by what `transcribe(progress)` hears (align.transcript_from_lyrics)."""
-    return align.transcript_from_lyrics(audio, lyrics, language, transcribe, progress)
 
 
 def _model_dir(source: str) -> str:

@@ -24,7 +24,7 @@ from roar.service import is_serving
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.support.songs import write_song
-from tests.support.suite import REPO, Suite
+from tests.support.suite import REPO, Suite, start_job_until_separating
 
 STAGE_OF = {"separation": pb.STAGE_SEPARATION, "transcription": pb.STAGE_TRANSCRIPTION}
 
@@ -356,14 +356,7 @@ async def test_a_job_resumed_while_its_stages_are_down_waits_for_them(
     try:
         services.start(*STAGE_SERVICES, "orchestrator")
         song = write_song(tmp_path / "song.wav", 20.0)
-        async with client.channel(suite.address) as channel:
-            stub = pb_grpc.OrchestratorStub(channel)
-            upload = await client.upload_file(stub, song)
-            before = []
-            async for event in stub.Process(pb.ProcessRequest(upload_id=upload.upload_id)):
-                before.append(event)
-                if event.stage == pb.STAGE_SEPARATION and event.stage_percent > 0:
-                    break
+        before = await start_job_until_separating(suite.address, song)
         # Everything goes down; only the orchestrator comes back at first.
         services.stop("orchestrator")
         services.stop(*STAGE_SERVICES, sig=signal.SIGKILL)

@@ -9,7 +9,7 @@ from roar import client
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.support.songs import write_song
-from tests.support.suite import Suite
+from tests.support.suite import Suite, start_job_until_separating
 
 
 async def test_job_resumes_after_restart(tmp_path: Path, tiny_models: dict[str, str]) -> None:
@@ -17,14 +17,7 @@ async def test_job_resumes_after_restart(tmp_path: Path, tiny_models: dict[str, 
     suite.start()
     try:
         song = write_song(tmp_path / "song.wav", 40.0)
-        async with client.channel(suite.address) as channel:
-            stub = pb_grpc.OrchestratorStub(channel)
-            upload = await client.upload_file(stub, song)
-            before = []
-            async for event in stub.Process(pb.ProcessRequest(upload_id=upload.upload_id)):
-                before.append(event)
-                if event.stage == pb.STAGE_SEPARATION and event.stage_percent > 0:
-                    break
+        before = await start_job_until_separating(suite.address, song)
         assert suite.stop() == 0
         suite.start()
         async with client.channel(suite.address) as channel:

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import grpc
 
+from roar import client
 from roar.service import is_serving
+from roar.v1 import orchestrator_pb2 as pb
+from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,3 +100,17 @@ class Suite:
     def log(self, tail: int | None = None) -> str:
         text = self.log_path.read_text(errors="replace")
         return text[-tail:] if tail else text
+
+
+async def start_job_until_separating(address: str, song: Path) -> list[pb.ProgressEvent]:
+    """Uploads `song`, starts its job and leaves the Process stream once separation has reported
+    progress (the job runs on); the events received until then."""
+    events = []
+    async with client.channel(address) as channel:
+        stub = pb_grpc.OrchestratorStub(channel)
+        upload = await client.upload_file(stub, song)
+        async for event in stub.Process(pb.ProcessRequest(upload_id=upload.upload_id)):
+            events.append(event)
+            if event.stage == pb.STAGE_SEPARATION and event.stage_percent > 0:
+                break
+    return events

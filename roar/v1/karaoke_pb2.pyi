@@ -8,26 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class KaraokeOptions(_message.Message):
-    __slots__ = ("transcript", "lyrics", "formats", "instrumental_format", "title")
+    __slots__ = ("transcript", "formats", "title", "duration_seconds")
     TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
-    LYRICS_FIELD_NUMBER: _ClassVar[int]
     FORMATS_FIELD_NUMBER: _ClassVar[int]
-    INSTRUMENTAL_FORMAT_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     transcript: _common_pb2.Transcript
-    lyrics: str
     formats: _containers.RepeatedScalarFieldContainer[_common_pb2.LyricsFormat]
-    instrumental_format: _common_pb2.AudioFormat
     title: str
-    def __init__(self, transcript: _Optional[_Union[_common_pb2.Transcript, _Mapping]] = ..., lyrics: _Optional[str] = ..., formats: _Optional[_Iterable[_Union[_common_pb2.LyricsFormat, str]]] = ..., instrumental_format: _Optional[_Union[_common_pb2.AudioFormat, str]] = ..., title: _Optional[str] = ...) -> None: ...
+    duration_seconds: float
+    def __init__(self, transcript: _Optional[_Union[_common_pb2.Transcript, _Mapping]] = ..., formats: _Optional[_Iterable[_Union[_common_pb2.LyricsFormat, str]]] = ..., title: _Optional[str] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
 
 class BuildRequest(_message.Message):
-    __slots__ = ("options", "instrumental")
+    __slots__ = ("options",)
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
-    INSTRUMENTAL_FIELD_NUMBER: _ClassVar[int]
     options: KaraokeOptions
-    instrumental: bytes
-    def __init__(self, options: _Optional[_Union[KaraokeOptions, _Mapping]] = ..., instrumental: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, options: _Optional[_Union[KaraokeOptions, _Mapping]] = ...) -> None: ...
 
 class BuildResponse(_message.Message):
     __slots__ = ("progress", "file")

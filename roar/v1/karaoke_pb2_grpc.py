@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class KaraokeStub:
-    """Builds the karaoke output: the instrumental in the chosen format plus word-synced lyric files.
+    """Builds the word-synced lyric files of a song from its transcript.
     """
 
     def __init__(self, channel):
@@ -35,7 +35,7 @@ class KaraokeStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Build = channel.stream_stream(
+        self.Build = channel.unary_stream(
                 '/roar.v1.Karaoke/Build',
                 request_serializer=roar_dot_v1_dot_karaoke__pb2.BuildRequest.SerializeToString,
                 response_deserializer=roar_dot_v1_dot_karaoke__pb2.BuildResponse.FromString,
@@ -43,12 +43,11 @@ class KaraokeStub:
 
 
 class KaraokeServicer:
-    """Builds the karaoke output: the instrumental in the chosen format plus word-synced lyric files.
+    """Builds the word-synced lyric files of a song from its transcript.
     """
 
-    def Build(self, request_iterator, context):
-        """The first request carries the options (with the transcript), every later one a chunk of
-        the instrumental file. Responses are progress updates and the output files as FileChunks.
+    def Build(self, request, context):
+        """Responses are progress updates and the lyric files as FileChunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,7 +56,7 @@ class KaraokeServicer:
 
 def add_KaraokeServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Build': grpc.stream_stream_rpc_method_handler(
+            'Build': grpc.unary_stream_rpc_method_handler(
                     servicer.Build,
                     request_deserializer=roar_dot_v1_dot_karaoke__pb2.BuildRequest.FromString,
                     response_serializer=roar_dot_v1_dot_karaoke__pb2.BuildResponse.SerializeToString,
@@ -71,11 +70,11 @@ def add_KaraokeServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Karaoke:
-    """Builds the karaoke output: the instrumental in the chosen format plus word-synced lyric files.
+    """Builds the word-synced lyric files of a song from its transcript.
     """
 
     @staticmethod
-    def Build(request_iterator,
+    def Build(request,
             target,
             options=(),
             channel_credentials=None,
@@ -85,8 +84,8 @@ class Karaoke:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
+        return grpc.experimental.unary_stream(
+            request,
             target,
             '/roar.v1.Karaoke/Build',
             roar_dot_v1_dot_karaoke__pb2.BuildRequest.SerializeToString,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from roar.v1 import common_pb2 as roar_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18roar/v1/separation.proto\x12\x07roar.v1\x1a\x14roar/v1/common.proto\"[\n\x11SeparationOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tall_stems\x18\x02 \x01(\x08\x12$\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x14.roar.v1.AudioFormat\"\\\n\x0fSeparateRequest\x12-\n\x07options\x18\x01 \x01(\x0b\x32\x1a.roar.v1.SeparationOptionsH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"S\n\x10SeparationResult\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05stems\x18\x02 \x03(\t\x12!\n\x05input\x18\x03 \x01(\x0b\x32\x12.roar.v1.AudioInfo\"\x9b\x01\n\x10SeparateResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.roar.v1.StageProgressH\x00\x12\"\n\x04stem\x18\x02 \x01(\x0b\x32\x12.roar.v1.FileChunkH\x00\x12+\n\x06result\x18\x03 \x01(\x0b\x32\x19.roar.v1.SeparationResultH\x00\x42\n\n\x08response2Q\n\nSeparation\x12\x43\n\x08Separate\x12\x18.roar.v1.SeparateRequest\x1a\x19.roar.v1.SeparateResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18roar/v1/separation.proto\x12\x07roar.v1\x1a\x14roar/v1/common.proto\"Y\n\x11SeparationOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tall_stems\x18\x02 \x01(\x08\x12\x14\n\x0c\x66irst_window\x18\x04 \x01(\rJ\x04\x08\x03\x10\x04R\x06\x66ormat\"\\\n\x0fSeparateRequest\x12-\n\x07options\x18\x01 \x01(\x0b\x32\x1a.roar.v1.SeparationOptionsH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"\xa0\x01\n\x10SeparationResult\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05stems\x18\x02 \x03(\t\x12!\n\x05input\x18\x03 \x01(\x0b\x32\x12.roar.v1.AudioInfo\x12\x13\n\x0bsample_rate\x18\x04 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x05 \x01(\x05\x12\x0e\n\x06\x66rames\x18\x06 \x01(\x04\x12\x14\n\x0cwindow_count\x18\x07 \x01(\r\"K\n\nStemWindow\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04stem\x18\x02 \x01(\t\x12\x13\n\x0bstart_frame\x18\x03 \x01(\x04\x12\x0b\n\x03pcm\x18\x04 \x01(\x0c\"\xaa\x01\n\x10SeparateResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.roar.v1.StageProgressH\x00\x12+\n\x06result\x18\x03 \x01(\x0b\x32\x19.roar.v1.SeparationResultH\x00\x12%\n\x06window\x18\x04 \x01(\x0b\x32\x13.roar.v1.StemWindowH\x00\x42\n\n\x08responseJ\x04\x08\x02\x10\x03R\x04stem2Q\n\nSeparation\x12\x43\n\x08Separate\x12\x18.roar.v1.SeparateRequest\x1a\x19.roar.v1.SeparateResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'roar.v1.separation_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SEPARATIONOPTIONS']._serialized_start=59
-  _globals['_SEPARATIONOPTIONS']._serialized_end=150
-  _globals['_SEPARATEREQUEST']._serialized_start=152
-  _globals['_SEPARATEREQUEST']._serialized_end=244
-  _globals['_SEPARATIONRESULT']._serialized_start=246
-  _globals['_SEPARATIONRESULT']._serialized_end=329
-  _globals['_SEPARATERESPONSE']._serialized_start=332
-  _globals['_SEPARATERESPONSE']._serialized_end=487
-  _globals['_SEPARATION']._serialized_start=489
-  _globals['_SEPARATION']._serialized_end=570
+  _globals['_SEPARATIONOPTIONS']._serialized_end=148
+  _globals['_SEPARATEREQUEST']._serialized_start=150
+  _globals['_SEPARATEREQUEST']._serialized_end=242
+  _globals['_SEPARATIONRESULT']._serialized_start=245
+  _globals['_SEPARATIONRESULT']._serialized_end=405
+  _globals['_STEMWINDOW']._serialized_start=407
+  _globals['_STEMWINDOW']._serialized_end=482
+  _globals['_SEPARATERESPONSE']._serialized_start=485
+  _globals['_SEPARATERESPONSE']._serialized_end=655
+  _globals['_SEPARATION']._serialized_start=657
+  _globals['_SEPARATION']._serialized_end=738
 # @@protoc_insertion_point(module_scope)

@@ -8,14 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SeparationOptions(_message.Message):
-    __slots__ = ("model", "all_stems", "format")
+    __slots__ = ("model", "all_stems", "first_window")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ALL_STEMS_FIELD_NUMBER: _ClassVar[int]
-    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_WINDOW_FIELD_NUMBER: _ClassVar[int]
     model: str
     all_stems: bool
-    format: _common_pb2.AudioFormat
-    def __init__(self, model: _Optional[str] = ..., all_stems: _Optional[bool] = ..., format: _Optional[_Union[_common_pb2.AudioFormat, str]] = ...) -> None: ...
+    first_window: int
+    def __init__(self, model: _Optional[str] = ..., all_stems: _Optional[bool] = ..., first_window: _Optional[int] = ...) -> None: ...
 
 class SeparateRequest(_message.Message):
     __slots__ = ("options", "audio")
@@ -26,21 +26,41 @@ class SeparateRequest(_message.Message):
     def __init__(self, options: _Optional[_Union[SeparationOptions, _Mapping]] = ..., audio: _Optional[bytes] = ...) -> None: ...
 
 class SeparationResult(_message.Message):
-    __slots__ = ("model", "stems", "input")
+    __slots__ = ("model", "stems", "input", "sample_rate", "channels", "frames", "window_count")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STEMS_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_COUNT_FIELD_NUMBER: _ClassVar[int]
     model: str
     stems: _containers.RepeatedScalarFieldContainer[str]
     input: _common_pb2.AudioInfo
-    def __init__(self, model: _Optional[str] = ..., stems: _Optional[_Iterable[str]] = ..., input: _Optional[_Union[_common_pb2.AudioInfo, _Mapping]] = ...) -> None: ...
+    sample_rate: int
+    channels: int
+    frames: int
+    window_count: int
+    def __init__(self, model: _Optional[str] = ..., stems: _Optional[_Iterable[str]] = ..., input: _Optional[_Union[_common_pb2.AudioInfo, _Mapping]] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., frames: _Optional[int] = ..., window_count: _Optional[int] = ...) -> None: ...
+
+class StemWindow(_message.Message):
+    __slots__ = ("index", "stem", "start_frame", "pcm")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    STEM_FIELD_NUMBER: _ClassVar[int]
+    START_FRAME_FIELD_NUMBER: _ClassVar[int]
+    PCM_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    stem: str
+    start_frame: int
+    pcm: bytes
+    def __init__(self, index: _Optional[int] = ..., stem: _Optional[str] = ..., start_frame: _Optional[int] = ..., pcm: _Optional[bytes] = ...) -> None: ...
 
 class SeparateResponse(_message.Message):
-    __slots__ = ("progress", "stem", "result")
+    __slots__ = ("progress", "result", "window")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
-    STEM_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     progress: _common_pb2.StageProgress
-    stem: _common_pb2.FileChunk
     result: SeparationResult
-    def __init__(self, progress: _Optional[_Union[_common_pb2.StageProgress, _Mapping]] = ..., stem: _Optional[_Union[_common_pb2.FileChunk, _Mapping]] = ..., result: _Optional[_Union[SeparationResult, _Mapping]] = ...) -> None: ...
+    window: StemWindow
+    def __init__(self, progress: _Optional[_Union[_common_pb2.StageProgress, _Mapping]] = ..., result: _Optional[_Union[SeparationResult, _Mapping]] = ..., window: _Optional[_Union[StemWindow, _Mapping]] = ...) -> None: ...

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class SeparationStub:
     """Splits a song into stems with Demucs (or the Spleeter 2-stem backend). Stateless: the song
-    comes in as chunks and the stems go back as chunks, so replicas need no shared disk.
+    comes in as chunks and the stems go back window by window as they are made, so replicas need no
+    shared disk and memory is bounded by the window, not the song.
     """
 
     def __init__(self, channel):
@@ -45,13 +46,16 @@ class SeparationStub:
 
 class SeparationServicer:
     """Splits a song into stems with Demucs (or the Spleeter 2-stem backend). Stateless: the song
-    comes in as chunks and the stems go back as chunks, so replicas need no shared disk.
+    comes in as chunks and the stems go back window by window as they are made, so replicas need no
+    shared disk and memory is bounded by the window, not the song.
     """
 
     def Separate(self, request_iterator, context):
         """The first request carries the options, every later one a chunk of the song's file (any
-        common audio format). Responses are progress updates, then the stems as FileChunks, then
-        one SeparationResult.
+        common audio format). Responses: progress updates throughout; once the song is decoded, one
+        SeparationResult saying what will come; then, window by window in order, one StemWindow per
+        stem. A call that breaks can be made again with first_window set to the first window not
+        received: the windows it sends are the same as an uninterrupted call's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -75,7 +79,8 @@ def add_SeparationServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Separation:
     """Splits a song into stems with Demucs (or the Spleeter 2-stem backend). Stateless: the song
-    comes in as chunks and the stems go back as chunks, so replicas need no shared disk.
+    comes in as chunks and the stems go back window by window as they are made, so replicas need no
+    shared disk and memory is bounded by the window, not the song.
     """
 
     @staticmethod

@@ -31,6 +31,7 @@ from roar.models import ModelCache
 from roar.service import CHANNEL_OPTIONS, is_serving, request_stream
 from roar.v1 import separation_pb2, separation_pb2_grpc
 from roar.v1.common_pb2 import AudioInfo
+from services.separation import separate
 from services.separation.backends import load_separator
 from services.separation.demucs_backend import DemucsSeparator
 from services.separation.separate import SongPlan, SongWindow, separate_audio, separate_song
@@ -182,6 +183,23 @@ def test_progress_rises_window_by_window_to_100(separator: DemucsSeparator, tmp_
     assert all(a <= b for a, b in pairwise(percents)) and percents[-1] == 100.0
     windows = [message for _, message in progress.updates if message.startswith("separating")]
     assert windows == [f"separating: window {i}/7" for i in range(1, 8)]
+
+
+def test_progress_shows_within_a_model_window(
+    separator: DemucsSeparator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window of htdemucs takes seconds: its layers report progress in between (here at every
+    layer call, where the service waits HEARTBEAT_SECONDS between reports)."""
+    monkeypatch.setattr(separate, "HEARTBEAT_SECONDS", 0.0)
+    progress = Recorder()
+    separated(separator, song_file(tmp_path, 20.0), progress=progress)
+
+    percents = [percent for percent, _ in progress.updates]
+    assert all(a <= b for a, b in pairwise(percents)) and percents[-1] == 100.0
+    second = [p for p, message in progress.updates if message == "separating: window 2/7"]
+    # Within the second window, guessed from the first window's layer calls, then its end.
+    assert len(second) > 10 and len(set(second)) > 10
+    assert second[-1] == pytest.approx(separate.DECODED_PERCENT + (100 - separate.DECODED_PERCENT) * 2 / 7)
 
 
 def test_an_exception_in_progress_stops_the_model(separator: DemucsSeparator, tmp_path: Path) -> None:

@@ -377,20 +377,22 @@ def _resampled_piece(
 
 
 @contextmanager
-def open_audio(path: Path, max_seconds: float | None = None) -> Iterator[tuple[sf.SoundFile, str]]:
+def open_audio(
+    path: Path, scratch: Path, max_seconds: float | None = None
+) -> Iterator[tuple[sf.SoundFile, str]]:
     """The audio file at `path` opened for block reads, with the name of its format. Formats
-    libsndfile cannot read go through ffmpeg into a temporary FLAC beside it first (on disk, never
-    in memory; stopped just past the limit). Refuses a rate outside 8-192 kHz and, from the
-    header, audio longer than `max_seconds` (default: ROAR_MAX_AUDIO_MINUTES); readers must still
-    count what they read, as a header can lie."""
+    libsndfile cannot read go through ffmpeg into a temporary FLAC in the directory `scratch`
+    first (on disk, never in memory; stopped just past the limit). Refuses a rate outside
+    8-192 kHz and, from the header, audio longer than `max_seconds` (default:
+    ROAR_MAX_AUDIO_MINUTES); readers must still count what they read, as a header can lie."""
     limit = max_audio_seconds() if max_seconds is None else max_seconds
     converted: Path | None = None
     try:
         try:
-            audio_file, fmt = sf.SoundFile(path), ""
+            audio_file = sf.SoundFile(path)
             fmt = audio_file.format
         except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-            converted = path.with_name(path.name + ".ffmpeg.flac")
+            converted = scratch / "ffmpeg.flac"
             _convert_with_ffmpeg(path, converted, limit, reason=str(exc))
             audio_file, fmt = sf.SoundFile(converted), "FFMPEG"
         with audio_file:
@@ -405,15 +407,16 @@ def open_audio(path: Path, max_seconds: float | None = None) -> Iterator[tuple[s
 
 def _convert_with_ffmpeg(source: Path, target: Path, max_seconds: float, reason: str) -> None:
     """ffmpeg's first audio stream of source as a FLAC at target (24 bits, its own rate)."""
-    # Run in the file's directory with relative names, so no server path reaches a message.
+    # Run in the target's directory with a relative output name; the input's name is taken out
+    # of ffmpeg's message, so no server path reaches a client.
     proc = subprocess.run(
         [
-            *(_ffmpeg(reason), "-v", "error", "-nostdin", "-y", "-i", source.name, "-map", "0:a:0"),
+            *(_ffmpeg(reason), "-v", "error", "-nostdin", "-y", "-i", str(source), "-map", "0:a:0"),
             *("-t", _output_limit(max_seconds), "-c:a", "flac", "-sample_fmt", "s32", target.name),
         ],
-        cwd=source.parent,
+        cwd=target.parent,
         capture_output=True,
         check=False,
     )
     if proc.returncode != 0:
-        raise _ffmpeg_failure(proc.stderr, reason, source.name)
+        raise _ffmpeg_failure(proc.stderr, reason, str(source))

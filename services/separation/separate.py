@@ -246,7 +246,7 @@ def _decode_to_mix(
     """Decodes `source` block by block into `mix_path` (the model's rate and channels, samples
     clipped to [-1, 1]); returns what the song is, the mix's frame count and its level."""
     max_seconds = max_audio_seconds()
-    with open_audio(source, max_seconds) as (song, fmt):
+    with open_audio(source, mix_path.parent, max_seconds) as (song, fmt):
         rate = song.samplerate
         expected = max(song.frames, 1)
         decoded = 0

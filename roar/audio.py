@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from math import gcd
@@ -207,6 +207,28 @@ class _DiskWrites(io.RawIOBase):
     def raise_error(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+@contextmanager
+def flac_writer(
+    target: Path, sample_rate: int, channels: int, subtype: str
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """A FLAC written block by block through `write((frames, channels) float block)`; a full disk
+    raises its OSError (libsndfile alone would report a vague error, or none)."""
+    with open(target, "wb", buffering=0) as raw:
+        disk = _DiskWrites(raw)
+        try:
+            with sf.SoundFile(disk, "w", sample_rate, channels, subtype, format="FLAC") as out:
+
+                def write(block: np.ndarray) -> None:
+                    out.write(block)
+                    disk.raise_error()
+
+                yield write
+        except sf.LibsndfileError:
+            disk.raise_error()  # the real cause, when the disk refused a write
+            raise
+        disk.raise_error()
 
 
 def normalise(source: Path, target: Path, max_seconds: float) -> common_pb2.AudioInfo:

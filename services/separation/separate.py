@@ -24,13 +24,14 @@ import torch
 
 from roar.audio import (
     BLOCK_FRAMES,
+    flac_writer,
     match_channels,
     max_audio_seconds,
     open_audio,
     refuse_past,
     resample_blocks,
 )
-from roar.errors import BadInput
+from roar.errors import BadInput, ResourceExhausted, is_disk_full
 from roar.progress import ProgressCallback, check_cancelled, no_progress
 from roar.v1 import common_pb2
 from services.separation.separator import MixLevel, Separator, beating
@@ -268,16 +269,19 @@ def _decode_to_mix(
 
         frames = 0
         total, total_squares = 0.0, 0.0
-        with sf.SoundFile(
-            mix_path, "w", separator.sample_rate, separator.channels, MIX_SUBTYPE, format="FLAC"
-        ) as mix:
-            for piece in resample_blocks(blocks(), rate, separator.sample_rate):
-                piece = np.clip(piece, -1.0, 1.0)
-                mix.write(piece.T)
-                reference = piece.mean(axis=0, dtype=np.float64)
-                frames += piece.shape[1]
-                total += float(reference.sum())
-                total_squares += float(np.square(reference).sum())
+        try:
+            with flac_writer(mix_path, separator.sample_rate, separator.channels, MIX_SUBTYPE) as write:
+                for piece in resample_blocks(blocks(), rate, separator.sample_rate):
+                    piece = np.clip(piece, -1.0, 1.0)
+                    write(piece.T)
+                    reference = piece.mean(axis=0, dtype=np.float64)
+                    frames += piece.shape[1]
+                    total += float(reference.sum())
+                    total_squares += float(np.square(reference).sum())
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise ResourceExhausted("the service's disk is full") from exc
         if decoded == 0:
             raise BadInput("the audio file holds no samples")
         info = common_pb2.AudioInfo(

@@ -23,7 +23,7 @@ from demucs.apply import apply_model
 from demucs.htdemucs import HTDemucs
 from safetensors.torch import save_file
 
-from roar.audio import encode
+from roar.audio import encode, resample, resample_blocks
 from roar.catalog import separation_catalog
 from roar.config import Settings
 from roar.errors import BadInput, Cancelled, ModelUnavailable
@@ -257,6 +257,17 @@ def test_separate_audio_is_the_window_loop_in_memory(separator: DemucsSeparator,
     sources = separate_audio(separator, sf.read(path, dtype="float32", always_2d=True)[0].T)
     for source, audio in sources.items():
         np.testing.assert_allclose(audio, joined(windows, source), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("from_rate", "to_rate"), [(48000, 44100), (22050, 44100), (192000, 44100), (8000, 44100), (44100, 16000)]
+)
+def test_block_resampling_equals_resampling_the_whole_signal(from_rate: int, to_rate: int) -> None:
+    audio = (0.1 * np.random.default_rng(0).standard_normal((2, 300_007))).astype(np.float32)
+    blocks = [audio[:, start : start + 70_001] for start in range(0, audio.shape[1], 70_001)]
+    pieces = list(resample_blocks(blocks, from_rate, to_rate))
+    assert len(pieces) > 1  # it does stream
+    np.testing.assert_array_equal(np.concatenate(pieces, axis=1), resample(audio, from_rate, to_rate))
 
 
 @pytest.mark.parametrize(

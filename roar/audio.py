@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
@@ -320,3 +322,101 @@ def match_channels(audio: np.ndarray, channels: int) -> np.ndarray:
     if channels == 1:
         return audio.mean(axis=0, keepdims=True)
     raise BadInput(f"cannot map {audio.shape[0]} channels to {channels}")
+
+
+def mono_blocks(
+    source: str | Path | BinaryIO,
+    to_rate: int,
+    max_seconds: float | None = None,
+    block_seconds: float = 10.0,
+) -> Iterator[np.ndarray]:
+    """A file's audio as consecutive blocks of mono float32 at `to_rate` (about `block_seconds`
+    each), decoded, mixed down and resampled a block at a time, so memory stays small whatever the
+    file's length. Joined, the blocks equal `resample(to_mono(decode(data).audio), rate, to_rate)`
+    to float rounding (each block is resampled with enough of its neighbours around it). Reads
+    what `decode` reads (ffmpeg converts other formats to a temporary FLAC first); refuses audio
+    longer than `max_seconds` (default: ROAR_MAX_AUDIO_MINUTES) from its header. Raises BadInput
+    (at the first block) for audio that does not decode, an empty file or one with no samples."""
+    limit = max_audio_seconds() if max_seconds is None else max_seconds
+    if not isinstance(source, (str, Path)):
+        source.seek(0)
+    try:
+        audio_file = sf.SoundFile(source)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        yield from _mono_blocks_with_ffmpeg(source, to_rate, limit, block_seconds, reason=str(exc))
+        return
+    with audio_file:
+        yield from _mono_blocks_of(audio_file, to_rate, limit, block_seconds)
+
+
+def _mono_blocks_with_ffmpeg(
+    source: str | Path | BinaryIO, to_rate: int, max_seconds: float, block_seconds: float, reason: str
+) -> Iterator[np.ndarray]:
+    ffmpeg = _ffmpeg(reason)
+    with tempfile.TemporaryDirectory(prefix="roar-decode-") as scratch:
+        # ffmpeg reads a file, not a pipe (an MP4 may hold its index at the end), by a relative name.
+        if isinstance(source, (str, Path)):
+            encoded = Path(source).resolve()
+        else:
+            encoded = Path(scratch, "input")
+            source.seek(0)
+            with open(encoded, "wb") as copy:
+                shutil.copyfileobj(source, copy)
+        converted = Path(scratch, "decoded.flac")
+        proc = subprocess.run(
+            [
+                *(ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(encoded), "-map", "0:a:0"),
+                *("-t", _output_limit(max_seconds), "-c:a", "flac", converted.name),
+            ],
+            cwd=scratch,
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise _ffmpeg_failure(proc.stderr, reason, str(encoded))
+        with sf.SoundFile(converted) as audio_file:
+            yield from _mono_blocks_of(audio_file, to_rate, max_seconds, block_seconds)
+
+
+def _mono_blocks_of(
+    audio_file: sf.SoundFile, to_rate: int, max_seconds: float, block_seconds: float
+) -> Iterator[np.ndarray]:
+    rate = audio_file.samplerate
+    _check_rate(rate)
+    if audio_file.frames > max_seconds * rate:  # from the header: nothing decoded yet
+        raise _too_long(audio_file.frames / rate, max_seconds)
+    g = gcd(rate, to_rate)
+    up, down = to_rate // g, rate // g
+    # Output sample j sits at input frame j * down / up, so a stretch that starts at a multiple of
+    # `down` input frames starts at a whole output sample. resample_poly's filter reaches
+    # 10 * max(up, down) upsampled taps, i.e. that / up input frames, to each side: `context`
+    # input frames on each side of a block make its outputs those of the whole-file resample.
+    context = down * -(-(10 * max(up, down) // up + 2) // down)
+    block = down * max(1, round(block_seconds * rate / down))
+    held = np.zeros(0, np.float32)  # mono input frames from `held_from` on
+    held_from = 0
+    start = 0  # the first input frame of the block to be emitted next
+    reads = audio_file.blocks(block, dtype="float32", always_2d=True)
+    ended = False
+    while True:
+        while held_from + len(held) < start + block + context and not ended:
+            piece = next(reads, None)
+            if piece is None:
+                ended = True
+            else:
+                held = np.concatenate([held, piece.mean(axis=1, dtype=np.float32)])
+        lead = start - held_from  # context frames held before the block
+        frames = min(block, len(held) - lead)  # the block's own frames
+        if frames <= 0:
+            if start == 0:
+                raise BadInput("the audio file holds no samples")
+            return
+        if up == down:
+            out = held[lead : lead + frames]
+        else:
+            first, stop = lead * up // down, -(-(lead + frames) * up // down)
+            out = resample_poly(held[: lead + frames + context], up, down)[first:stop]
+        yield out.astype(np.float32, copy=False)
+        start += frames
+        cut = max(start - context, 0) - held_from
+        held, held_from = held[cut:], held_from + cut

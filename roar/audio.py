@@ -354,18 +354,19 @@ def _mono_blocks_with_ffmpeg(
 ) -> Iterator[np.ndarray]:
     ffmpeg = _ffmpeg(reason)
     with tempfile.TemporaryDirectory(prefix="roar-decode-") as scratch:
-        # ffmpeg reads a file, not a pipe (an MP4 may hold its index at the end), by a relative name.
+        # ffmpeg reads a file, not a pipe (an MP4 may hold its index at the end), by a relative name
+        # (its messages reach clients and must not name server paths).
+        encoded = Path(scratch, "input")
         if isinstance(source, (str, Path)):
-            encoded = Path(source).resolve()
+            encoded.symlink_to(Path(source).resolve())
         else:
-            encoded = Path(scratch, "input")
             source.seek(0)
             with open(encoded, "wb") as copy:
                 shutil.copyfileobj(source, copy)
         converted = Path(scratch, "decoded.flac")
         proc = subprocess.run(
             [
-                *(ffmpeg, "-v", "error", "-nostdin", "-y", "-i", str(encoded), "-map", "0:a:0"),
+                *(ffmpeg, "-v", "error", "-nostdin", "-y", "-i", encoded.name, "-map", "0:a:0"),
                 *("-t", _output_limit(max_seconds), "-c:a", "flac", converted.name),
             ],
             cwd=scratch,
@@ -373,7 +374,7 @@ def _mono_blocks_with_ffmpeg(
             check=False,
         )
         if proc.returncode != 0:
-            raise _ffmpeg_failure(proc.stderr, reason, str(encoded))
+            raise _ffmpeg_failure(proc.stderr, reason, encoded.name)
         with sf.SoundFile(converted) as audio_file:
             yield from _mono_blocks_of(audio_file, to_rate, max_seconds, block_seconds)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import closing
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -72,10 +73,11 @@ def read_vocals(source: str | Path | BinaryIO) -> VocalsFile:
     spool = tempfile.TemporaryFile(prefix="roar-vocals-")  # noqa: SIM115 (the VocalsFile owns it)
     try:
         frames = 0
-        for block in mono_blocks(source, vad.SAMPLE_RATE):
-            check_cancelled()
-            spool.write(block.astype(_SAMPLE, copy=False).tobytes())
-            frames += len(block)
+        with closing(mono_blocks(source, vad.SAMPLE_RATE)) as blocks:  # closed at once when cancelled
+            for block in blocks:
+                check_cancelled()
+                spool.write(block.astype(_SAMPLE, copy=False).tobytes())
+                frames += len(block)
         spool.flush()
         level = vad.level_gain(VocalsFile(spool, frames, np.float32(1.0)))
         return VocalsFile(spool, frames, level)

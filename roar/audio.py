@@ -406,6 +406,8 @@ def _mono_blocks_of(
                 ended = True
             else:
                 held = np.concatenate([held, piece.mean(axis=1, dtype=np.float32)])
+                if held_from + len(held) > max_seconds * rate:  # a header can lie
+                    raise _too_long((held_from + len(held)) / rate, max_seconds)
         lead = start - held_from  # context frames held before the block
         frames = min(block, len(held) - lead)  # the block's own frames
         if frames <= 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -442,3 +443,39 @@ def _convert_with_ffmpeg(source: Path, target: Path, max_seconds: float, reason:
     )
     if proc.returncode != 0:
         raise _ffmpeg_failure(proc.stderr, reason, str(source))
+
+
+def mono_blocks(
+    source: str | Path | BinaryIO,
+    to_rate: int,
+    max_seconds: float | None = None,
+) -> Iterator[np.ndarray]:
+    """A file's audio as consecutive blocks of mono float32 at `to_rate`, decoded, mixed down and
+    resampled a block at a time (`open_audio`, `resample_blocks`), so memory stays small whatever
+    the file's length. Joined, the blocks equal `resample(to_mono(decode(data).audio), rate,
+    to_rate)`. Refuses audio longer than `max_seconds` (default: ROAR_MAX_AUDIO_MINUTES); raises
+    BadInput (at the first block) for audio that does not decode or holds no samples."""
+    limit = max_audio_seconds() if max_seconds is None else max_seconds
+    with tempfile.TemporaryDirectory(prefix="roar-decode-") as scratch:
+        if isinstance(source, (str, Path)):
+            path = Path(source)
+        else:  # a file object: libsndfile and ffmpeg both read it from disk
+            path = Path(scratch, "input")
+            source.seek(0)
+            with open(path, "wb") as copy:
+                shutil.copyfileobj(source, copy)
+        with open_audio(path, Path(scratch), limit) as (audio_file, _):
+            rate = audio_file.samplerate
+            read = 0
+
+            def mono() -> Iterator[np.ndarray]:
+                nonlocal read
+                for block in audio_file.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True):
+                    read += len(block)
+                    refuse_past(read, rate, limit)  # a header can lie
+                    yield block.mean(axis=1, dtype=np.float32)[None]
+
+            for piece in resample_blocks(mono(), rate, to_rate):
+                yield piece[0]
+            if read == 0:
+                raise BadInput("the audio file holds no samples")

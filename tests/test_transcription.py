@@ -5,17 +5,19 @@ the gRPC service. Quality on sung vocals: test_transcription_quality.py."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from roar import audio
@@ -418,11 +420,30 @@ async def test_service_transcribes_with_gemma(
     assert_words_in_order_within(all_words(transcript), len(vocals) / SAMPLE_RATE)
 
 
-async def test_service_rejects_undecodable_audio(tiny_dir: Path) -> None:
+def no_samples() -> bytes:
+    empty = io.BytesIO()
+    sf.write(empty, np.zeros((0, 2), np.float32), 44100, format="WAV")
+    return empty.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "details"),
+    [
+        (lambda: b"not audio" * 100, "could not decode"),
+        (no_samples, "no samples"),
+        # Past the limit, refused from its header (the stage decodes block by block).
+        (lambda: audio.encode(np.zeros((2, 44100 * 61), np.float32), 44100, "flac"), audio.LIMIT_SETTING),
+    ],
+)
+async def test_service_rejects_audio_it_cannot_take(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch, data: Callable[[], bytes], details: str
+) -> None:
+    monkeypatch.setenv("ROAR_MAX_AUDIO_MINUTES", "1")
     async with transcription_stub(tiny_dir) as stub:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            _ = [r async for r in stub.Transcribe(transcribe_requests(b"not audio" * 100))]
+            _ = [r async for r in stub.Transcribe(transcribe_requests(data()))]
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details in (raised.value.details() or "")
 
 
 async def test_service_reports_a_missing_model(tiny_dir: Path, tmp_path: Path) -> None:

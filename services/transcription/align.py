@@ -39,7 +39,7 @@ from roar.progress import ProgressCallback, check_cancelled, no_progress, scaled
 from roar.text import normalize_word, normalized_words
 from roar.v1 import common_pb2
 from services.transcription.lyrics import parse_lyrics
-from services.transcription.vad import SAMPLE_RATE, speech_regions
+from services.transcription.vad import SAMPLE_RATE, Samples, speech_regions
 from services.transcription.word_alignment import align_words
 
 log = logging.getLogger("roar.transcription")
@@ -141,7 +141,7 @@ class _Missing:
 
 
 def transcript_from_lyrics(
-    audio: np.ndarray,
+    audio: Samples,
     lyrics: str,
     language: str,
     transcribe: Callable[[ProgressCallback], common_pb2.Transcript],
@@ -164,7 +164,7 @@ def transcript_from_lyrics(
 
 
 def align_lyrics(
-    audio: np.ndarray,
+    audio: Samples,
     lyrics: str,
     heard: Sequence[common_pb2.Word] = (),
     progress: ProgressCallback = no_progress,
@@ -180,8 +180,7 @@ def align_lyrics(
     lines = [_Line(line.text, [_Word(t, dictionary.key(t)) for t in line.words]) for line in parsed]
     duration = len(audio) / SAMPLE_RATE
     regions = speech_regions(audio)
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    aligner = _Aligner(dictionary, pcm, regions, duration, progress)
+    aligner = _Aligner(dictionary, audio, regions, duration, progress)
     missing = _anchor(lines, list(heard), regions)
     aligner.align_anchored(lines, missing)
     if regions:  # with no singing heard anywhere there is nothing to tell sung lines from others by
@@ -239,13 +238,13 @@ class _Aligner:
     def __init__(
         self,
         dictionary: _Dictionary,
-        pcm: np.ndarray,
+        audio: Samples,
         regions: list[Span],
         duration: float,
         progress: ProgressCallback,
     ) -> None:
         self.dictionary = dictionary
-        self.pcm = pcm
+        self.audio = audio
         self.regions = regions
         self.duration = duration
         self.progress = progress
@@ -366,7 +365,7 @@ class _Aligner:
         """Per line, the (start, end) of each of its words, all sung in [start, end) of the audio
         (None for a word without a pronunciation); None when pocketsphinx fails."""
         keys = [w.key for line in lines for w in line if w.key]
-        timed = _align_window(self.dictionary.decoder(), self.pcm, start, end, keys, complete=True)
+        timed = _align_window(self.dictionary.decoder(), self.audio, start, end, keys, complete=True)
         if timed is None:
             return None
         spans = iter(timed)
@@ -395,11 +394,11 @@ class _Aligner:
                 # The rest of the gap: all the words left are sung in it. A grammar that may end
                 # early drops a last word whose match is weak (a held note fading out).
                 spans = _align_window(
-                    self.dictionary.decoder(), self.pcm, window_start, window_end, keys, True
+                    self.dictionary.decoder(), self.audio, window_start, window_end, keys, True
                 )
             if spans is None:
                 spans = _align_window(
-                    self.dictionary.decoder(), self.pcm, window_start, window_end, keys, False
+                    self.dictionary.decoder(), self.audio, window_start, window_end, keys, False
                 )
             keep_before = window_end if last else window_start + COMMIT_SECONDS
             if spans is None:
@@ -432,9 +431,9 @@ def _set_times(words: Sequence[_Word], spans: Sequence[Span | None], confidence:
 
 
 def _align_window(
-    decoder: Decoder, pcm: np.ndarray, start: float, end: float, keys: list[str], complete: bool
+    decoder: Decoder, audio: Samples, start: float, end: float, keys: list[str], complete: bool
 ) -> list[Span] | None:
-    """(start, end) seconds of the words of `keys` sung in [start, end) of the audio, in order: all
+    """(start, end) seconds of the words of `keys` sung in [start, end) of `audio`, in order: all
     of them when `complete`, else the first few the aligner hears; None when pocketsphinx fails.
     `decoder` is a fresh one: pocketsphinx carries its cepstral mean over from one utterance to the
     next, and the same window decoded again then aligns differently or not at all."""
@@ -449,9 +448,8 @@ def _align_window(
         decoder.add_fsg("lyrics", decoder.create_fsg("lyrics", 0, count, transitions))
         decoder.activate_search("lyrics")
         decoder.start_utt()
-        decoder.process_raw(
-            pcm[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)].tobytes(), full_utt=True
-        )
+        samples = audio[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)]
+        decoder.process_raw((np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes(), full_utt=True)
         decoder.end_utt()
         segments = list(decoder.seg()) if decoder.hyp() is not None else []
     except (RuntimeError, ValueError):

@@ -33,7 +33,7 @@ from transformers.models.gemma3n.modeling_gemma3n import (
 from roar.progress import ProgressCallback, no_progress, stop_on_cancel
 from roar.text import normalize_word
 from roar.v1 import common_pb2
-from services.transcription import align
+from services.transcription import align, vad
 from services.transcription.cleanup import collapse_loops, is_loop, is_word, sentences
 from services.transcription.windows import (
     SAMPLE_RATE,
@@ -87,7 +87,7 @@ class GemmaTranscriber:
     options: TranscriptionOptions = field(default_factory=TranscriptionOptions)
 
     def transcribe(
-        self, audio: np.ndarray, language: str = "", progress: ProgressCallback = no_progress
+        self, audio: vad.Samples, language: str = "", progress: ProgressCallback = no_progress
     ) -> common_pb2.Transcript:
         """Transcribes mono 16 kHz audio window by window. `language` (an ISO 639-1 code) is only
         passed on: Gemma 3n hears the language itself."""

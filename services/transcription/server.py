@@ -16,7 +16,7 @@ from roar.config import Settings, port_of, torch_device
 from roar.errors import BadInput
 from roar.models import ModelCache
 from roar.progress import ProgressCallback, StageRun
-from roar.service import abort_with, progress_responses, read_options_and_data, serve, setup_logging
+from roar.service import abort_with, options_and_file, progress_responses, serve, setup_logging
 from roar.text import LANGUAGE_RULE, is_language_code
 from roar.v1 import common_pb2, transcription_pb2, transcription_pb2_grpc
 from services.transcription.transcribe import transcribe_song
@@ -36,20 +36,21 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
         request_iterator: AsyncIterator[transcription_pb2.TranscribeRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[transcription_pb2.TranscribeResponse]:
-        options, data = await read_options_and_data(request_iterator, context, "options", "audio")
-        if not is_language_code(options.language):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, LANGUAGE_RULE)
-        try:
-            model = self._transcribers.catalog.name_for(options.model)
-        except BadInput as exc:
-            await abort_with(context, exc)
+        # The vocals wait on disk and are decoded block by block: memory does not grow with the song.
+        async with options_and_file(request_iterator, context, "options", "audio") as (options, vocals):
+            if not is_language_code(options.language):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, LANGUAGE_RULE)
+            try:
+                model = self._transcribers.catalog.name_for(options.model)
+            except BadInput as exc:
+                await abort_with(context, exc)
 
-        def work(progress: ProgressCallback) -> common_pb2.Transcript:
-            return transcribe_song(data, options, lambda p: self._transcribers.get(model, p), progress)
+            def work(progress: ProgressCallback) -> common_pb2.Transcript:
+                return transcribe_song(vocals, options, lambda p: self._transcribers.get(model, p), progress)
 
-        run = StageRun(work, slots=self._slots)
-        async for response in progress_responses(run, context, transcription_pb2.TranscribeResponse):
-            yield response
+            run = StageRun(work, slots=self._slots)
+            async for response in progress_responses(run, context, transcription_pb2.TranscribeResponse):
+                yield response
         yield transcription_pb2.TranscribeResponse(transcript=run.result())
 
 

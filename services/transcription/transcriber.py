@@ -8,6 +8,7 @@ The backends (whisper.WhisperTranscriber, gemma.GemmaTranscriber) share one wind
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -20,11 +21,11 @@ from huggingface_hub import HfApi, is_offline_mode, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import pipeline
 
-from roar.audio import decode, resample, to_mono
 from roar.errors import ModelUnavailable
 from roar.progress import ProgressCallback, no_progress, stop_on_cancel
 from roar.v1 import common_pb2
 from services.transcription import vad
+from services.transcription.vocals import read_vocals
 from services.transcription.whisper import WhisperTranscriber
 
 log = logging.getLogger("roar.transcription")
@@ -44,15 +45,15 @@ class Transcriber(Protocol):
     name: str
 
     def transcribe(
-        self, audio: np.ndarray, language: str = "", progress: ProgressCallback = no_progress
+        self, audio: vad.Samples, language: str = "", progress: ProgressCallback = no_progress
     ) -> common_pb2.Transcript: ...
 
 
 def prepare_audio(data: bytes) -> np.ndarray:
-    """A vocals stem as the models' and the aligner's input: mono float32 at 16 kHz, brought to one
-    level (vad.normalize_level) so that a quiet voice is heard as a loud one (raises BadInput)."""
-    decoded = decode(data)
-    return vad.normalize_level(resample(to_mono(decoded.audio), decoded.sample_rate, SAMPLE_RATE))
+    """A vocals stem (an audio file's bytes) as the models' and the aligner's input, whole in memory:
+    mono float32 at 16 kHz, brought to one level (see vocals.read_vocals; raises BadInput)."""
+    with read_vocals(io.BytesIO(data)) as vocals:
+        return vocals[:]
 
 
 def _model_dir(source: str) -> str:

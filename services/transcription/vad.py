@@ -7,6 +7,9 @@ same probabilities (to 1e-5) for a whole song in one batched call (~40 ms a minu
 of one call per 32 ms window, seconds a minute on a busy CPU), holds no state so threads can share
 it, and needs no import of the `silero_vad` package, which sets torch's thread count to 1 for the
 whole process.
+
+A song's audio is read a stretch at a time (Samples: a numpy array, or a long song kept on disk), so
+that the model's activations and the loudness arrays stay small whatever the song's length.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,6 +33,8 @@ SAMPLE_RATE = 16_000
 FRAME = 512  # silero's window at 16 kHz: one speech probability per 32 ms
 _CONTEXT = 64  # samples of the previous window the model hears with each window
 _FRAME_SECONDS = FRAME / SAMPLE_RATE
+# The model hears this many windows at a time (a minute of audio): its activations take ~20 MB.
+_CHUNK_WINDOWS = 1875
 
 # Frames quieter than this (dBFS) are digital silence, not part of the stem's level.
 SILENCE_DB = -80.0
@@ -71,6 +78,21 @@ class VadOptions:
 _SPLIT_SMOOTHING_SECONDS = 0.25
 
 
+class Samples(Protocol):
+    """Mono float32 audio at 16 kHz that gives its samples a stretch at a time: a numpy array, or a
+    song kept on disk (vocals.VocalsFile). Slices are plain (no step) and within the audio."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice, /) -> np.ndarray: ...
+
+
+def stretches(audio: Samples, length: int) -> Iterator[np.ndarray]:
+    """The audio in consecutive stretches of `length` samples (the last one shorter)."""
+    for start in range(0, len(audio), length):
+        yield audio[start : start + length]
+
+
 class _SileroVad(nn.Module):
     """silero-vad 6's 16 kHz network: STFT as a convolution, four convolutions, an LSTM over the
     windows and a sigmoid. Each 512-sample window is heard with the 64 samples before it."""
@@ -89,17 +111,20 @@ class _SileroVad(nn.Module):
         self.rnn = nn.LSTM(128, 128, batch_first=True)
         self.output = nn.Conv1d(128, 1, 1)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """(samples,) float audio at 16 kHz -> (windows,) speech probabilities."""
-        padded = nn.functional.pad(audio, (_CONTEXT, (-len(audio)) % FRAME))
-        windows = padded.unfold(0, FRAME + _CONTEXT, FRAME)
+    def forward(
+        self, audio: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """(_CONTEXT + windows * FRAME,) float audio at 16 kHz, each window after the _CONTEXT samples
+        before it, and the LSTM's state after the windows before -> (windows,) speech probabilities
+        and the LSTM's state after them."""
+        windows = audio.unfold(0, FRAME + _CONTEXT, FRAME)
         windows = nn.functional.pad(windows, (0, _CONTEXT), mode="reflect").unsqueeze(1)
         spectrum = self.stft(windows)
         features = (spectrum[:, :129] ** 2 + spectrum[:, 129:] ** 2).sqrt()
         for conv in self.encoder:
             features = conv(features).relu()
-        hidden, _ = self.rnn(features.squeeze(-1).unsqueeze(0))
-        return self.output(hidden.relu().transpose(1, 2)).sigmoid().reshape(-1)
+        hidden, state = self.rnn(features.squeeze(-1).unsqueeze(0), state)
+        return self.output(hidden.relu().transpose(1, 2)).sigmoid().reshape(-1), state
 
 
 def _silero_model_file() -> Path:
@@ -136,39 +161,73 @@ def load_vad_model() -> _SileroVad:
     return stop_on_cancel(model.eval())
 
 
-def speech_probabilities(audio: np.ndarray) -> np.ndarray:
-    """The model's speech probability for each 512-sample (32 ms) window of 16 kHz mono audio."""
+def speech_probabilities(audio: Samples) -> np.ndarray:
+    """The model's speech probability for each 512-sample (32 ms) window of 16 kHz mono audio (the
+    last window padded with silence), heard _CHUNK_WINDOWS windows at a time."""
+    model = load_vad_model()
+    windows = -(-len(audio) // FRAME)
+    probabilities = np.empty(windows, np.float32)
+    state = None
     with torch.inference_mode():
-        return load_vad_model()(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).numpy()
+        for first in range(0, windows, _CHUNK_WINDOWS):
+            last = min(first + _CHUNK_WINDOWS, windows)
+            start = first * FRAME - _CONTEXT
+            chunk = np.zeros(_CONTEXT + (last - first) * FRAME, np.float32)  # silence around the audio
+            heard = audio[max(start, 0) : min(last * FRAME, len(audio))]
+            chunk[max(-start, 0) : max(-start, 0) + len(heard)] = heard
+            chunk_probabilities, state = model(torch.from_numpy(chunk), state)
+            probabilities[first:last] = chunk_probabilities.numpy()
+    return probabilities
 
 
-def stem_level_db(audio: np.ndarray) -> float | None:
-    """The stem's own level (dBFS): LEVEL_PERCENTILE of its frames' RMS among frames that are not
-    silence; None when all of it is silence."""
-    loudness = _frame_loudness_db(audio, -(-len(audio) // FRAME))
+def frame_loudness_db(audio: Samples) -> np.ndarray:
+    """The RMS level (dBFS) of each 512-sample frame (the last one padded with silence)."""
+    levels = []
+    for stretch in stretches(audio, _CHUNK_WINDOWS * FRAME):
+        padded = np.zeros(-(-len(stretch) // FRAME) * FRAME, dtype=np.float64)
+        padded[: len(stretch)] = stretch
+        rms = np.sqrt(np.mean(padded.reshape(-1, FRAME) ** 2, axis=1))
+        levels.append(20.0 * np.log10(np.maximum(rms, 1e-10)))
+    return np.concatenate(levels) if levels else np.zeros(0)
+
+
+def level_of(loudness: np.ndarray) -> float | None:
+    """A stem's own level (dBFS) from its frame_loudness_db: LEVEL_PERCENTILE of the frames that
+    are not silence; None when all of it is silence."""
     sounding = loudness[loudness > SILENCE_DB]
     return float(np.percentile(sounding, LEVEL_PERCENTILE)) if sounding.size else None
 
 
-def normalize_level(audio: np.ndarray) -> np.ndarray:
-    """The stem brought to TARGET_LEVEL_DB (float32), within PEAK_DB and MAX_GAIN_DB; silence as it is."""
+def stem_level_db(audio: Samples) -> float | None:
+    """The stem's own level (dBFS, see level_of); None when all of it is silence."""
+    return level_of(frame_loudness_db(audio))
+
+
+def level_gain(audio: Samples) -> np.float32:
+    """The factor that brings the stem to TARGET_LEVEL_DB, within PEAK_DB and MAX_GAIN_DB; 1 for
+    silence."""
     level = stem_level_db(audio)
     if level is None:
-        return audio.astype(np.float32, copy=False)
-    peak = float(np.max(np.abs(audio)))
+        return np.float32(1.0)
+    peak = max(float(np.max(np.abs(stretch))) for stretch in stretches(audio, _CHUNK_WINDOWS * FRAME))
     gain_db = min(TARGET_LEVEL_DB - level, PEAK_DB - 20.0 * np.log10(peak), MAX_GAIN_DB)
-    return (audio * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32)
+    return np.float32(10.0 ** (gain_db / 20.0))
 
 
-def speech_regions(audio: np.ndarray, options: VadOptions | None = None) -> list[tuple[float, float]]:
+def normalize_level(audio: np.ndarray) -> np.ndarray:
+    """The stem brought to TARGET_LEVEL_DB (float32), within PEAK_DB and MAX_GAIN_DB; silence as it is."""
+    return (audio * level_gain(audio)).astype(np.float32)
+
+
+def speech_regions(audio: Samples, options: VadOptions | None = None) -> list[tuple[float, float]]:
     """(start, end) seconds of the sung passages of a vocals stem (mono float32, 16 kHz): ordered,
     apart from each other, each at most max_region_seconds long and within the audio."""
     options = options or VadOptions()
-    if audio.size == 0:
+    if len(audio) == 0:
         return []
     speech = _hysteresis(speech_probabilities(audio), options.onset, options.offset)
-    loudness = _frame_loudness_db(audio, len(speech))
-    level = stem_level_db(audio)
+    loudness = frame_loudness_db(audio)
+    level = level_of(loudness)
     runs = _merged(_runs(speech), round(options.merge_gap_seconds / _FRAME_SECONDS))
     runs = [
         (a, b)
@@ -182,13 +241,6 @@ def speech_regions(audio: np.ndarray, options: VadOptions | None = None) -> list
     runs = _split_long(runs, loudness, options.max_region_seconds)
     duration = len(audio) / SAMPLE_RATE
     return [(a * _FRAME_SECONDS, min(b * _FRAME_SECONDS, duration)) for a, b in runs]
-
-
-def _frame_loudness_db(audio: np.ndarray, frames: int) -> np.ndarray:
-    padded = np.zeros(frames * FRAME, dtype=np.float64)
-    padded[: len(audio)] = audio[: frames * FRAME]
-    rms = np.sqrt(np.mean(padded.reshape(frames, FRAME) ** 2, axis=1))
-    return 20.0 * np.log10(np.maximum(rms, 1e-10))
 
 
 def _hysteresis(probabilities: np.ndarray, onset: float, offset: float) -> np.ndarray:

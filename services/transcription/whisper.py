@@ -87,7 +87,7 @@ class WhisperTranscriber:
         return bool(getattr(self.pipe.model.generation_config, "is_multilingual", False))
 
     def transcribe(
-        self, audio: np.ndarray, language: str = "", progress: ProgressCallback = no_progress
+        self, audio: vad.Samples, language: str = "", progress: ProgressCallback = no_progress
     ) -> common_pb2.Transcript:
         """Transcribes mono 16 kHz audio. `language` is an ISO 639-1 code, or empty to let a
         multilingual model detect it (on the first window); English-only models ignore it."""

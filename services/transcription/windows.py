@@ -123,7 +123,7 @@ class Window:
         """Up to the end of the last passage."""
         return self.offsets[-1] + self.passages[-1][1] - self.passages[-1][0]
 
-    def samples(self, audio: np.ndarray) -> np.ndarray:
+    def samples(self, audio: vad.Samples) -> np.ndarray:
         silence = np.zeros(round(self.gap * SAMPLE_RATE), np.float32)
         parts = [silence]
         for start, end in self.passages:
@@ -214,7 +214,7 @@ class _SongBudget:
 
 def _heard_in(
     backend: Backend,
-    audio: np.ndarray,
+    audio: vad.Samples,
     window: Window,
     language: str,
     progress: ProgressCallback,
@@ -256,7 +256,7 @@ def _heard_in(
 
 def transcribe_windows(
     backend: Backend,
-    audio: np.ndarray,
+    audio: vad.Samples,
     language: str,
     progress: ProgressCallback,
     options: TranscriptionOptions | None = None,

@@ -82,13 +82,13 @@ def synth_song(out_dir: Path) -> Path:
 def separated_vocals(mixture: Path, model: Path) -> bytes:
     """The vocals Spleeter separates from a mixture, as the separation stage hands them on (WAV)."""
     from roar.audio import match_channels, resample
-    from roar.progress import no_progress
+    from services.separation.separate import separate_audio
     from services.separation.spleeter import SpleeterSeparator
 
     separator = SpleeterSeparator(model)
     audio, rate = sf.read(mixture, dtype="float32", always_2d=True)
     audio = match_channels(resample(audio.T, rate, separator.sample_rate), separator.channels)
-    return _wav(separator.separate(audio, no_progress)["vocals"], separator.sample_rate)
+    return _wav(separate_audio(separator, audio)["vocals"], separator.sample_rate)
 
 
 def inputs(song_dir: Path, separation_model: Path) -> list[Input]:

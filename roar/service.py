@@ -10,6 +10,7 @@ import signal
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -159,6 +160,17 @@ def request_stream(request_type: type, options: Any, data_field: str, data: byte
     yield request_type(options=options)
     for piece in chunked(data):
         yield request_type(**{data_field: piece})
+
+
+async def file_request_stream(
+    request_type: type, options: Any, data_field: str, path: Path, size: int = CHUNK_BYTES
+) -> AsyncIterator[Any]:
+    """request_stream for a file on disk: each chunk is read (off the event loop) only when gRPC
+    asks for the next message, so a file of any length costs one chunk of memory."""
+    yield request_type(options=options)
+    with path.open("rb") as file:
+        while piece := await asyncio.to_thread(file.read, size):
+            yield request_type(**{data_field: piece})
 
 
 class _Undecodable:

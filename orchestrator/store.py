@@ -186,10 +186,12 @@ class Store:
 
     def put_job(self, upload_id: str, job: pb.Job, owner: str = "") -> None:
         """Adds or updates a job; `owner` is set when it is added and kept after."""
+        # To the nanosecond: jobs made within one second still list newest first.
+        created = job.created.ToNanoseconds() / 1e9
         self._db.execute(
             "INSERT INTO jobs (job_id, upload_id, job, state, created, owner) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (job_id) DO UPDATE SET job = excluded.job, state = excluded.state",
-            (job.job_id, upload_id, job.SerializeToString(), job.state, job.created.ToSeconds(), owner),
+            (job.job_id, upload_id, job.SerializeToString(), job.state, created, owner),
         )
 
     def job_owner(self, job_id: str) -> str | None:

@@ -27,6 +27,8 @@ class KaraokeServicer(karaoke_pb2_grpc.KaraokeServicer):
     async def Build(
         self, request: karaoke_pb2.BuildRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[karaoke_pb2.BuildResponse]:
+        if not request.HasField("options"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request holds no options")
         options = request.options
         run = StageRun(lambda progress: build_karaoke(options, progress), slots=self._slots)
         async for response in progress_responses(run, context, karaoke_pb2.BuildResponse):

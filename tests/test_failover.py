@@ -210,6 +210,7 @@ async def test_killing_the_busy_separation_replica_fails_over_to_the_other(
     # Every retry (one, or more while the channel learns the replica is gone) asks from at least
     # the windows committed before the kill.
     resumed = _resumed_from(events)
+    print(f"killed {victim} with {committed} windows committed; resumed from (window, of): {resumed}")
     assert resumed and all(committed <= k < count for k, count in resumed), (committed, resumed)
     assert stems == uninterrupted  # bit-exact
     redone = re.findall(r"separation broke in window (\d+)", cluster.log())
@@ -227,5 +228,6 @@ async def test_killing_the_orchestrator_mid_stage_resumes_from_the_checkpoint(
     events, stems = await _finish(cluster, job_id)
     assert "resuming after a restart" in [e.message for e in events]
     resumed = _resumed_from(events)
+    print(f"killed the orchestrator with {committed} windows committed; resumed from: {resumed}")
     assert resumed and all(committed <= k < count for k, count in resumed), (committed, resumed)
     assert stems == uninterrupted  # bit-exact

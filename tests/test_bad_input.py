@@ -338,10 +338,10 @@ CASES: list[tuple[str, Callable[[World], object], grpc.StatusCode]] = [
         Code.INVALID_ARGUMENT,
     ),
     (
-        "separation format 99",
+        "separation first_window past the song",
         lambda w: w.separate(
             [
-                separation_pb2.SeparateRequest(options=separation_pb2.SeparationOptions(format=99)),
+                separation_pb2.SeparateRequest(options=separation_pb2.SeparationOptions(first_window=10**6)),
                 audio_chunk(w.song),
             ]
         ),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from math import gcd
@@ -209,6 +209,28 @@ class _DiskWrites(io.RawIOBase):
             raise self.error
 
 
+@contextmanager
+def flac_writer(
+    target: Path, sample_rate: int, channels: int, subtype: str
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """A FLAC written block by block through `write((frames, channels) float block)`; a full disk
+    raises its OSError (libsndfile alone would report a vague error, or none)."""
+    with open(target, "wb", buffering=0) as raw:
+        disk = _DiskWrites(raw)
+        try:
+            with sf.SoundFile(disk, "w", sample_rate, channels, subtype, format="FLAC") as out:
+
+                def write(block: np.ndarray) -> None:
+                    out.write(block)
+                    disk.raise_error()
+
+                yield write
+        except sf.LibsndfileError:
+            disk.raise_error()  # the real cause, when the disk refused a write
+            raise
+        disk.raise_error()
+
+
 def normalise(source: Path, target: Path, max_seconds: float) -> common_pb2.AudioInfo:
     """Checks that an uploaded file decodes and writes it as the FLAC every stage gets: mono or
     stereo (more channels are mixed down to mono), its own sample rate (8-192 kHz, else
@@ -377,20 +399,22 @@ def _resampled_piece(
 
 
 @contextmanager
-def open_audio(path: Path, max_seconds: float | None = None) -> Iterator[tuple[sf.SoundFile, str]]:
+def open_audio(
+    path: Path, scratch: Path, max_seconds: float | None = None
+) -> Iterator[tuple[sf.SoundFile, str]]:
     """The audio file at `path` opened for block reads, with the name of its format. Formats
-    libsndfile cannot read go through ffmpeg into a temporary FLAC beside it first (on disk, never
-    in memory; stopped just past the limit). Refuses a rate outside 8-192 kHz and, from the
-    header, audio longer than `max_seconds` (default: ROAR_MAX_AUDIO_MINUTES); readers must still
-    count what they read, as a header can lie."""
+    libsndfile cannot read go through ffmpeg into a temporary FLAC in the directory `scratch`
+    first (on disk, never in memory; stopped just past the limit). Refuses a rate outside
+    8-192 kHz and, from the header, audio longer than `max_seconds` (default:
+    ROAR_MAX_AUDIO_MINUTES); readers must still count what they read, as a header can lie."""
     limit = max_audio_seconds() if max_seconds is None else max_seconds
     converted: Path | None = None
     try:
         try:
-            audio_file, fmt = sf.SoundFile(path), ""
+            audio_file = sf.SoundFile(path)
             fmt = audio_file.format
         except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-            converted = path.with_name(path.name + ".ffmpeg.flac")
+            converted = scratch / "ffmpeg.flac"
             _convert_with_ffmpeg(path, converted, limit, reason=str(exc))
             audio_file, fmt = sf.SoundFile(converted), "FFMPEG"
         with audio_file:
@@ -405,15 +429,16 @@ def open_audio(path: Path, max_seconds: float | None = None) -> Iterator[tuple[s
 
 def _convert_with_ffmpeg(source: Path, target: Path, max_seconds: float, reason: str) -> None:
     """ffmpeg's first audio stream of source as a FLAC at target (24 bits, its own rate)."""
-    # Run in the file's directory with relative names, so no server path reaches a message.
+    # Run in the target's directory with a relative output name; the input's name is taken out
+    # of ffmpeg's message, so no server path reaches a client.
     proc = subprocess.run(
         [
-            *(_ffmpeg(reason), "-v", "error", "-nostdin", "-y", "-i", source.name, "-map", "0:a:0"),
+            *(_ffmpeg(reason), "-v", "error", "-nostdin", "-y", "-i", str(source), "-map", "0:a:0"),
             *("-t", _output_limit(max_seconds), "-c:a", "flac", "-sample_fmt", "s32", target.name),
         ],
-        cwd=source.parent,
+        cwd=target.parent,
         capture_output=True,
         check=False,
     )
     if proc.returncode != 0:
-        raise _ffmpeg_failure(proc.stderr, reason, source.name)
+        raise _ffmpeg_failure(proc.stderr, reason, str(source))

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from roar.errors import Cancelled, ModelUnavailable
+from services.separation import separate
 from services.separation.separate import OVERLAP, SongPlan, SongWindow, separate_audio, separate_song
 from services.separation.separator import MixLevel
 from services.separation.spleeter import SOURCES, WINDOW_FRAMES, SpleeterSeparator, UNet
@@ -109,6 +110,13 @@ def noise(frames: int) -> np.ndarray:
     return (0.1 * np.random.default_rng(0).standard_normal((2, frames))).astype(np.float32)
 
 
+@pytest.fixture
+def no_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the reports at the end of each window (on a busy machine a window takes seconds)."""
+    monkeypatch.setattr(separate, "HEARTBEAT_SECONDS", float("inf"))
+
+
+@pytest.mark.usefixtures("no_heartbeat")
 def test_progress_rises_window_by_window(random_separator: SpleeterSeparator) -> None:
     reports: list[tuple[float, str]] = []
     frames = 3 * WINDOW_STRIDE + 5  # four windows, the last of five frames
@@ -120,6 +128,7 @@ def test_progress_rises_window_by_window(random_separator: SpleeterSeparator) ->
     assert percents == sorted(percents) and percents[-1] == 100.0
 
 
+@pytest.mark.usefixtures("no_heartbeat")
 def test_raising_progress_stops_the_remaining_windows(random_separator: SpleeterSeparator) -> None:
     forward_calls: list[str] = []
     hooks = [

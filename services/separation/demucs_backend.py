@@ -21,7 +21,7 @@ from demucs.states import load_model
 
 from roar.errors import ModelUnavailable
 from roar.progress import stop_on_cancel
-from services.separation.separator import MixLevel
+from services.separation.separator import MixLevel, beat_on_every_layer
 
 log = logging.getLogger("roar.separation")
 
@@ -136,7 +136,7 @@ class DemucsSeparator:
     def __init__(self, model: str, device: str) -> None:
         self.name = model
         self.device = device
-        self.model = stop_on_cancel(load_demucs_model(model).to(device).eval())
+        self.model = beat_on_every_layer(stop_on_cancel(load_demucs_model(model).to(device).eval()))
         self.sample_rate: int = self.model.samplerate
         self.channels: int = self.model.audio_channels
         self.sources: list[str] = list(self.model.sources)

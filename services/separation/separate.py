@@ -24,24 +24,26 @@ import torch
 
 from roar.audio import (
     BLOCK_FRAMES,
+    flac_writer,
     match_channels,
     max_audio_seconds,
     open_audio,
     refuse_past,
     resample_blocks,
 )
-from roar.errors import BadInput
+from roar.errors import BadInput, ResourceExhausted, is_disk_full
 from roar.progress import ProgressCallback, check_cancelled, no_progress
 from roar.v1 import common_pb2
-from services.separation.separator import MixLevel, Separator
+from services.separation.separator import MixLevel, Separator, beating
 
 # As demucs' apply_model: a quarter of each model window overlaps the next. Must stay under a half,
 # so that only one earlier model window reaches into a window (what a resumed call recomputes).
 OVERLAP = 0.25
 # Percent of the call spent decoding; the windows share the rest.
 DECODED_PERCENT = 5.0
-# Progress while decoding at most this often (seconds).
+# Progress while decoding, and within a model window, at most this often (seconds).
 DECODE_REPORT_SECONDS = 0.5
+HEARTBEAT_SECONDS = 1.0
 # The model's input sits on disk as 24-bit FLAC: lossless for 16- and 24-bit songs at its rate.
 MIX_SUBTYPE = "PCM_24"
 
@@ -151,12 +153,14 @@ def separate_windows(
     operations in the same order whichever window a call starts from."""
     length = separator.window_frames
     starts = window_starts(frames, length)
+    if first_window >= len(starts):
+        return
     weight = torch.cat([torch.arange(1, length // 2 + 1), torch.arange(length - length // 2, 0, -1)])
     weight = weight / weight.max()
     # Context read around a model window: demucs pads a short last window with up to half a
     # window of the song before it, and a model's valid length rarely exceeds its window by more.
     context = length // 2
-    total = len(starts) - first_window
+    layer_calls = 0  # hooked layer calls of the last model window, for progress within the next
     # Weighted sums (and summed weights) of the frames from the last model window's start on.
     summed: torch.Tensor | None = None
     summed_weight: torch.Tensor | None = None
@@ -166,7 +170,10 @@ def separate_windows(
         count = min(length, frames - start)
         read_from = max(0, start - context)
         audio = read(read_from, min(frames, start + count + context))
-        out = separator.separate_window(audio, start - read_from, count, level)
+        heartbeat = _Heartbeat(progress, model_window, first_window, len(starts), layer_calls)
+        with beating(heartbeat):
+            out = separator.separate_window(audio, start - read_from, count, level)
+        layer_calls = heartbeat.calls
         window_weight = weight[:count]
         # Carry the previous model window's overlap over, then add this one's.
         carried = 0 if summed is None else summed.shape[-1] - (start - starts[model_window - 1])
@@ -184,11 +191,43 @@ def separate_windows(
         end = starts[model_window + 1] if model_window + 1 < len(starts) else frames
         final = end - start
         yield model_window, start, summed[..., :final] / summed_weight[:final]
-        done = model_window + 1 - first_window
         progress(
-            DECODED_PERCENT + (100.0 - DECODED_PERCENT) * done / total,
-            f"separating: window {model_window + 1}/{len(starts)}",
+            _window_percent(model_window + 1, first_window, len(starts)),
+            _window_message(model_window, len(starts)),
         )
+
+
+def _window_percent(done: float, first_window: int, window_count: int) -> float:
+    """The call's percent once `done` windows (fractions too) of the song are finished."""
+    share = max(done - first_window, 0.0) / (window_count - first_window)
+    return DECODED_PERCENT + (100.0 - DECODED_PERCENT) * share
+
+
+def _window_message(model_window: int, count: int) -> str:
+    return f"separating: window {model_window + 1}/{count}"
+
+
+class _Heartbeat:
+    """Progress within a model window, from its hooked layer calls, at most every
+    HEARTBEAT_SECONDS: the fraction done is guessed from the previous window's calls."""
+
+    def __init__(
+        self, progress: ProgressCallback, model_window: int, first_window: int, count: int, expected: int
+    ) -> None:
+        self._progress = progress
+        self._window, self._first_window, self._count = model_window, first_window, count
+        self._expected = expected
+        self._reported = time.monotonic()
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if time.monotonic() - self._reported < HEARTBEAT_SECONDS:
+            return
+        fraction = min(self.calls / self._expected, 0.99) if self._expected else 0.0
+        percent = _window_percent(self._window + fraction, self._first_window, self._count)
+        self._progress(percent, _window_message(self._window, self._count))
+        self._reported = time.monotonic()
 
 
 def _stems(sources: list[str], separated: torch.Tensor, all_stems: bool) -> dict[str, np.ndarray]:
@@ -208,7 +247,7 @@ def _decode_to_mix(
     """Decodes `source` block by block into `mix_path` (the model's rate and channels, samples
     clipped to [-1, 1]); returns what the song is, the mix's frame count and its level."""
     max_seconds = max_audio_seconds()
-    with open_audio(source, max_seconds) as (song, fmt):
+    with open_audio(source, mix_path.parent, max_seconds) as (song, fmt):
         rate = song.samplerate
         expected = max(song.frames, 1)
         decoded = 0
@@ -230,16 +269,19 @@ def _decode_to_mix(
 
         frames = 0
         total, total_squares = 0.0, 0.0
-        with sf.SoundFile(
-            mix_path, "w", separator.sample_rate, separator.channels, MIX_SUBTYPE, format="FLAC"
-        ) as mix:
-            for piece in resample_blocks(blocks(), rate, separator.sample_rate):
-                piece = np.clip(piece, -1.0, 1.0)
-                mix.write(piece.T)
-                reference = piece.mean(axis=0, dtype=np.float64)
-                frames += piece.shape[1]
-                total += float(reference.sum())
-                total_squares += float(np.square(reference).sum())
+        try:
+            with flac_writer(mix_path, separator.sample_rate, separator.channels, MIX_SUBTYPE) as write:
+                for piece in resample_blocks(blocks(), rate, separator.sample_rate):
+                    piece = np.clip(piece, -1.0, 1.0)
+                    write(piece.T)
+                    reference = piece.mean(axis=0, dtype=np.float64)
+                    frames += piece.shape[1]
+                    total += float(reference.sum())
+                    total_squares += float(np.square(reference).sum())
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise ResourceExhausted("the service's disk is full") from exc
         if decoded == 0:
             raise BadInput("the audio file holds no samples")
         info = common_pb2.AudioInfo(

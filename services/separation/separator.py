@@ -4,10 +4,16 @@ cuts the windows and crossfades them)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
+from torch import nn
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -34,3 +40,31 @@ class Separator(Protocol):
         is context a model may read (demucs pads a short last window with it). Cancellation
         (roar.progress.check_cancelled) stops it within one layer's compute."""
         ...
+
+
+# The heartbeat of the model window under way in this thread (see beating); None outside one.
+_heartbeat: ContextVar[Callable[[], None] | None] = ContextVar("separation_heartbeat", default=None)
+
+
+def beat_on_every_layer(model: ModuleT) -> ModuleT:
+    """Makes each forward pass of each of the model's modules call the heartbeat of the window
+    under way, so that progress shows within a long window. Install once, where the model loads."""
+    for module in model.modules():
+        module.register_forward_pre_hook(_beat)
+    return model
+
+
+def _beat(module: object, inputs: object) -> None:
+    heartbeat = _heartbeat.get()
+    if heartbeat is not None:
+        heartbeat()
+
+
+@contextmanager
+def beating(heartbeat: Callable[[], None]) -> Iterator[None]:
+    """Within the block, the model's hooked layers call `heartbeat` in this thread."""
+    token = _heartbeat.set(heartbeat)
+    try:
+        yield
+    finally:
+        _heartbeat.reset(token)

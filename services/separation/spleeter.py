@@ -17,7 +17,7 @@ from torch import nn
 
 from roar.errors import ModelUnavailable
 from roar.progress import stop_on_cancel
-from services.separation.separator import MixLevel
+from services.separation.separator import MixLevel, beat_on_every_layer
 
 log = logging.getLogger("roar.separation")
 
@@ -97,7 +97,7 @@ def _load_unet(path: Path, device: str) -> UNet:
         # The library's message names the file's path: it goes to the log only.
         log.error("cannot load Spleeter weights %s: %s", path, exc)
         raise ModelUnavailable(f"its Spleeter weights {path.name} do not load; {SOURCE_HINT}") from exc
-    return stop_on_cancel(unet.to(device).eval())
+    return beat_on_every_layer(stop_on_cancel(unet.to(device).eval()))
 
 
 class SpleeterSeparator:

@@ -222,8 +222,10 @@ class StemCheckpoints:
                             block = np.frombuffer(data, PCM_DTYPE).reshape(-1, self.channels)
                             out.write(np.clip(block, -1.0, 1.0))
                             disk.raise_error()
-                except sf.LibsndfileError:
-                    disk.raise_error()  # the real cause, when the disk refused a write
+                except (sf.LibsndfileError, AssertionError):
+                    # The real cause when the disk refused a write (soundfile asserts that every
+                    # frame was written, so a refused write can also surface as an assertion).
+                    disk.raise_error()
                     raise
                 disk.raise_error()
             temporary.replace(target)

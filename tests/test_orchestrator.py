@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from orchestrator.artifacts import StemCheckpoints
 from orchestrator.auth import authenticator
 from orchestrator.jobs import Jobs
 from orchestrator.server import OrchestratorServicer
-from orchestrator.stages import StageClients
+from orchestrator.stages import StageClients, StageFailed
 from orchestrator.store import Store
 from orchestrator.uploads import Uploads
 from roar import client
@@ -625,3 +626,25 @@ async def test_download_goes_on_from_any_offset(rig: Rig, song: Path) -> None:
             await rig.fetch(final.job_id, name)
         assert info.value.code() == Code.NOT_FOUND
         assert str(rig.data_dir) not in info.value.details()
+
+
+# --- a full disk ---------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_fails_checkpoints_and_stem_files_with_resource_exhausted(tmp_path: Path) -> None:
+    """The kernel's own ENOSPC, where a window is appended and where a stem file is encoded."""
+    checkpoints = StemCheckpoints(tmp_path, STEMS, CHANNELS)
+    checkpoints.truncate(0)
+    checkpoints.append("vocals", window_pcm(0, "vocals").tobytes())
+    (tmp_path / ".vocals.wav.part").symlink_to("/dev/full")
+    with pytest.raises(StageFailed) as info:
+        checkpoints.encode("vocals", tmp_path / "vocals.wav", "wav", RATE)
+    assert info.value.code == "RESOURCE_EXHAUSTED" and "disk is full" in info.value.message
+    assert not (tmp_path / "vocals.wav").exists() and not (tmp_path / ".vocals.wav.part").exists()
+
+    checkpoints.path("instrumental").unlink()
+    checkpoints.path("instrumental").symlink_to("/dev/full")
+    with pytest.raises(StageFailed) as info:
+        checkpoints.append("instrumental", window_pcm(0, "instrumental").tobytes())
+    assert info.value.code == "RESOURCE_EXHAUSTED"

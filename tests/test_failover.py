@@ -1,9 +1,9 @@
 """Failover with real services: two separation and two transcription replicas on loopback behind
 one target each (`ipv4:127.0.0.1:P1,127.0.0.1:P2`, round_robin), tiny random Demucs and Whisper.
-The busy separation replica killed with SIGKILL mid-stage, or the orchestrator killed with SIGKILL
-mid-stage and started again on its data dir: the job succeeds, its stems equal an uninterrupted
-run's bit for bit, and no window committed before the kill is asked for again (the one window
-under way at the kill is the only work redone)."""
+The busy separation replica killed with SIGKILL mid-stage, stopped with SIGTERM mid-stage, or the
+orchestrator killed with SIGKILL mid-stage and started again on its data dir: the job succeeds,
+its stems equal an uninterrupted run's bit for bit, and no window committed before the kill is
+asked for again (the one window under way at a SIGKILL is the only work redone)."""
 
 from __future__ import annotations
 
@@ -63,10 +63,11 @@ class Cluster:
             assert time.monotonic() < deadline, f"{name} not serving:\n{self.log()[-4000:]}"
             time.sleep(0.3)
 
-    def kill(self, name: str) -> None:
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Sends the signal and waits for the process to exit; its exit code."""
         process = self.processes.pop(name)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        process.send_signal(sig)
+        return process.wait(90)
 
     def stop_all(self) -> None:
         for name, process in list(self.processes.items()):
@@ -215,6 +216,26 @@ async def test_killing_the_busy_separation_replica_fails_over_to_the_other(
     assert stems == uninterrupted  # bit-exact
     redone = re.findall(r"separation broke in window (\d+)", cluster.log())
     assert len(redone) <= 1, redone
+
+
+async def test_a_replica_stopping_mid_stage_hands_over_after_its_window(
+    cluster: Cluster, song: Path, uninterrupted: dict[str, bytes]
+) -> None:
+    """SIGTERM (a rolling update): the replica ends the call after the window under way with
+    UNAVAILABLE, and the job goes on from the next window on the other replica."""
+    job_id = await _start_job(cluster, song)
+    await _mid_stage(cluster)
+    victim = cluster.busy(["separation-1", "separation-2"])
+    committed = cluster.windows_done()
+    try:
+        assert cluster.kill(victim, signal.SIGTERM) == 0
+        events, stems = await _finish(cluster, job_id)
+    finally:
+        cluster.start(victim)
+    resumed = _resumed_from(events)
+    print(f"stopped {victim} with {committed} windows committed; resumed from (window, of): {resumed}")
+    assert resumed and all(committed < k < count for k, count in resumed), (committed, resumed)
+    assert stems == uninterrupted
 
 
 async def test_killing_the_orchestrator_mid_stage_resumes_from_the_checkpoint(

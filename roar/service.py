@@ -192,6 +192,17 @@ def request_stream(request_type: type, options: Any, data_field: str, data: byte
         yield request_type(**{data_field: piece})
 
 
+async def file_request_stream(
+    request_type: type, options: Any, data_field: str, path: Path, size: int = CHUNK_BYTES
+) -> AsyncIterator[Any]:
+    """request_stream for a file on disk: each chunk is read (off the event loop) only when gRPC
+    asks for the next message, so a file of any length costs one chunk of memory."""
+    yield request_type(options=options)
+    with path.open("rb") as file:
+        while piece := await asyncio.to_thread(file.read, size):
+            yield request_type(**{data_field: piece})
+
+
 class _Undecodable:
     """What a guarded request deserializer returns for bytes that are not a valid message (a
     string field holding invalid UTF-8, a truncated field): the method then answers

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from orchestrator.progress import JobProgress, learned_speed
+from orchestrator.progress import HISTORY_RUNS, JobProgress, LearnedSpeeds, StageTime, work_kinds
 from orchestrator.stages import StageClients, StageFailed
 from orchestrator.store import TERMINAL_STATES, Store
 from orchestrator.uploads import Uploads
@@ -329,7 +329,8 @@ class Jobs:
         options = job.options
         ext = format_name(options.audio_format)
         duration = job.audio.duration_seconds
-        progress = JobProgress(duration, self._store.stage_speeds(), shown=job.last_event.overall_percent)
+        speeds = LearnedSpeeds(StageTime._make(row) for row in self._store.stage_runs())
+        progress = JobProgress(duration, work_kinds(options), speeds, shown=job.last_event.overall_percent)
         timeout = options.timeout_seconds or self._settings.job_timeout_seconds
         deadline = job.created.ToSeconds() + timeout
 
@@ -340,10 +341,18 @@ class Jobs:
                 progress.skip(stage)
                 return True
             progress.start(stage)
-            self._emit(job, stage, 0.0, f"{STAGE_NAMES[stage]} starting", overall=progress.overall(0.0))
+            self._emit(
+                job,
+                stage,
+                0.0,
+                f"{STAGE_NAMES[stage]} starting",
+                overall=progress.overall(),
+                eta=progress.eta(),
+            )
             last = {"time": 0.0, "percent": -1.0, "message": ""}
 
             async def on_progress(update: common_pb2.StageProgress) -> None:
+                progress.update(stage, update.percent)
                 now = time.monotonic()
                 if (
                     update.message == last["message"]
@@ -352,14 +361,8 @@ class Jobs:
                 ):
                     return
                 last.update(time=now, percent=update.percent, message=update.message)
-                stage_eta = update.eta_seconds if update.HasField("eta_seconds") else None
                 self._emit(
-                    job,
-                    stage,
-                    update.percent,
-                    update.message,
-                    overall=progress.overall(update.percent),
-                    eta=progress.eta(update.percent, stage_eta),
+                    job, stage, update.percent, update.message, overall=progress.overall(), eta=progress.eta()
                 )
 
             remaining = deadline - time.time()
@@ -378,19 +381,12 @@ class Jobs:
                     error=error,
                 )
                 return None
-            elapsed = progress.finish(stage)
-            speeds = self._store.stage_speeds()
-            old = speeds.get(stage, progress.expected[stage] / max(duration, 1e-3))
-            self._store.set_stage_speed(stage, learned_speed(old, elapsed, duration))
+            run = progress.finish(stage)
+            self._store.add_stage_run(*run, keep=HISTORY_RUNS)
             done_marker.touch()
-            self._emit(
-                job,
-                stage,
-                100.0,
-                f"{STAGE_NAMES[stage]} done in {elapsed:.1f} s",
-                overall=progress.overall(100.0),
-                eta=progress.eta(100.0, 0.0),
-            )
+            # A finished stage's event carries no ETA: nothing is left of it.
+            message = f"{STAGE_NAMES[stage]} done in {run.seconds:.1f} s"
+            self._emit(job, stage, 100.0, message, overall=progress.overall())
             return result
 
         song = await asyncio.to_thread(self._uploads.audio_path(self._store.upload_of(job.job_id)).read_bytes)

@@ -30,7 +30,7 @@ STAGE_OVERHEAD_SECONDS = {pb.STAGE_SEPARATION: 1.0, pb.STAGE_TRANSCRIPTION: 1.0,
 # The speed of a kind is the median of its last this many runs.
 HISTORY_RUNS = 9
 # A running stage's measured rate is believed in full after this many percent of its own progress
-# since its first report; before, it is blended with the learned guess.
+# (counted after its start-up); before, it is blended with the learned guess.
 MEASURED_AFTER_PERCENT = 10.0
 # How far a job's pace (actual over expected seconds) may scale the stages still to come.
 PACE_LIMITS = (0.5, 2.0)
@@ -127,11 +127,11 @@ class JobProgress:
         self._running[stage] = _Running(now, now + STAGE_OVERHEAD_SECONDS[stage], percent, percent, percent)
 
     def update(self, stage: int, percent: float) -> None:
-        """A stage's own percent (0-100). A stage that starts again from zero (a retry) holds the
-        overall percent until it has caught up."""
-        running = self._running.get(stage)
-        if running is None:
+        """A started stage's own percent (0-100); a late report of an ended stage is ignored. A stage
+        that starts again from zero (a retry) holds the overall percent until it has caught up."""
+        if stage in self._ended:
             return
+        running = self._running[stage]
         percent = min(max(percent, 0.0), 100.0)
         if percent < running.percent:  # started again (a retry): measure afresh from here
             running.anchor_time, running.anchor_percent = self._clock(), percent
@@ -203,7 +203,8 @@ class JobProgress:
         running = self._running.get(stage)
         if running is None:
             return expected
-        # As expected from where it started, or from where it is when that is later (it is slow).
+        # The learned guess: the share not done yet, or the expected time left since it started when
+        # that is more (its percent runs ahead of the clock).
         from_start = expected * (1.0 - running.first_percent / 100.0) - (now - running.started)
         guess = max(expected * (1.0 - running.percent / 100.0), from_start)
         measured = self._measured_remaining(running, now)

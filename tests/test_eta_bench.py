@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench import eta
 
 
@@ -16,7 +18,7 @@ def test_the_eta_benchmark_meets_its_targets_and_repeats_exactly() -> None:
     assert "instrumental clip" in first.worst(0.5)[1]
 
 
-def test_the_benchmark_prints_its_table(capsys) -> None:
+def test_the_benchmark_prints_its_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert eta.main(["--jobs", "40"]) == 0
     out = capsys.readouterr().out
     assert "| orchestrator.progress |" in out and "targets" in out and ": met" in out

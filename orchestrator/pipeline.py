@@ -13,7 +13,7 @@ from pathlib import Path
 from orchestrator.artifacts import ChunkFiles, JobFiles
 from orchestrator.checkpoints import StemWindows
 from orchestrator.events import MIN_EVENT_INTERVAL, Events
-from orchestrator.progress import JobProgress, learned_speed
+from orchestrator.progress import HISTORY_RUNS, JobProgress, LearnedSpeeds, StageTime, work_kinds
 from orchestrator.stages import StageClients, StageFailed
 from orchestrator.store import Store
 from roar.audio import format_name
@@ -32,32 +32,36 @@ STAGE_NAMES = {
 
 class Pace:
     """Every question the pipeline asks the ETA model (orchestrator/progress.py), in one place:
-    stage weights and speeds learned from finished stages, overall percent and ETA."""
+    speeds learned from recent stage runs of the same kind, the running stages' percents, overall
+    percent and ETA; each finished stage run is stored for the jobs to come."""
 
-    def __init__(self, store: Store, duration: float, shown: float) -> None:
+    def __init__(self, store: Store, job: pb.Job) -> None:
         self._store = store
-        self._duration = duration
-        self._progress = JobProgress(duration, store.stage_speeds(), shown=shown)
+        speeds = LearnedSpeeds(StageTime._make(row) for row in store.stage_runs())
+        self._progress = JobProgress(
+            job.audio.duration_seconds, work_kinds(job.options), speeds, shown=job.last_event.overall_percent
+        )
 
     def start(self, stage: int) -> None:
         self._progress.start(stage)
+
+    def update(self, stage: int, percent: float) -> None:
+        self._progress.update(stage, percent)
 
     def skip(self, stage: int) -> None:
         self._progress.skip(stage)
 
     def finish(self, stage: int) -> float:
-        """Marks the stage done and learns its speed; returns how long it took."""
-        elapsed = self._progress.finish(stage)
-        speeds = self._store.stage_speeds()
-        old = speeds.get(stage, self._progress.expected[stage] / max(self._duration, 1e-3))
-        self._store.set_stage_speed(stage, learned_speed(old, elapsed, self._duration))
-        return elapsed
+        """Marks the stage done and stores its run; returns how long it took."""
+        run = self._progress.finish(stage)
+        self._store.add_stage_run(*run, keep=HISTORY_RUNS)
+        return run.seconds
 
-    def overall(self, stage_percent: float) -> float:
-        return self._progress.overall(stage_percent)
+    def overall(self) -> float:
+        return self._progress.overall()
 
-    def eta(self, stage_percent: float, stage_eta: float | None) -> float:
-        return self._progress.eta(stage_percent, stage_eta)
+    def eta(self) -> float:
+        return self._progress.eta()
 
 
 @dataclass
@@ -85,6 +89,7 @@ class StageReporter:
         self.percent = 0.0
 
     async def __call__(self, update: common_pb2.StageProgress) -> None:
+        self._run.pace.update(self._stage, update.percent)  # every update counts for the rate
         now = time.monotonic()
         if (
             update.message == self._message
@@ -93,19 +98,13 @@ class StageReporter:
         ):
             return
         self._time, self._message, self.percent = now, update.message, update.percent
-        self.say(
-            update.percent, update.message, update.eta_seconds if update.HasField("eta_seconds") else None
-        )
+        self.say(update.percent, update.message)
 
-    def say(self, percent: float, message: str, stage_eta: float | None = None) -> None:
+    def say(self, percent: float, message: str) -> None:
         pace = self._run.pace
+        pace.update(self._stage, percent)
         self._run.events.emit(
-            self._run.job,
-            self._stage,
-            percent,
-            message,
-            overall=pace.overall(percent),
-            eta=pace.eta(percent, stage_eta),
+            self._run.job, self._stage, percent, message, overall=pace.overall(), eta=pace.eta()
         )
 
 
@@ -227,7 +226,7 @@ class Pipeline:
             store=self._store,
             clients=self._clients,
             events=self._events,
-            pace=Pace(self._store, job.audio.duration_seconds, job.last_event.overall_percent),
+            pace=Pace(self._store, job),
         )
         timeout = job.options.timeout_seconds or self._settings.job_timeout_seconds
         deadline = job.created.ToSeconds() + timeout
@@ -256,7 +255,9 @@ class Pipeline:
         and returns False."""
         job, name = run.job, STAGE_NAMES[stage.stage]
         run.pace.start(stage.stage)
-        self._events.emit(job, stage.stage, 0.0, f"{name} starting", overall=run.pace.overall(0.0))
+        self._events.emit(
+            job, stage.stage, 0.0, f"{name} starting", overall=run.pace.overall(), eta=run.pace.eta()
+        )
         report = StageReporter(run, stage.stage)
         try:
             remaining = deadline - time.time()
@@ -276,8 +277,7 @@ class Pipeline:
             stage.stage,
             100.0,
             f"{name} done in {elapsed:.1f} s",
-            overall=run.pace.overall(100.0),
-            eta=run.pace.eta(100.0, 0.0),
+            overall=run.pace.overall(),  # no ETA on a finished stage
         )
         return True
 

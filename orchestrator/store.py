@@ -1,7 +1,7 @@
 """SQLite job store: uploads, jobs and every progress event (so WatchJob can replay), which stages
 of each unfinished job are done (with their small outputs) and the checkpoints of the running
-ones, the per-stage speed the ETA is estimated from, and the API keys. One connection, used from the event
-loop thread; every write is a short transaction. `roar keys` opens the same file from another
+ones, the finished stage runs the ETA is estimated from, and the API keys. One connection, used
+from the event loop thread; every write is a short transaction. `roar keys` opens the same file from another
 process while the server runs (WAL)."""
 
 from __future__ import annotations
@@ -61,10 +61,16 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     frames_done INTEGER NOT NULL,
     PRIMARY KEY (job_id, stage)
 );
-CREATE TABLE IF NOT EXISTS stage_speed (
-    stage INTEGER PRIMARY KEY,
-    seconds_per_audio_second REAL NOT NULL
+-- One learned speed per stage, replaced by stage_runs (speeds per kind of work, from a median).
+DROP TABLE IF EXISTS stage_speed;
+CREATE TABLE IF NOT EXISTS stage_runs (
+    stage INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    audio_seconds REAL NOT NULL,
+    seconds REAL NOT NULL,
+    finished_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS stage_runs_by_kind ON stage_runs (stage, kind, finished_at DESC);
 CREATE TABLE IF NOT EXISTS keys (
     key_id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -337,18 +343,6 @@ class Store:
             self._db.execute("DELETE FROM stages_done WHERE job_id = ?", (job_id,))
             self._db.execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
 
-    # Stage speed, learned from finished stages.
-
-    def stage_speeds(self) -> dict[int, float]:
-        return dict(self._db.execute("SELECT stage, seconds_per_audio_second FROM stage_speed"))
-
-    def set_stage_speed(self, stage: int, seconds_per_audio_second: float) -> None:
-        self._db.execute(
-            "INSERT INTO stage_speed (stage, seconds_per_audio_second) VALUES (?, ?) "
-            "ON CONFLICT (stage) DO UPDATE SET seconds_per_audio_second = excluded.seconds_per_audio_second",
-            (stage, seconds_per_audio_second),
-        )
-
     # API keys: only the sha256 of each secret is kept.
 
     def add_key(self, key_id: str, name: str, secret_sha256: str, admin: bool) -> None:
@@ -379,3 +373,26 @@ class Store:
 
     def has_active_keys(self) -> bool:
         return self._db.execute("SELECT 1 FROM keys WHERE revoked IS NULL LIMIT 1").fetchone() is not None
+
+    # Finished stage runs: what the ETA learns stage speeds from (orchestrator.progress).
+
+    def add_stage_run(self, stage: int, kind: str, audio_seconds: float, seconds: float, keep: int) -> None:
+        """Records a finished stage run; only the newest `keep` runs of each (stage, kind) stay."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO stage_runs (stage, kind, audio_seconds, seconds, finished_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (stage, kind, audio_seconds, seconds, time.time()),
+            )
+            self._db.execute(
+                "DELETE FROM stage_runs WHERE stage = ? AND kind = ? AND rowid NOT IN ("
+                "SELECT rowid FROM stage_runs WHERE stage = ? AND kind = ? "
+                "ORDER BY finished_at DESC, rowid DESC LIMIT ?)",
+                (stage, kind, stage, kind, keep),
+            )
+
+    def stage_runs(self) -> list[tuple[int, str, float, float]]:
+        """(stage, kind, audio_seconds, seconds) of the kept runs, newest first."""
+        return self._db.execute(
+            "SELECT stage, kind, audio_seconds, seconds FROM stage_runs ORDER BY finished_at DESC, rowid DESC"
+        ).fetchall()

@@ -243,7 +243,9 @@ class ProgressView:
 
     def update(self, event: pb.ProgressEvent) -> None:
         filled = int(event.stage_percent / 5)
-        eta = f"ETA {_clock(event.eta_seconds)}" if event.HasField("eta_seconds") else ""
+        # The job's ETA, on the line of a stage still running: a finished stage has nothing left.
+        running = event.stage != pb.STAGE_COMPLETE and event.stage_percent < 100.0 and not event.error.code
+        eta = f"ETA {_clock(event.eta_seconds)}" if running and event.HasField("eta_seconds") else ""
         label = STAGE_LABELS.get(event.stage, "?")
         bar = "#" * filled + "-" * (20 - filled)
         line = f"{label:<13} [{bar}] {event.stage_percent:5.1f}%  {eta:<10} {event.message}"

@@ -71,6 +71,8 @@ async def test_job_streams_ordered_progress_and_delivers_artifacts(stub, song: P
     separation = [e.stage_percent for e in events if e.stage == pb.STAGE_SEPARATION]
     assert len(set(separation)) > 2, separation
     assert any(e.HasField("eta_seconds") for e in events if e.stage == pb.STAGE_SEPARATION)
+    finished = [e for e in events if e.stage in STAGE_ORDER[1:-1] and " done in " in e.message]
+    assert len(finished) == 3 and not any(e.HasField("eta_seconds") for e in finished)
     assert all(e.job_id == final.job_id and not e.error.code for e in events)
 
     names = {a.name for a in final.artifacts}

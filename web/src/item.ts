@@ -67,14 +67,12 @@ class StageCard {
   private readonly bar: ProgressBar;
   private readonly stateLabel: HTMLSpanElement;
   private readonly message: HTMLParagraphElement;
-  private readonly eta: HTMLParagraphElement;
   private readonly error: HTMLParagraphElement;
 
   constructor(name: StageName) {
     this.bar = new ProgressBar(`stage-${name}-bar`, `${stageTitles[name]} progress`);
     this.stateLabel = h("span", { class: "stage-state" });
     this.message = h("p", { class: "stage-message", "data-testid": `stage-${name}-message` });
-    this.eta = h("p", { class: "stage-eta muted", "data-testid": `stage-${name}-eta` });
     this.error = h("p", { class: "stage-error", role: "alert", "data-testid": `stage-${name}-error` });
     this.element = h(
       "article",
@@ -82,7 +80,6 @@ class StageCard {
       h("div", { class: "stage-head" }, h("h3", {}, stageTitles[name]), this.stateLabel),
       this.bar.element,
       this.message,
-      this.eta,
       this.error,
     );
   }
@@ -94,8 +91,6 @@ class StageCard {
       stage.state === "processing" ? `${Math.floor(stage.percent)}%` : stageStateLabels[stage.state];
     this.bar.set(stage.percent, stage.state);
     this.message.textContent = stage.message;
-    this.eta.textContent =
-      stage.state === "processing" && stage.etaSeconds !== undefined ? formatEta(stage.etaSeconds) : "";
     this.error.textContent = stage.error ?? "";
   }
 }
@@ -118,6 +113,7 @@ export class Item {
   private readonly entryState: HTMLSpanElement;
   private readonly entryBar: ProgressBar;
   private readonly stateChip: HTMLSpanElement;
+  private readonly jobEta: HTMLSpanElement;
   private readonly cancelButton: HTMLButtonElement;
   private readonly removeButton: HTMLButtonElement;
   private readonly fileInfo: HTMLDListElement;
@@ -153,6 +149,8 @@ export class Item {
     this.entry = h("li", { "data-testid": "job-entry", "data-filename": filename }, entryButton);
 
     this.stateChip = h("span", { class: "chip", "data-testid": "job-state" });
+    // The ETA is the whole job's (the same model as the overall percent), so it is shown once.
+    this.jobEta = h("span", { class: "job-eta muted", "data-testid": "job-eta" });
     this.cancelButton = h(
       "button",
       { type: "button", class: "danger", "data-testid": "cancel-job" },
@@ -201,6 +199,7 @@ export class Item {
         { class: "item-head" },
         h("h2", { class: "item-name" }, filename),
         this.stateChip,
+        this.jobEta,
         h("span", { class: "spacer" }),
         this.cancelButton,
         this.removeButton,
@@ -496,6 +495,8 @@ export class Item {
       chip.textContent = label;
       chip.dataset.state = state;
     }
+    this.jobEta.textContent =
+      view?.state === "running" && view.etaSeconds !== undefined ? formatEta(view.etaSeconds) : "";
     this.entry.dataset.state = state;
     this.detail.dataset.state = state;
     if (view) {

@@ -11,7 +11,6 @@ export interface StageView {
   state: StageState;
   percent: number;
   message: string;
-  etaSeconds?: number;
   error?: string;
 }
 
@@ -36,6 +35,8 @@ export interface JobView {
   lastSeq: string;
   state: JobStateName;
   overallPercent: number;
+  // Seconds until the whole job is done, while it runs; events of finished stages carry none.
+  etaSeconds?: number;
   message: string;
   stages: Record<StageName, StageView>;
   artifacts: ArtifactView[];
@@ -89,7 +90,6 @@ function markFailed(view: JobView, error: JobError): void {
   const stage = view.stages[name];
   stage.state = error.code === "CANCELLED" ? "cancelled" : "failed";
   stage.error = errorText(error);
-  stage.etaSeconds = undefined;
 }
 
 export function applyEvent(view: JobView, event: ProgressEvent): void {
@@ -97,6 +97,9 @@ export function applyEvent(view: JobView, event: ProgressEvent): void {
   view.state = stateByProto[event.state] ?? view.state;
   view.overallPercent = event.overallPercent;
   view.message = event.message;
+  // Older servers sent an ETA on a finished stage's event too: nothing is left of that stage.
+  const running = event.stage !== Stage.COMPLETE && event.stagePercent < 100 && !event.error;
+  view.etaSeconds = running && !isFinished(view.state) ? event.etaSeconds : undefined;
 
   const current = stageByProto[event.stage];
   // The COMPLETE event ends the job, whichever way: finish() settles every stage from its state.
@@ -106,17 +109,12 @@ export function applyEvent(view: JobView, event: ProgressEvent): void {
     for (const earlier of stageNames.slice(0, index)) {
       const stage = view.stages[earlier];
       if (stage.state === "waiting" || stage.state === "processing") {
-        Object.assign(stage, { state: "done", percent: 100, etaSeconds: undefined });
+        Object.assign(stage, { state: "done", percent: 100 });
       }
     }
     const stage = view.stages[current];
     if (stage.state === "waiting" || stage.state === "processing") {
-      Object.assign(stage, {
-        state: "processing",
-        percent: event.stagePercent,
-        message: event.message,
-        etaSeconds: event.etaSeconds,
-      });
+      Object.assign(stage, { state: "processing", percent: event.stagePercent, message: event.message });
     }
   }
   if (event.error) {
@@ -139,7 +137,6 @@ function finish(view: JobView, event: ProgressEvent): void {
   const ended: StageState = delivered ? "done" : view.state === "cancelled" ? "cancelled" : "failed";
   for (const name of stageNames) {
     const stage = view.stages[name];
-    stage.etaSeconds = undefined;
     if (stage.state === "processing" || (delivered && stage.state === "waiting")) {
       stage.state = ended;
       if (ended === "done") stage.percent = 100;

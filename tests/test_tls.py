@@ -21,14 +21,13 @@ import grpc
 import pytest
 
 from orchestrator.stages import stage_channel
-from roar import audio
 from roar.config import Settings
-from roar.service import is_serving, request_stream
+from roar.service import is_serving
 from roar.tls import channel_credentials, server_credentials, stage_channel_credentials
 from roar.v1 import common_pb2, karaoke_pb2, karaoke_pb2_grpc
 from roar.v1 import orchestrator_pb2 as pb
 from tests.support.certs import Issued, issue, make_ca
-from tests.support.songs import make_song, write_song
+from tests.support.songs import write_song
 from tests.support.suite import REPO, Suite, free_port
 
 
@@ -174,11 +173,16 @@ def mutual_tls_stage(pki: Pki, tmp_path: Path) -> Iterator[str]:
 
 async def build_karaoke(address: str, settings: Settings) -> list[karaoke_pb2.BuildResponse]:
     """One Build call over the channel the orchestrator makes from these settings."""
-    options = karaoke_pb2.KaraokeOptions(lyrics="la la la", formats=[common_pb2.LYRICS_FORMAT_LRC])
-    instrumental = audio.encode(make_song(2.0), 44100, "wav")
+    words = [common_pb2.Word(text="la", start=0.5 * i, end=0.5 * i + 0.4) for i in range(3)]
+    line = common_pb2.Segment(text="la la la", start=0.0, end=1.4, words=words)
+    options = karaoke_pb2.KaraokeOptions(
+        transcript=common_pb2.Transcript(segments=[line]),
+        formats=[common_pb2.LYRICS_FORMAT_LRC],
+        duration_seconds=2.0,
+    )
     async with stage_channel(address, stage_channel_credentials(settings)) as channel:
         calls = karaoke_pb2_grpc.KaraokeStub(channel).Build(
-            request_stream(karaoke_pb2.BuildRequest, options, "instrumental", instrumental), timeout=30
+            karaoke_pb2.BuildRequest(options=options), timeout=30
         )
         return [response async for response in calls]
 

@@ -6,13 +6,11 @@ The services run as real subprocesses on loopback; their CPU time comes from /pr
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,8 +21,7 @@ import pytest
 import torch
 
 from roar import audio
-from roar.errors import Cancelled
-from roar.progress import StageRun, check_cancelled, stop_on_cancel
+from roar.progress import check_cancelled, stop_on_cancel
 from roar.service import CHANNEL_OPTIONS, is_serving, request_stream
 from roar.v1 import common_pb2, separation_pb2, separation_pb2_grpc, transcription_pb2, transcription_pb2_grpc
 from services.transcription import vad
@@ -32,6 +29,7 @@ from services.transcription.transcriber import load_transcriber, prepare_audio
 from services.transcription.whisper import WhisperTranscriber
 from services.transcription.windows import TranscriptionOptions, windows
 from services.transcription.word_alignment import BAND_WORDS, _alignment_moves, align_words, alignment_band
+from tests.support.stopping import stop_at_first_update
 from tests.support.suite import free_port
 from tests.support.tiny_demucs import HTDEMUCS_KWARGS, build_tiny_demucs
 from tests.support.tiny_whisper import build_tiny_whisper
@@ -221,25 +219,6 @@ def test_decoding_garbage_stays_within_each_windows_budget(tmp_path: Path) -> No
     transcriber.transcribe(vocals)
     input_budget = options.song_tokens_per_second * len(vocals) / vad.SAMPLE_RATE
     assert caps[0] < len(passes) <= sum(round(options.decoding_budget * cap) for cap in caps) + input_budget
-
-
-async def stop_at_first_update(work: Callable[[Callable[..., None]], object]) -> float:
-    """Runs `work` in a StageRun, leaves the run at its first progress update as a cancelled call
-    does, and returns the seconds until the work raised Cancelled (failing if it never did)."""
-    stopped = threading.Event()
-
-    def watched(progress: Callable[..., None]) -> object:
-        try:
-            return work(progress)
-        except Cancelled:
-            stopped.set()
-            raise
-
-    async for _ in StageRun(watched):
-        break
-    left_at = time.monotonic()
-    assert await asyncio.to_thread(stopped.wait, 30), "the work did not stop"
-    return time.monotonic() - left_at
 
 
 async def test_a_hooked_model_stops_inside_its_forward_pass() -> None:

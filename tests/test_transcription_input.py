@@ -6,14 +6,11 @@ decodes when cancelled."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,13 +19,13 @@ import pytest
 import soundfile as sf
 
 from roar import audio
-from roar.errors import BadInput, Cancelled
-from roar.progress import StageRun
+from roar.errors import BadInput
 from roar.v1 import transcription_pb2
 from services.transcription import vad
 from services.transcription.transcribe import transcribe_song
 from services.transcription.vocals import read_vocals
 from services.transcription.windows import windows
+from tests.support.stopping import stop_at_first_update
 
 ROOT = Path(__file__).resolve().parents[1]
 SONG = ROOT / "tests" / "data" / "songs" / "song_000"
@@ -181,25 +178,6 @@ def test_peak_memory_does_not_grow_with_the_song(tmp_path: Path) -> None:
     long_peak, long_regions = peak_kb_and_regions(long_vocals(tmp_path / "long.flac", 20))
     assert (short_regions, long_regions) == (3, 30)
     assert long_peak <= PEAK_RATIO * short_peak, (short_peak, long_peak)
-
-
-async def stop_at_first_update(work: Callable[[Callable[..., None]], object]) -> float:
-    """Runs `work` in a StageRun, leaves at its first progress update as a cancelled call does, and
-    returns the seconds until the work raised Cancelled."""
-    stopped = threading.Event()
-
-    def watched(progress: Callable[..., None]) -> object:
-        try:
-            return work(progress)
-        except Cancelled:
-            stopped.set()
-            raise
-
-    async for _ in StageRun(watched):
-        break
-    left_at = time.monotonic()
-    assert await asyncio.to_thread(stopped.wait, 30), "the work did not stop"
-    return time.monotonic() - left_at
 
 
 async def test_a_cancelled_transcription_stops_while_it_decodes(tmp_path: Path) -> None:

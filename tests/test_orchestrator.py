@@ -1,8 +1,9 @@
 """The orchestrator in this process with its stages faked at the gRPC boundary: fake Separation
 and Transcription servicers (and the real karaoke servicer, wrapped) on a loopback port, each
-driven by a script of how its next calls behave (send N windows then break; hang; answer slowly;
-answer an error). Covers checkpoints and resume from every stage and every window, retries,
-deadlines, the queue limit, PARTIAL, ListJobs paging and Download offsets."""
+driven by a script of how its next calls behave (send N windows or passages then break; hang; wait
+for the test; answer slowly; answer an error). Covers checkpoints and resume from every stage,
+every window and passage, the overlap of separation and transcription, retries, deadlines, the
+queue limit, PARTIAL, ListJobs paging and Download offsets."""
 
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ WINDOW_COUNT = 7
 STEMS = ["vocals", "instrumental"]
 ALL_STEMS = [*STEMS, "drums", "bass"]
 SONG_SECONDS = 3.0
+# The fake transcription's passages: one per 6,000 frames of vocals it has received, the last one
+# shorter (5 passages); the first needs 2 windows of vocals.
+PASSAGE_FRAMES = 6000
+PASSAGE_COUNT = 5
+FRAME_BYTES = CHANNELS * 4
 Code = grpc.StatusCode
 
 
@@ -59,15 +65,22 @@ def window_pcm(index: int, stem: str) -> np.ndarray:
     return rng.uniform(-0.9, 0.9, (frames, CHANNELS)).astype("<f4")
 
 
+def vocals_pcm() -> bytes:
+    return b"".join(window_pcm(k, "vocals").tobytes() for k in range(WINDOW_COUNT))
+
+
 @dataclass
 class Behaviour:
-    """How a fake stage answers one call. `stop_after`: StemWindows (separation) sent before
-    stopping; `code`: the status it stops with (None: it hangs until cancelled); `delay`: seconds
-    before each response."""
+    """How a fake stage answers one call. `stop_after`: StemWindows (separation) or Passages
+    (transcription) sent before stopping; `code`: the status it stops with (None: it hangs until
+    cancelled); `delay`: seconds before each response; `hold_at`: StemWindows sent before the
+    separation waits for `hold` to be set."""
 
     stop_after: int | None = None
     code: Code | None = Code.UNAVAILABLE
     delay: float = 0.0
+    hold_at: int | None = None
+    hold: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -124,6 +137,8 @@ class FakeSeparation(separation_pb2_grpc.SeparationServicer):
         )
         for index in range(options.first_window, WINDOW_COUNT):
             for stem in stems:
+                if sent == behaviour.hold_at:
+                    await behaviour.hold.wait()
                 if sent == behaviour.stop_after:
                     await _stop(behaviour, context)
                 await asyncio.sleep(behaviour.delay)
@@ -144,38 +159,85 @@ class FakeSeparation(separation_pb2_grpc.SeparationServicer):
             await _stop(behaviour, context)
 
 
-TRANSCRIPT = common_pb2.Transcript(
-    language="en",
-    segments=[
-        common_pb2.Segment(
-            text="hello there",
-            start=0.5,
-            end=1.5,
-            words=[
-                common_pb2.Word(text="hello", start=0.5, end=0.9, heard=True, from_transcript=True),
-                common_pb2.Word(text="there", start=1.0, end=1.5, heard=True, from_transcript=True),
-            ],
-        )
-    ],
-)
+def passage(index: int) -> transcription_pb2.Passage:
+    start = index * PASSAGE_FRAMES / RATE
+    end = min((index + 1) * PASSAGE_FRAMES, FRAMES) / RATE
+    word = common_pb2.Word(
+        text=f"word{index}", start=start, end=start + 0.1, heard=True, from_transcript=True
+    )
+    return transcription_pb2.Passage(
+        index=index, start=start, end=end, words=[word], state=bytes([index]) * 3
+    )
+
+
+def transcript_of(passages: list[transcription_pb2.Passage]) -> common_pb2.Transcript:
+    """The fake's transcript: one segment per passage, from the passages it was given as done and
+    those it transcribed."""
+    segments = [
+        common_pb2.Segment(text=" ".join(w.text for w in p.words), start=p.start, end=p.end, words=p.words)
+        for p in passages
+    ]
+    return common_pb2.Transcript(language="en", segments=segments)
+
+
+@dataclass
+class TranscribeCall:
+    """What one Transcribe call received and did."""
+
+    options: transcription_pb2.TranscriptionOptions | None = None
+    audio: bytearray = field(default_factory=bytearray)
+    sent: list[int] = field(default_factory=list)  # passage indexes sent
+    # StemWindows the fake separation had sent, in all, when the first audio came.
+    stem_windows_at_first_audio: int | None = None
+    cancelled: bool = False
 
 
 class FakeTranscription(transcription_pb2_grpc.TranscriptionServicer):
-    def __init__(self) -> None:
+    """Transcribes a passage as soon as its frames are in (the protocol's overlap): passage k once
+    (k + 1) * PASSAGE_FRAMES frames came, the last one at the end of the stream; passages given
+    as options.done are not sent again and count in the transcript."""
+
+    def __init__(self, separation: FakeSeparation) -> None:
         self.script = Script()
-        self.vocals: list[bytes] = []
+        self.separation = separation
+        self.calls: list[TranscribeCall] = []
 
     async def Transcribe(self, request_iterator, context):
-        data = bytearray()
-        async for request in request_iterator:
-            data += request.audio
-        self.vocals.append(bytes(data))
-        self.script.calls.append(len(data))
+        call = TranscribeCall()
+        self.calls.append(call)
+        self.script.calls.append(call)
         behaviour = self.script.next()
-        await asyncio.sleep(behaviour.delay)
-        if behaviour.stop_after is not None:
+        passages: list[transcription_pb2.Passage] = []
+        try:
+            async for request in request_iterator:
+                if request.HasField("options"):
+                    call.options = request.options
+                    passages = list(request.options.done)
+                    continue
+                if call.stem_windows_at_first_audio is None:
+                    call.stem_windows_at_first_audio = sum(self.separation.script.sent)
+                call.audio += request.audio
+                while (len(passages) + 1) * PASSAGE_FRAMES <= len(call.audio) // FRAME_BYTES:
+                    yield await self._passage(behaviour, call, passages, context)
+            while len(passages) * PASSAGE_FRAMES < len(call.audio) // FRAME_BYTES:
+                yield await self._passage(behaviour, call, passages, context)
+            if behaviour.stop_after is not None:
+                await _stop(behaviour, context)
+            yield transcription_pb2.TranscribeResponse(transcript=transcript_of(passages))
+        except asyncio.CancelledError:
+            call.cancelled = True
+            raise
+
+    @staticmethod
+    async def _passage(
+        behaviour: Behaviour, call: TranscribeCall, passages: list[transcription_pb2.Passage], context
+    ) -> transcription_pb2.TranscribeResponse:
+        if behaviour.stop_after == len(call.sent):
             await _stop(behaviour, context)
-        yield transcription_pb2.TranscribeResponse(transcript=TRANSCRIPT)
+        await asyncio.sleep(behaviour.delay)
+        passages.append(passage(len(passages)))
+        call.sent.append(passages[-1].index)
+        return transcription_pb2.TranscribeResponse(passage=passages[-1])
 
 
 class ScriptedKaraoke(KaraokeServicer):
@@ -204,7 +266,7 @@ class Rig:
         self.data_dir = data_dir
         self.settings_overrides = settings
         self.separation = FakeSeparation()
-        self.transcription = FakeTranscription()
+        self.transcription = FakeTranscription(self.separation)
         self.karaoke = ScriptedKaraoke()
 
     async def start(self) -> None:
@@ -339,10 +401,13 @@ async def test_windows_become_stem_files_and_every_stage_gets_its_input_streamed
     [(options, received)] = rig.separation.script.calls
     normalised = rig.data_dir / "uploads" / f"{rig.store.upload_of(job_id)}.flac"
     assert options.first_window == 0 and received == normalised.stat().st_size
-    assert rig.transcription.vocals == [await rig.file(job_id, "vocals.wav")]
+    [call] = rig.transcription.calls
+    assert call.audio == vocals_pcm()  # the vocals' samples as separated, bit-exact
+    assert (call.options.pcm.sample_rate, call.options.pcm.channels) == (RATE, CHANNELS)
+    assert call.sent == list(range(PASSAGE_COUNT)) and not call.options.done
     [build] = rig.karaoke.script.calls
     assert build.options.duration_seconds == pytest.approx(SONG_SECONDS)
-    assert [s.text for s in build.options.transcript.segments] == ["hello there"]
+    assert build.options.transcript == transcript_of([passage(k) for k in range(PASSAGE_COUNT)])
     messages = [e.message for e in events]
     assert "separation starting" in messages and not any("resuming" in m for m in messages)
 
@@ -474,9 +539,10 @@ async def test_a_slow_stage_fails_at_the_jobs_deadline(tmp_path: Path, song: Pat
     finally:
         await rig.stop()
     assert final.state == pb.JOB_STATE_FAILED
-    [error] = final.errors
-    assert (error.code, error.stage) == ("DEADLINE_EXCEEDED", pb.STAGE_SEPARATION)
-    assert "time limit" in error.message
+    assert (final.error.code, final.error.stage) == ("DEADLINE_EXCEEDED", pb.STAGE_SEPARATION)
+    assert "time limit" in final.error.message
+    # Transcription, streaming the vocals alongside, may hit the same deadline at the same moment.
+    assert {e.code for e in final.errors} == {"DEADLINE_EXCEEDED"}
     assert took < 5.0
 
 

@@ -189,7 +189,8 @@ class TranscribeCall:
     sent: list[int] = field(default_factory=list)  # passage indexes sent
     # StemWindows the fake separation had sent, in all, when the first audio came.
     stem_windows_at_first_audio: int | None = None
-    cancelled: bool = False
+    ended: bool = False
+    cut: bool = True  # it ended before its transcript was sent (cancelled, aborted)
 
 
 class FakeTranscription(transcription_pb2_grpc.TranscriptionServicer):
@@ -224,9 +225,9 @@ class FakeTranscription(transcription_pb2_grpc.TranscriptionServicer):
             if behaviour.stop_after is not None:
                 await _stop(behaviour, context)
             yield transcription_pb2.TranscribeResponse(transcript=transcript_of(passages))
-        except asyncio.CancelledError:
-            call.cancelled = True
-            raise
+            call.cut = False
+        finally:
+            call.ended = True
 
     @staticmethod
     async def _passage(
@@ -514,6 +515,8 @@ async def test_a_restart_in_a_later_stage_redoes_only_that_stage(
         upload_id = await rig.upload(song)
         job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
         await rig.wait_for(lambda: len(fake.script.calls) == 1)
+        # Transcription overlaps separation: restart once separation is done.
+        await rig.wait_for(lambda: pb.STAGE_SEPARATION in rig.store.stages_done(job.job_id))
         await rig.restart()
         final = (await rig.follow(job.job_id))[-1]
     finally:
@@ -523,6 +526,163 @@ async def test_a_restart_in_a_later_stage_redoes_only_that_stage(
     assert len(rig.transcription.script.calls) == (2 if stage == "transcription" else 1)
     assert len(rig.karaoke.script.calls) == (2 if stage == "karaoke" else 1)
     assert "lyrics.lrc" in {a.name for a in final.artifacts}
+
+
+# --- overlap: transcription streams the vocals while separation makes them ----------------------
+
+
+async def test_transcription_streams_the_vocals_while_separation_makes_them(rig: Rig, song: Path) -> None:
+    # The separation holds before its last window until the test has seen a passage stored.
+    hold = Behaviour(hold_at=(WINDOW_COUNT - 1) * len(STEMS))
+    rig.separation.script.behaviours = [hold]
+    upload_id = await rig.upload(song)
+    job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+    await rig.wait_for(lambda: len(rig.store.passages(job.job_id)) >= 1)
+    checkpoint = rig.store.checkpoint(job.job_id, pb.STAGE_SEPARATION)
+    assert checkpoint is not None and checkpoint.windows_done < WINDOW_COUNT  # separation still runs
+    hold.hold.set()
+    events = await rig.follow(job.job_id)
+    final = events[-1]
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+
+    [call] = rig.transcription.calls
+    assert call.stem_windows_at_first_audio is not None
+    assert call.stem_windows_at_first_audio < WINDOW_COUNT * len(STEMS)
+    assert call.audio == vocals_pcm()
+    assert (call.options.pcm.sample_rate, call.options.pcm.channels) == (RATE, CHANNELS)
+    [build] = rig.karaoke.script.calls
+    assert build.options.transcript == transcript_of([passage(k) for k in range(PASSAGE_COUNT)])
+    # Both stages' events while they overlap: transcription started before separation ended.
+    stages = [e.stage for e in events]
+    separation_done = next(
+        i
+        for i, e in enumerate(events)
+        if e.stage == pb.STAGE_SEPARATION and e.message.startswith("separation done")
+    )
+    assert pb.STAGE_TRANSCRIPTION in stages[:separation_done]
+    started = [e for e in events if e.message == "transcription starting"]
+    assert started and started[0].seq < events[separation_done].seq
+    overall = [e.overall_percent for e in events]
+    assert overall == sorted(overall) and overall[-1] == 100.0
+    assert all(e.eta_seconds > 0 for e in events if e.message == "transcription starting")
+    assert rig.store.passages(job.job_id) == []  # the checkpoint went with the finished job
+
+
+async def test_a_broken_transcription_retries_with_the_passages_it_kept(tmp_path: Path, song: Path) -> None:
+    rig = Rig(tmp_path / "data")
+    kept = 2
+    rig.transcription.script.behaviours = [Behaviour(stop_after=kept)]
+    await rig.start()
+    try:
+        events = await rig.run_job(song)
+    finally:
+        await rig.stop()
+    final = events[-1]
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+    first, second = rig.transcription.calls
+    assert first.sent == list(range(kept))
+    assert list(second.options.done) == [passage(k) for k in range(kept)]  # state bytes included
+    assert second.sent == list(range(kept, PASSAGE_COUNT))
+    assert second.audio == vocals_pcm()  # streamed again from the start
+    [build] = rig.karaoke.script.calls
+    assert build.options.transcript == transcript_of([passage(k) for k in range(PASSAGE_COUNT)])
+    [retry] = [e for e in events if "retrying (attempt 2)" in e.message]
+    assert retry.stage == pb.STAGE_TRANSCRIPTION
+    assert retry.message.endswith(f"resuming after passage {kept}")
+    assert len(rig.separation.script.calls) == 1
+
+
+async def test_a_restart_during_the_overlap_resumes_both_stages_from_their_checkpoints(
+    tmp_path: Path, song: Path
+) -> None:
+    expected = await unbroken_stems(tmp_path, song)
+    rig = Rig(tmp_path / "data")
+    windows = 4  # 16,000 frames: passages 0 and 1 are transcribed, passage 2 waits for more vocals
+    rig.separation.script.behaviours = [Behaviour(stop_after=windows * len(STEMS), code=None)]
+    await rig.start()
+    try:
+        upload_id = await rig.upload(song)
+        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+
+        def both_kept() -> bool:
+            checkpoint = rig.store.checkpoint(job.job_id, pb.STAGE_SEPARATION)
+            windows_kept = checkpoint is not None and checkpoint.windows_done == windows
+            return windows_kept and len(rig.store.passages(job.job_id)) == 2
+
+        await rig.wait_for(both_kept)
+        await rig.restart()
+        events = await rig.follow(job.job_id)
+        final = events[-1]
+        assert final.state == pb.JOB_STATE_SUCCEEDED, final
+        stems = {name: await rig.file(final.job_id, name) for name in expected}
+    finally:
+        await rig.stop()
+    assert stems == expected
+    assert [o.first_window for o, _ in rig.separation.script.calls] == [0, windows]
+    first, second = rig.transcription.calls
+    assert first.ended and first.cut and first.sent == [0, 1]
+    assert list(second.options.done) == [passage(0), passage(1)]
+    assert second.sent == [2, 3, 4] and second.audio == vocals_pcm()
+    [build] = rig.karaoke.script.calls
+    assert build.options.transcript == transcript_of([passage(k) for k in range(PASSAGE_COUNT)])
+    messages = [e.message for e in events]
+    assert f"separation resuming from window {windows} of {WINDOW_COUNT}" in messages
+    assert "transcription resuming after passage 2" in messages
+
+
+async def test_a_restart_after_separation_streams_the_vocals_from_their_checkpoint_file(
+    tmp_path: Path, song: Path
+) -> None:
+    rig = Rig(tmp_path / "data")
+    rig.transcription.script.behaviours = [Behaviour(stop_after=1, code=None)]
+    await rig.start()
+    try:
+        upload_id = await rig.upload(song)
+        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+        await rig.wait_for(lambda: pb.STAGE_SEPARATION in rig.store.stages_done(job.job_id))
+        await rig.wait_for(lambda: len(rig.store.passages(job.job_id)) == 1)
+        # Only the vocals' checkpoint file is kept once the stems are encoded.
+        assert {p for p in job_files(rig, job.job_id) if p.endswith(".f32")} == {".vocals.f32"}
+        await rig.restart()
+        final = (await rig.follow(job.job_id))[-1]
+    finally:
+        await rig.stop()
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+    assert len(rig.separation.script.calls) == 1
+    _, second = rig.transcription.calls
+    assert list(second.options.done) == [passage(0)]
+    assert second.audio == vocals_pcm() and second.options.pcm.sample_rate == RATE
+    assert not any(name.startswith(".") for name in job_files(rig, final.job_id))
+
+
+async def test_separation_failing_cancels_the_transcription(tmp_path: Path, song: Path) -> None:
+    rig = Rig(tmp_path / "data")
+    failing = Behaviour(stop_after=3 * len(STEMS), hold_at=3 * len(STEMS), code=Code.INVALID_ARGUMENT)
+    rig.separation.script.behaviours = [failing]
+    await rig.start()
+    try:
+        upload_id = await rig.upload(song)
+        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+        # Transcription has every committed window before separation fails.
+        await rig.wait_for(
+            lambda: (
+                bool(rig.transcription.calls)
+                and len(rig.transcription.calls[0].audio) == 3 * WINDOW_FRAMES * FRAME_BYTES
+            )
+        )
+        failing.hold.set()
+        final = (await rig.follow(job.job_id))[-1]
+        await rig.wait_for(lambda: rig.transcription.calls[0].ended)
+        assert rig.store.passages(final.job_id) == []
+    finally:
+        await rig.stop()
+    assert final.state == pb.JOB_STATE_FAILED
+    assert [(e.code, e.stage) for e in final.errors] == [("INVALID_ARGUMENT", pb.STAGE_SEPARATION)]
+    assert final.error.stage == pb.STAGE_SEPARATION
+    [call] = rig.transcription.calls
+    assert call.cut and call.sent == [0, 1]
+    assert rig.karaoke.script.calls == []
+    assert not job_files(rig, final.job_id)
 
 
 # --- failures: deadlines, retries, final answers, PARTIAL -----------------------------------------

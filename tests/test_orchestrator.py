@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from orchestrator import checkpoints
 from orchestrator.artifacts import StemCheckpoints
 from orchestrator.auth import authenticator
 from orchestrator.jobs import Jobs
@@ -590,6 +591,28 @@ async def test_a_broken_transcription_retries_with_the_passages_it_kept(tmp_path
     assert retry.stage == pb.STAGE_TRANSCRIPTION
     assert retry.message.endswith(f"resuming after passage {kept}")
     assert len(rig.separation.script.calls) == 1
+
+
+async def test_passages_past_the_checkpoint_limit_are_transcribed_again(
+    tmp_path: Path, song: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Room for two passages and a half: the third is not committed, nor any after it.
+    room = passage(0).ByteSize() + passage(1).ByteSize() + passage(2).ByteSize() // 2
+    monkeypatch.setattr(checkpoints, "MAX_PASSAGE_BYTES", room)
+    rig = Rig(tmp_path / "data")
+    rig.transcription.script.behaviours = [Behaviour(stop_after=4)]
+    await rig.start()
+    try:
+        final = (await rig.run_job(song))[-1]
+    finally:
+        await rig.stop()
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+    first, second = rig.transcription.calls
+    assert first.sent == [0, 1, 2, 3]
+    assert list(second.options.done) == [passage(0), passage(1)]
+    assert second.sent == [2, 3, 4]
+    [build] = rig.karaoke.script.calls
+    assert build.options.transcript == transcript_of([passage(k) for k in range(PASSAGE_COUNT)])
 
 
 async def test_a_restart_during_the_overlap_resumes_both_stages_from_their_checkpoints(

@@ -303,7 +303,7 @@ class Rig:
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         self.stub = pb_grpc.OrchestratorStub(self.channel)
 
-    async def _stop_orchestrator(self) -> None:
+    async def stop_orchestrator(self) -> None:
         await self.jobs.shutdown()
         await self.channel.close()
         await self.server.stop(grace=None)
@@ -311,12 +311,16 @@ class Rig:
         self.store.close()
 
     async def restart(self) -> None:
-        await self._stop_orchestrator()
+        await self.stop_orchestrator()
+        await self.start_orchestrator()
+
+    async def start_orchestrator(self) -> None:
+        """Starts a stopped orchestrator, which resumes its unfinished jobs."""
         await self._start_orchestrator()
         self.jobs.resume_unfinished()
 
     async def stop(self) -> None:
-        await self._stop_orchestrator()
+        await self.stop_orchestrator()
         await self.stages.stop(grace=None)
 
     async def upload(self, song: Path) -> str:
@@ -676,6 +680,33 @@ async def test_a_restart_after_separation_streams_the_vocals_from_their_checkpoi
     assert list(second.options.done) == [passage(0)]
     assert second.audio == vocals_pcm() and second.options.pcm.sample_rate == RATE
     assert not any(name.startswith(".") for name in job_files(rig, final.job_id))
+
+
+async def test_a_job_an_older_orchestrator_separated_streams_the_encoded_vocals(
+    tmp_path: Path, song: Path
+) -> None:
+    """Its store holds no layout for the finished separation and it has no vocals' checkpoint
+    file: transcription gets the vocals' file (options.pcm unset), as before the overlap."""
+    rig = Rig(tmp_path / "data")
+    rig.transcription.script.behaviours = [Behaviour(stop_after=0, code=None)]
+    await rig.start()
+    try:
+        upload_id = await rig.upload(song)
+        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+        await rig.wait_for(lambda: pb.STAGE_SEPARATION in rig.store.stages_done(job.job_id))
+        await rig.stop_orchestrator()
+        rig.store = Store(rig.data_dir / "roar.sqlite")
+        rig.store.finish_stage(job.job_id, pb.STAGE_SEPARATION, None)
+        rig.store.close()
+        (rig.data_dir / "jobs" / job.job_id / ".vocals.f32").unlink()
+        await rig.start_orchestrator()
+        final = (await rig.follow(job.job_id))[-1]
+        vocals_file = await rig.file(final.job_id, "vocals.wav")
+    finally:
+        await rig.stop()
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+    _, second = rig.transcription.calls
+    assert not second.options.HasField("pcm") and second.audio == vocals_file
 
 
 async def test_separation_failing_cancels_the_transcription(tmp_path: Path, song: Path) -> None:

@@ -207,7 +207,7 @@ async def test_killing_the_busy_separation_replica_fails_over_to_the_other(
     committed = cluster.windows_done()
     cluster.kill(victim)
     try:
-        events, stems = await _finish(cluster, job_id)
+        events, results = await _finish(cluster, job_id)
     finally:
         cluster.start(victim)
     # Every retry (one, or more while the channel learns the replica is gone) asks from at least
@@ -215,7 +215,7 @@ async def test_killing_the_busy_separation_replica_fails_over_to_the_other(
     resumed = _resumed_from(events)
     print(f"killed {victim} with {committed} windows committed; resumed from (window, of): {resumed}")
     assert resumed and all(committed <= k < count for k, count in resumed), (committed, resumed)
-    assert stems == uninterrupted  # bit-exact
+    assert results == uninterrupted  # bit-exact
     redone = re.findall(r"separation broke in window (\d+)", cluster.log())
     assert len(redone) <= 1, redone
 
@@ -231,13 +231,13 @@ async def test_a_replica_stopping_mid_stage_hands_over_after_its_window(
     committed = cluster.windows_done()
     try:
         assert cluster.kill(victim, signal.SIGTERM) == 0
-        events, stems = await _finish(cluster, job_id)
+        events, results = await _finish(cluster, job_id)
     finally:
         cluster.start(victim)
     resumed = _resumed_from(events)
     print(f"stopped {victim} with {committed} windows committed; resumed from (window, of): {resumed}")
     assert resumed and all(committed < k < count for k, count in resumed), (committed, resumed)
-    assert stems == uninterrupted
+    assert results == uninterrupted
 
 
 async def test_killing_the_orchestrator_mid_stage_resumes_from_the_checkpoint(
@@ -248,9 +248,9 @@ async def test_killing_the_orchestrator_mid_stage_resumes_from_the_checkpoint(
     committed = cluster.windows_done()
     cluster.kill("orchestrator")
     cluster.start("orchestrator")
-    events, stems = await _finish(cluster, job_id)
+    events, results = await _finish(cluster, job_id)
     assert "resuming after a restart" in [e.message for e in events]
     resumed = _resumed_from(events)
     print(f"killed the orchestrator with {committed} windows committed; resumed from: {resumed}")
     assert resumed and all(committed <= k < count for k, count in resumed), (committed, resumed)
-    assert stems == uninterrupted  # bit-exact
+    assert results == uninterrupted  # bit-exact

@@ -70,6 +70,9 @@ async def test_job_streams_ordered_progress_and_delivers_artifacts(stub, song: P
     karaoke = stages.index(STAGE_ORDER.index(pb.STAGE_KARAOKE))
     assert max(stages[:karaoke]) <= STAGE_ORDER.index(pb.STAGE_TRANSCRIPTION)
     assert min(stages[karaoke:]) >= STAGE_ORDER.index(pb.STAGE_KARAOKE), "karaoke ran before its input"
+    messages = [e.message for e in events]
+    separated = next(i for i, m in enumerate(messages) if m.startswith("separation done"))
+    assert messages.index("transcription starting") < separated, "transcription waited for all the vocals"
     assert {pb.STAGE_SEPARATION, pb.STAGE_TRANSCRIPTION, pb.STAGE_KARAOKE} <= {e.stage for e in events}
     overall = [e.overall_percent for e in events if e.stage != pb.STAGE_UPLOAD]
     assert overall == sorted(overall), "overall percent went backwards"

@@ -301,7 +301,9 @@ class Passages:
             if self._bytes + passage.ByteSize() > MAX_PASSAGE_BYTES:
                 self._full = True
                 log.info(
-                    "job %s: passages past %d are not checkpointed (too large)", self._job_id, passage.index
+                    "job %s: passages from %d on are not checkpointed (over MAX_PASSAGE_BYTES)",
+                    self._job_id,
+                    passage.index,
                 )
                 return
             self._store.add_passage(self._job_id, passage.index, passage.SerializeToString())

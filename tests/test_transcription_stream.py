@@ -132,6 +132,9 @@ async def _a_passage_before_the_rest(tiny_dir: Path, samples: np.ndarray, rate: 
                 if response.HasField("passage") and first_at < 0:
                     first_at = sent
                     release.set()
+                if response.HasField("progress") and not release.is_set():
+                    # A percent of what has arrived: the song's length is not known yet.
+                    assert response.progress.message.endswith(" received so far)"), response.progress
                 if response.HasField("transcript"):
                     return first_at, True
     return first_at, False

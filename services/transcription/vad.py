@@ -206,7 +206,12 @@ def stem_level_db(audio: Samples) -> float | None:
 def level_gain(audio: Samples) -> np.float32:
     """The factor that brings the stem to TARGET_LEVEL_DB, within PEAK_DB and MAX_GAIN_DB; 1 for
     silence."""
-    level = stem_level_db(audio)
+    return gain_for(stem_level_db(audio), audio)
+
+
+def gain_for(level: float | None, audio: Samples) -> np.float32:
+    """The factor that brings audio of `level` (dBFS) to TARGET_LEVEL_DB, within PEAK_DB of the
+    audio's peak and MAX_GAIN_DB; 1 for silence (no level)."""
     if level is None:
         return np.float32(1.0)
     peak = max(float(np.max(np.abs(stretch))) for stretch in stretches(audio, _CHUNK_WINDOWS * FRAME))

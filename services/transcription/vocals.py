@@ -115,7 +115,7 @@ LEVEL_SECONDS = 30.0
 @dataclass(frozen=True)
 class Level:
     level_db: float | None  # the stem's own level before the gain (vad.level_of); None: silence
-    gain: np.float32  # brings it to vad.TARGET_LEVEL_DB (vad.level_gain's rule)
+    gain: np.float32  # brings it to vad.TARGET_LEVEL_DB (vad.gain_for)
 
     @property
     def heard_level_db(self) -> float | None:
@@ -158,12 +158,7 @@ class StemLevel:
         if self.frames is None and len(self._pending):
             self._loudness.append(vad.frame_loudness_db(self._pending))
         level = vad.level_of(np.concatenate(self._loudness)) if self._loudness else None
-        if level is None:
-            return Level(None, np.float32(1.0))
-        prefix = _Prefix(audio, frames)
-        peak = max(float(np.max(np.abs(s))) for s in vad.stretches(prefix, 60 * vad.SAMPLE_RATE))
-        gain_db = min(vad.TARGET_LEVEL_DB - level, vad.PEAK_DB - 20.0 * np.log10(peak), vad.MAX_GAIN_DB)
-        return Level(level, np.float32(10.0 ** (gain_db / 20.0)))
+        return Level(level, vad.gain_for(level, _Prefix(audio, frames)))
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,32 @@
-"""The separation stage's checkpoint: StemWindows take the windows a Separate call streams, append
-them to the stems' checkpoint files and commit each complete window (every stem of one index) in
-the store, so a broken call, another replica or a restarted orchestrator goes on from the first
-window not committed, and the stem files are encoded once the last window is in."""
+"""The stages' checkpoints. StemWindows take the windows a Separate call streams, append them to
+the stems' checkpoint files and commit each complete window (every stem of one index) in the
+store, so a broken call, another replica or a restarted orchestrator goes on from the first window
+not committed, and the stem files are encoded once the last window is in. A VocalsFeed streams the
+vocals' checkpoint file to transcription as its windows are committed (the stages overlap), and
+Passages commit each passage a Transcribe call sends, so a retried or resumed call sends them back
+as done instead of having them transcribed again."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from orchestrator.artifacts import PCM_DTYPE, StemCheckpoints, file_name
 from orchestrator.stages import StageFailed
 from orchestrator.store import Checkpoint, Store
+from roar.service import CHUNK_BYTES
+from roar.v1 import common_pb2, separation_pb2, transcription_pb2
 from roar.v1 import orchestrator_pb2 as pb
-from roar.v1 import separation_pb2
 
 log = logging.getLogger("roar.orchestrator")
 STAGE = pb.STAGE_SEPARATION
+VOCALS = "vocals"
+# The most bytes of passages kept as the transcription's checkpoint: a retry sends them all in its
+# options message (16 MiB at most, roar.service.CHANNEL_OPTIONS). Past it, passages are not
+# committed and a retry transcribes from the last one committed.
+MAX_PASSAGE_BYTES = 4 * 1024 * 1024
 
 
 def _layout_of(result: separation_pb2.SeparationResult) -> separation_pb2.SeparationResult:
@@ -38,10 +48,11 @@ def _bad(what: str) -> StageFailed:
 class StemWindows:
     """A stages.Receiver for Separate, resuming from the job's checkpoint in the store."""
 
-    def __init__(self, store: Store, job_id: str, directory: Path) -> None:
+    def __init__(self, store: Store, job_id: str, directory: Path, vocals: VocalsFeed) -> None:
         self._store = store
         self._job_id = job_id
         self._dir = directory
+        self._vocals = vocals
         self.layout: separation_pb2.SeparationResult | None = None
         self.files: StemCheckpoints | None = None
         self.windows_done = 0
@@ -57,6 +68,7 @@ class StemWindows:
                 self._store.drop_checkpoint(job_id, STAGE)
                 self.layout = self.files = None
         self.resumed_from = self.windows_done
+        self._tell_vocals()
         # This try: whether the SeparationResult came, and the stems of the window under way.
         self._result_seen = False
         self._window_stems: list[str] = []
@@ -173,6 +185,19 @@ class StemWindows:
         assert self.layout is not None
         checkpoint = Checkpoint(self.layout.SerializeToString(), self.windows_done, self.frames_done)
         self._store.set_checkpoint(self._job_id, STAGE, checkpoint)
+        self._tell_vocals()
+
+    def _tell_vocals(self) -> None:
+        if self.layout is not None and self.files is not None and VOCALS in self.layout.stems:
+            self._vocals.commit(self.files.path(VOCALS), self.layout, self.frames_done)
+
+    def drop_other_stems(self) -> None:
+        """Removes the checkpoint files of every stem but the vocals (transcription may still be
+        reading those) once the stem files are encoded."""
+        assert self.files is not None
+        for stem in self.files.stems:
+            if stem != VOCALS:
+                self.files.path(stem).unlink(missing_ok=True)
 
     async def encode(self, ext: str) -> list[str]:
         """Every stem's file (`<stem>.<ext>`) from the checkpoint files; the names written."""
@@ -183,3 +208,115 @@ class StemWindows:
             await asyncio.to_thread(self.files.encode, stem, self._dir / name, ext, self.layout.sample_rate)
             names.append(name)
         return names
+
+
+class VocalsFeed:
+    """The vocals' checkpoint file as separation commits it: a Transcribe call streams it as raw
+    PCM up to the committed frames, waits for the next window, and ends its request stream once
+    the last window is in. Committed frames never change, so a reader never sees a window a
+    broken separation call half-sent."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.layout: separation_pb2.SeparationResult | None = None
+        self.frames = 0
+        # Set (and replaced) at every commit: wakes the readers waiting for more.
+        self._changed = asyncio.Event()
+
+    @property
+    def complete(self) -> bool:
+        return self.layout is not None and self.frames == self.layout.frames
+
+    def commit(self, path: Path, layout: separation_pb2.SeparationResult, frames: int) -> None:
+        self.path, self.layout, self.frames = path, layout, frames
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for_samples(self) -> None:
+        """Returns once some vocals are committed."""
+        while self.frames == 0:
+            await self._changed.wait()
+
+    def pcm_layout(self) -> transcription_pb2.PcmLayout:
+        assert self.layout is not None
+        return transcription_pb2.PcmLayout(sample_rate=self.layout.sample_rate, channels=self.layout.channels)
+
+    async def requests(
+        self, options: transcription_pb2.TranscriptionOptions
+    ) -> AsyncIterator[transcription_pb2.TranscribeRequest]:
+        """A Transcribe request stream: the options, then the vocals from their first frame, in
+        chunks as they are committed; it ends after the last frame."""
+        assert self.path is not None and self.layout is not None
+        yield transcription_pb2.TranscribeRequest(options=options)
+        frame_bytes = self.layout.channels * PCM_DTYPE.itemsize
+        chunk = CHUNK_BYTES - CHUNK_BYTES % frame_bytes  # whole frames in every chunk
+        sent = 0
+        with self.path.open("rb") as file:
+            while True:
+                committed = self.frames * frame_bytes
+                if sent < committed:
+                    piece = await asyncio.to_thread(file.read, min(chunk, committed - sent))
+                    if not piece:
+                        raise StageFailed("INTERNAL", "the vocals' checkpoint file is shorter than committed")
+                    sent += len(piece)
+                    yield transcription_pb2.TranscribeRequest(audio=piece)
+                elif self.complete:
+                    return
+                else:
+                    await self._changed.wait()
+
+
+class Passages:
+    """A stages.Receiver for Transcribe: commits each passage in the store as it arrives (up to
+    MAX_PASSAGE_BYTES) and keeps the Transcript that ends the call; `done` is what a retry sends
+    back as options.done."""
+
+    def __init__(self, store: Store, job_id: str) -> None:
+        self._store = store
+        self._job_id = job_id
+        self.done = [transcription_pb2.Passage.FromString(data) for data in store.passages(job_id)]
+        self._bytes = sum(p.ByteSize() for p in self.done)
+        self._full = False  # a passage did not fit: none after it is committed either
+        self._next = len(self.done)  # the index the next passage of this try must have
+        self.transcript: common_pb2.Transcript | None = None
+
+    def start_try(self) -> None:
+        self._next = len(self.done)
+        self.transcript = None
+
+    async def receive(self, response: transcription_pb2.TranscribeResponse) -> None:
+        kind = response.WhichOneof("response")
+        if kind == "transcript":
+            self.transcript = response.transcript
+        elif kind == "passage":
+            passage = response.passage
+            if passage.index != self._next:
+                raise StageFailed(
+                    "INTERNAL",
+                    f"the transcription service sent passage {passage.index} where {self._next} was due",
+                )
+            self._next += 1
+            if self._full or passage.index != len(self.done):
+                return
+            if self._bytes + passage.ByteSize() > MAX_PASSAGE_BYTES:
+                self._full = True
+                log.info(
+                    "job %s: passages from %d on are not checkpointed (over MAX_PASSAGE_BYTES)",
+                    self._job_id,
+                    passage.index,
+                )
+                return
+            self._store.add_passage(self._job_id, passage.index, passage.SerializeToString())
+            self.done.append(passage)
+            self._bytes += passage.ByteSize()
+        else:
+            raise StageFailed(
+                "INTERNAL",
+                f"the transcription service sent a response this orchestrator does not know ({kind})",
+            )
+
+    def kept(self) -> int:
+        return len(self.done)
+
+    def retry_note(self) -> str:
+        return f", resuming after passage {len(self.done)}" if self.done else ""

@@ -1,23 +1,28 @@
 """The pipeline: a table of stages (separation -> transcription -> karaoke), each an object that
-names what it reads and what it writes, run in order for a job. Which stages finished (with their
-small outputs) and the separation's checkpoint live in the store, so a resumed job goes on from
-the stage, and the window, that was running."""
+names what it reads and what it writes, run in order for a job, except that transcription runs
+alongside separation: it starts once the first window of vocals is committed and streams them as
+they come (overlap). Which stages finished (with their small outputs) and the stages' checkpoints
+(windows, passages) live in the store, so a resumed job goes on from the stages, the window and
+the passage, that were running."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.artifacts import ChunkFiles, JobFiles
-from orchestrator.checkpoints import StemWindows
+from orchestrator.artifacts import PCM_DTYPE, ChunkFiles, JobFiles, StemCheckpoints
+from orchestrator.checkpoints import VOCALS, Passages, StemWindows, VocalsFeed
 from orchestrator.events import MIN_EVENT_INTERVAL, Events
 from orchestrator.progress import HISTORY_RUNS, JobProgress, LearnedSpeeds, StageTime, work_kinds
 from orchestrator.stages import StageClients, StageFailed
 from orchestrator.store import Store
 from roar.audio import format_name
 from roar.config import Settings
+from roar.service import file_request_stream
 from roar.v1 import common_pb2, karaoke_pb2, separation_pb2, transcription_pb2
 from roar.v1 import orchestrator_pb2 as pb
 
@@ -76,6 +81,7 @@ class JobRun:
     clients: StageClients
     events: Events
     pace: Pace
+    vocals: VocalsFeed  # separation's vocals as they are committed, for transcription
 
 
 class StageReporter:
@@ -110,15 +116,21 @@ class StageReporter:
 
 class Separate:
     """Reads the song; writes vocals.<ext>, instrumental.<ext> (and every stem with all_stems),
-    encoded from the checkpoint files the windows went to."""
+    encoded from the checkpoint files the windows went to, and commits the vocals to run.vocals as
+    they come. Its output is the windows' layout (the vocals' checkpoint file stays for
+    transcription until the job ends)."""
 
     stage = pb.STAGE_SEPARATION
     needs: tuple[int, ...] = ()
+    streams_from: int | None = None
     required = True  # without stems the job fails
+
+    async def ready(self, run: JobRun) -> None:
+        return None
 
     async def run(self, run: JobRun, report: StageReporter, timeout: float) -> bytes | None:
         options = run.job.options
-        windows = StemWindows(run.store, run.job.job_id, run.directory)
+        windows = StemWindows(run.store, run.job.job_id, run.directory, run.vocals)
         if windows.layout is not None:
             count = windows.layout.window_count
             report.say(
@@ -135,24 +147,63 @@ class Separate:
             total = windows.layout.window_count if windows.layout else 0
             raise StageFailed("INTERNAL", f"the separation service ended after {done} of {total} windows")
         await windows.encode(run.ext)
-        return None
+        windows.drop_other_stems()
+        assert windows.layout is not None
+        return windows.layout.SerializeToString()
 
 
 class Transcribe:
-    """Reads vocals.<ext> (streamed from disk); writes the transcript (kept in the store)."""
+    """Reads the vocals as separation commits them (raw PCM from their checkpoint file; the
+    encoded vocals.<ext> for a job whose separation an older orchestrator finished); writes the
+    transcript (kept in the store), each passage committed as it comes."""
 
     stage = pb.STAGE_TRANSCRIPTION
     needs: tuple[int, ...] = ()
+    streams_from: int | None = pb.STAGE_SEPARATION
     required = False
+
+    async def ready(self, run: JobRun) -> None:
+        """Returns once there are vocals to stream: separation's first window, or all of them when
+        an earlier run of the job finished separating."""
+        done = run.store.stages_done(run.job.job_id)
+        if pb.STAGE_SEPARATION not in done:
+            await run.vocals.wait_for_samples()
+            return
+        if done[pb.STAGE_SEPARATION]:
+            layout = separation_pb2.SeparationResult.FromString(done[pb.STAGE_SEPARATION])
+            raw = StemCheckpoints(run.directory, [VOCALS], layout.channels).path(VOCALS)
+            if raw.exists() and raw.stat().st_size >= layout.frames * layout.channels * PCM_DTYPE.itemsize:
+                run.vocals.commit(raw, layout, layout.frames)
 
     async def run(self, run: JobRun, report: StageReporter, timeout: float) -> bytes | None:
         options = run.job.options
         request = transcription_pb2.TranscriptionOptions(
             model=options.transcription_model, language=options.language, lyrics=options.lyrics
         )
-        vocals = run.directory / f"vocals.{run.ext}"
-        transcript = await run.clients.transcribe(vocals, request, report, timeout)
-        return transcript.SerializeToString()
+        vocals: VocalsFeed | EncodedVocals = run.vocals
+        if run.vocals.layout is not None:
+            request.pcm.CopyFrom(run.vocals.pcm_layout())
+        else:
+            vocals = EncodedVocals(run.directory / f"{VOCALS}.{run.ext}")
+        passages = Passages(run.store, run.job.job_id)
+        if passages.done:
+            report.say(0.0, f"transcription resuming after passage {len(passages.done)}")
+        await run.clients.transcribe(vocals, request, passages, report, timeout)
+        if passages.transcript is None:
+            raise StageFailed("INTERNAL", "the transcription service sent no transcript")
+        return passages.transcript.SerializeToString()
+
+
+class EncodedVocals:
+    """The vocals' file as a Transcribe request stream (options.pcm unset)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def requests(
+        self, options: transcription_pb2.TranscriptionOptions
+    ) -> AsyncIterator[transcription_pb2.TranscribeRequest]:
+        return file_request_stream(transcription_pb2.TranscribeRequest, options, "audio", self._path)
 
 
 class BuildKaraoke:
@@ -160,7 +211,11 @@ class BuildKaraoke:
 
     stage = pb.STAGE_KARAOKE
     needs = (pb.STAGE_TRANSCRIPTION,)
+    streams_from: int | None = None
     required = False
+
+    async def ready(self, run: JobRun) -> None:
+        return None
 
     async def run(self, run: JobRun, report: StageReporter, timeout: float) -> bytes | None:
         job = run.job
@@ -204,6 +259,7 @@ class _FileReceiver:
 
 Stage = Separate | Transcribe | BuildKaraoke
 STAGES: tuple[Stage, ...] = (Separate(), Transcribe(), BuildKaraoke())
+STAGE_OF = {stage.stage: stage for stage in STAGES}
 
 
 class Pipeline:
@@ -217,7 +273,8 @@ class Pipeline:
         self._events = events
 
     async def run(self, job: pb.Job, song: Path) -> None:
-        """Runs the job's stages that are not done yet, then finishes the job."""
+        """Runs the job's stages that are not done yet, then finishes the job. A stage starts once
+        the stages before it ended, or alongside the one it streams from."""
         run = JobRun(
             job=job,
             song=song,
@@ -227,33 +284,64 @@ class Pipeline:
             clients=self._clients,
             events=self._events,
             pace=Pace(self._store, job),
+            vocals=VocalsFeed(),
         )
         timeout = job.options.timeout_seconds or self._settings.job_timeout_seconds
         deadline = job.created.ToSeconds() + timeout
-        for stage in STAGES:
-            done = self._store.stages_done(job.job_id)
-            name = STAGE_NAMES[stage.stage]
-            if stage.stage in done or any(e.stage == stage.stage for e in job.errors):
-                run.pace.skip(stage.stage)
-                continue
-            if any(need not in done for need in stage.needs):
-                run.pace.skip(stage.stage)
-                missing = ", ".join(STAGE_NAMES[n] for n in stage.needs if n not in done)
-                self._events.emit(job, stage.stage, 0.0, f"{name} skipped: {missing} did not complete")
-                continue
-            if not await self._run_stage(run, stage, deadline) and stage.required:
-                self.finish(job, pb.JOB_STATE_FAILED, f"failed: {name} did not complete")
+        running: dict[int, asyncio.Task[bool]] = {}
+        try:
+            for stage in STAGES:
+                if stage.streams_from not in running and not await self._settle(run, running):
+                    return
+                done = self._store.stages_done(job.job_id)
+                name = STAGE_NAMES[stage.stage]
+                if stage.stage in done or any(e.stage == stage.stage for e in job.errors):
+                    run.pace.skip(stage.stage)
+                    continue
+                if any(need not in done for need in stage.needs):
+                    run.pace.skip(stage.stage)
+                    missing = ", ".join(STAGE_NAMES[n] for n in stage.needs if n not in done)
+                    self._events.emit(job, stage.stage, 0.0, f"{name} skipped: {missing} did not complete")
+                    continue
+                running[stage.stage] = asyncio.create_task(self._run_stage(run, stage, deadline))
+            if not await self._settle(run, running):
                 return
+        finally:
+            for task in running.values():  # the job was cancelled or broke: so are its stages
+                task.cancel()
+            await asyncio.gather(*running.values(), return_exceptions=True)
         if job.errors:
             failed = ", ".join(STAGE_NAMES[e.stage] for e in job.errors)
             self.finish(job, pb.JOB_STATE_PARTIAL, f"done, but {failed} failed")
         else:
             self.finish(job, pb.JOB_STATE_SUCCEEDED, "done")
 
+    async def _settle(self, run: JobRun, running: dict[int, asyncio.Task[bool]]) -> bool:
+        """Waits for the running stages to end. When a required one fails, the others are
+        cancelled (transcription cannot go on without the rest of the vocals), the job fails and
+        this returns False."""
+        while running:
+            ended, _ = await asyncio.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
+            for stage, task in list(running.items()):
+                if task not in ended:
+                    continue
+                del running[stage]
+                if not task.result() and STAGE_OF[stage].required:
+                    for other in running.values():
+                        other.cancel()
+                    await asyncio.gather(*running.values(), return_exceptions=True)
+                    running.clear()
+                    self.finish(
+                        run.job, pb.JOB_STATE_FAILED, f"failed: {STAGE_NAMES[stage]} did not complete"
+                    )
+                    return False
+        return True
+
     async def _run_stage(self, run: JobRun, stage: Stage, deadline: float) -> bool:
-        """Runs one stage with live progress and records it done; on failure records the error
-        and returns False."""
+        """Runs one stage, once its input is ready, with live progress and records it done; on
+        failure records the error and returns False."""
         job, name = run.job, STAGE_NAMES[stage.stage]
+        await stage.ready(run)
         run.pace.start(stage.stage)
         self._events.emit(
             job, stage.stage, 0.0, f"{name} starting", overall=run.pace.overall(), eta=run.pace.eta()
@@ -270,7 +358,6 @@ class Pipeline:
             self._events.emit(job, stage.stage, report.percent, f"{name} failed: {exc.message}", error=error)
             return False
         self._store.finish_stage(job.job_id, stage.stage, output)
-        self._files.remove_scratch(job.job_id)  # its checkpoint files are not needed any more
         elapsed = run.pace.finish(stage.stage)
         self._events.emit(
             job,
@@ -281,12 +368,15 @@ class Pipeline:
         )
         return True
 
-    def finish(self, job: pb.Job, state: int, message: str) -> None:
-        """The job's last event, with its files; what only an unfinished job needs is dropped."""
+    def finish(self, job: pb.Job, state: int, message: str, error: pb.Error | None = None) -> None:
+        """The job's last event, with its files; what only an unfinished job needs is dropped. A
+        job that did not succeed shows `error`, or else the last error it had (several stages may
+        fail at once)."""
         job.state = state
         del job.artifacts[:]
         job.artifacts.extend(self._files.artifacts(job.job_id))
-        error = job.errors[0] if job.errors and state != pb.JOB_STATE_SUCCEEDED else None
+        if error is None and job.errors and state != pb.JOB_STATE_SUCCEEDED:
+            error = job.errors[-1]
         if state == pb.JOB_STATE_PARTIAL:
             error = None  # the COMPLETE event lists what failed in `errors`
         overall = 100.0 if state in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_PARTIAL) else None

@@ -6,7 +6,7 @@ replicas: the retry lands on a live one)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,23 +72,17 @@ class WindowReceiver(Receiver, Protocol):
         """The first window not kept."""
 
 
-class Collected:
-    """A Receiver for a call that answers with one message worth keeping: the last one."""
+class PassageReceiver(Receiver, Protocol):
+    """A Receiver that keeps passages: each try sends them back as options.done."""
 
-    def __init__(self) -> None:
-        self.response: Any = None
+    @property
+    def done(self) -> list[transcription_pb2.Passage]:
+        """The passages kept, in order."""
 
-    def start_try(self) -> None:
-        self.response = None
 
-    async def receive(self, response: Any) -> None:
-        self.response = response
-
-    def kept(self) -> int:
-        return 0
-
-    def retry_note(self) -> str:
-        return ""
+class VocalsSource(Protocol):
+    def requests(self, options: transcription_pb2.TranscriptionOptions) -> AsyncIterator[Any]:
+        """One try's request stream: the options, then the vocals from their start."""
 
 
 @dataclass(frozen=True)
@@ -246,22 +240,23 @@ class StageClients:
 
     async def transcribe(
         self,
-        vocals: Path,
+        vocals: VocalsSource,
         options: transcription_pb2.TranscriptionOptions,
+        receiver: PassageReceiver,
         on_progress: OnProgress,
         timeout: float,
-    ) -> common_pb2.Transcript:
+    ) -> None:
+        """Transcribes the vocals; every try streams them from the start and sends the passages the
+        receiver kept as options.done."""
         stub = transcription_pb2_grpc.TranscriptionStub(self._channels["transcription"])
 
         def open_call(remaining: float) -> Any:
-            requests = file_request_stream(transcription_pb2.TranscribeRequest, options, "audio", vocals)
-            return stub.Transcribe(requests, timeout=remaining, metadata=self._metadata)
+            asked = transcription_pb2.TranscriptionOptions()
+            asked.CopyFrom(options)
+            asked.done.extend(receiver.done)
+            return stub.Transcribe(vocals.requests(asked), timeout=remaining, metadata=self._metadata)
 
-        last = Collected()
-        await self._call(self.transcription, open_call, last, on_progress, timeout)
-        if last.response is None:
-            raise StageFailed("INTERNAL", "the transcription service sent no transcript")
-        return last.response.transcript
+        await self._call(self.transcription, open_call, receiver, on_progress, timeout)
 
     async def build_karaoke(
         self, options: karaoke_pb2.KaraokeOptions, receiver: Receiver, on_progress: OnProgress, timeout: float

@@ -1,8 +1,9 @@
 """SQLite job store: uploads, jobs and every progress event (so WatchJob can replay), which stages
 of each unfinished job are done (with their small outputs) and the checkpoints of the running
-ones, the finished stage runs the ETA is estimated from, and the API keys. One connection, used
-from the event loop thread; every write is a short transaction. `roar keys` opens the same file from another
-process while the server runs (WAL)."""
+ones (separation's windows, transcription's passages), the finished stage runs the ETA is
+estimated from, and the API keys. One connection, used from the event loop thread; every write is
+a short transaction. `roar keys` opens the same file from another process while the server runs
+(WAL)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,13 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     windows_done INTEGER NOT NULL,
     frames_done INTEGER NOT NULL,
     PRIMARY KEY (job_id, stage)
+);
+-- The transcription's checkpoint: the passages received so far (serialized Passages), in order.
+CREATE TABLE IF NOT EXISTS passages (
+    job_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    passage BLOB NOT NULL,
+    PRIMARY KEY (job_id, idx)
 );
 -- One learned speed per stage, replaced by stage_runs (speeds per kind of work, from a median).
 DROP TABLE IF EXISTS stage_speed;
@@ -319,6 +327,8 @@ class Store:
                 (job_id, stage, output),
             )
             self._db.execute("DELETE FROM checkpoints WHERE job_id = ? AND stage = ?", (job_id, stage))
+            if stage == pb.STAGE_TRANSCRIPTION:
+                self._db.execute("DELETE FROM passages WHERE job_id = ?", (job_id,))
 
     def checkpoint(self, job_id: str, stage: int) -> Checkpoint | None:
         row = self._db.execute(
@@ -342,6 +352,18 @@ class Store:
         with self._transaction():
             self._db.execute("DELETE FROM stages_done WHERE job_id = ?", (job_id,))
             self._db.execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
+            self._db.execute("DELETE FROM passages WHERE job_id = ?", (job_id,))
+
+    def passages(self, job_id: str) -> list[bytes]:
+        """The transcription's committed passages (serialized), in order."""
+        rows = self._db.execute("SELECT passage FROM passages WHERE job_id = ? ORDER BY idx", (job_id,))
+        return [row[0] for row in rows]
+
+    def add_passage(self, job_id: str, index: int, passage: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO passages (job_id, idx, passage) VALUES (?, ?, ?)",
+            (job_id, index, passage),
+        )
 
     # API keys: only the sha256 of each secret is kept.
 

@@ -2,8 +2,10 @@
 one target each (`ipv4:127.0.0.1:P1,127.0.0.1:P2`, round_robin), tiny random Demucs and Whisper.
 The busy separation replica killed with SIGKILL mid-stage, stopped with SIGTERM mid-stage, or the
 orchestrator killed with SIGKILL mid-stage and started again on its data dir: the job succeeds,
-its stems equal an uninterrupted run's bit for bit, and no window committed before the kill is
-asked for again (the one window under way at a SIGKILL is the only work redone)."""
+its stems (and words) equal an uninterrupted run's bit for bit, and no window committed before the
+kill is asked for again (the one window under way at a SIGKILL is the only work redone).
+Transcription streams the vocals alongside: it reads only committed windows, so a broken
+separation call does not change its words."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from tests.support.suite import REPO, free_port
 
 # Long enough for many windows of the tiny Demucs, so a kill lands mid-stage.
 SONG_SECONDS = 60.0
-STEM_FILES = ("vocals.wav", "instrumental.wav")
+RESULT_FILES = ("vocals.wav", "instrumental.wav", "words.json")
 RESUMED = re.compile(r"resuming from window (\d+) of (\d+)")
 
 
@@ -140,9 +142,9 @@ def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_song(tmp_path_factory.mktemp("song") / "song.wav", SONG_SECONDS)
 
 
-async def _stems(stub: pb_grpc.OrchestratorStub, job_id: str) -> dict[str, bytes]:
+async def _results(stub: pb_grpc.OrchestratorStub, job_id: str) -> dict[str, bytes]:
     files = {}
-    for name in STEM_FILES:
+    for name in RESULT_FILES:
         chunks = stub.Download(pb.DownloadRequest(job_id=job_id, name=name))
         files[name] = b"".join([chunk.data async for chunk in chunks])
     return files
@@ -156,7 +158,7 @@ async def uninterrupted(cluster: Cluster, song: Path) -> dict[str, bytes]:
         events = [e async for e in client.process(stub, upload.upload_id, pb.JobOptions())]
         assert events[-1].state == pb.JOB_STATE_SUCCEEDED, cluster.log()[-4000:]
         assert not any("retrying" in e.message or "resuming" in e.message for e in events)
-        return await _stems(stub, events[-1].job_id)
+        return await _results(stub, events[-1].job_id)
 
 
 async def _start_job(cluster: Cluster, song: Path) -> str:
@@ -184,7 +186,7 @@ async def _finish(cluster: Cluster, job_id: str) -> tuple[list[pb.ProgressEvent]
         watch = stub.WatchJob(pb.WatchJobRequest(job_id=job_id))
         events = await asyncio.wait_for(_collect(watch), 300)
         assert events[-1].state == pb.JOB_STATE_SUCCEEDED, (events[-1], cluster.log()[-4000:])
-        return events, await _stems(stub, job_id)
+        return events, await _results(stub, job_id)
 
 
 async def _collect(events) -> list[pb.ProgressEvent]:
@@ -205,7 +207,7 @@ async def test_killing_the_busy_separation_replica_fails_over_to_the_other(
     committed = cluster.windows_done()
     cluster.kill(victim)
     try:
-        events, stems = await _finish(cluster, job_id)
+        events, results = await _finish(cluster, job_id)
     finally:
         cluster.start(victim)
     # Every retry (one, or more while the channel learns the replica is gone) asks from at least
@@ -213,7 +215,7 @@ async def test_killing_the_busy_separation_replica_fails_over_to_the_other(
     resumed = _resumed_from(events)
     print(f"killed {victim} with {committed} windows committed; resumed from (window, of): {resumed}")
     assert resumed and all(committed <= k < count for k, count in resumed), (committed, resumed)
-    assert stems == uninterrupted  # bit-exact
+    assert results == uninterrupted  # bit-exact
     redone = re.findall(r"separation broke in window (\d+)", cluster.log())
     assert len(redone) <= 1, redone
 
@@ -229,13 +231,13 @@ async def test_a_replica_stopping_mid_stage_hands_over_after_its_window(
     committed = cluster.windows_done()
     try:
         assert cluster.kill(victim, signal.SIGTERM) == 0
-        events, stems = await _finish(cluster, job_id)
+        events, results = await _finish(cluster, job_id)
     finally:
         cluster.start(victim)
     resumed = _resumed_from(events)
     print(f"stopped {victim} with {committed} windows committed; resumed from (window, of): {resumed}")
     assert resumed and all(committed < k < count for k, count in resumed), (committed, resumed)
-    assert stems == uninterrupted
+    assert results == uninterrupted
 
 
 async def test_killing_the_orchestrator_mid_stage_resumes_from_the_checkpoint(
@@ -246,9 +248,9 @@ async def test_killing_the_orchestrator_mid_stage_resumes_from_the_checkpoint(
     committed = cluster.windows_done()
     cluster.kill("orchestrator")
     cluster.start("orchestrator")
-    events, stems = await _finish(cluster, job_id)
+    events, results = await _finish(cluster, job_id)
     assert "resuming after a restart" in [e.message for e in events]
     resumed = _resumed_from(events)
     print(f"killed the orchestrator with {committed} windows committed; resumed from: {resumed}")
     assert resumed and all(committed <= k < count for k, count in resumed), (committed, resumed)
-    assert stems == uninterrupted  # bit-exact
+    assert results == uninterrupted  # bit-exact

@@ -1,8 +1,9 @@
 """The orchestrator in this process with its stages faked at the gRPC boundary: fake Separation
 and Transcription servicers (and the real karaoke servicer, wrapped) on a loopback port, each
-driven by a script of how its next calls behave (send N windows then break; hang; answer slowly;
-answer an error). Covers checkpoints and resume from every stage and every window, retries,
-deadlines, the queue limit, PARTIAL, ListJobs paging and Download offsets."""
+driven by a script of how its next calls behave (send N windows or passages then break; hang; wait
+for the test; answer slowly; answer an error). Covers checkpoints and resume from every stage,
+every window and passage, the overlap of separation and transcription, retries, deadlines, the
+queue limit, PARTIAL, ListJobs paging and Download offsets."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from orchestrator import checkpoints
 from orchestrator.artifacts import StemCheckpoints
 from orchestrator.auth import authenticator
 from orchestrator.jobs import Jobs
@@ -49,6 +51,11 @@ WINDOW_COUNT = 7
 STEMS = ["vocals", "instrumental"]
 ALL_STEMS = [*STEMS, "drums", "bass"]
 SONG_SECONDS = 3.0
+# The fake transcription's passages: one per 6,000 frames of vocals it has received, the last one
+# shorter (5 passages); the first needs 2 windows of vocals.
+PASSAGE_FRAMES = 6000
+PASSAGE_COUNT = 5
+FRAME_BYTES = CHANNELS * 4
 Code = grpc.StatusCode
 
 
@@ -59,15 +66,22 @@ def window_pcm(index: int, stem: str) -> np.ndarray:
     return rng.uniform(-0.9, 0.9, (frames, CHANNELS)).astype("<f4")
 
 
+def vocals_pcm() -> bytes:
+    return b"".join(window_pcm(k, "vocals").tobytes() for k in range(WINDOW_COUNT))
+
+
 @dataclass
 class Behaviour:
-    """How a fake stage answers one call. `stop_after`: StemWindows (separation) sent before
-    stopping; `code`: the status it stops with (None: it hangs until cancelled); `delay`: seconds
-    before each response."""
+    """How a fake stage answers one call. `stop_after`: StemWindows (separation) or Passages
+    (transcription) sent before stopping; `code`: the status it stops with (None: it hangs until
+    cancelled); `delay`: seconds before each response; `hold_at`: StemWindows sent before the
+    separation waits for `hold` to be set."""
 
     stop_after: int | None = None
     code: Code | None = Code.UNAVAILABLE
     delay: float = 0.0
+    hold_at: int | None = None
+    hold: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -124,6 +138,8 @@ class FakeSeparation(separation_pb2_grpc.SeparationServicer):
         )
         for index in range(options.first_window, WINDOW_COUNT):
             for stem in stems:
+                if sent == behaviour.hold_at:
+                    await behaviour.hold.wait()
                 if sent == behaviour.stop_after:
                     await _stop(behaviour, context)
                 await asyncio.sleep(behaviour.delay)
@@ -144,38 +160,86 @@ class FakeSeparation(separation_pb2_grpc.SeparationServicer):
             await _stop(behaviour, context)
 
 
-TRANSCRIPT = common_pb2.Transcript(
-    language="en",
-    segments=[
-        common_pb2.Segment(
-            text="hello there",
-            start=0.5,
-            end=1.5,
-            words=[
-                common_pb2.Word(text="hello", start=0.5, end=0.9, heard=True, from_transcript=True),
-                common_pb2.Word(text="there", start=1.0, end=1.5, heard=True, from_transcript=True),
-            ],
-        )
-    ],
-)
+def passage(index: int) -> transcription_pb2.Passage:
+    start = index * PASSAGE_FRAMES / RATE
+    end = min((index + 1) * PASSAGE_FRAMES, FRAMES) / RATE
+    word = common_pb2.Word(
+        text=f"word{index}", start=start, end=start + 0.1, heard=True, from_transcript=True
+    )
+    return transcription_pb2.Passage(
+        index=index, start=start, end=end, words=[word], state=bytes([index]) * 3
+    )
+
+
+def transcript_of(passages: list[transcription_pb2.Passage]) -> common_pb2.Transcript:
+    """The fake's transcript: one segment per passage, from the passages it was given as done and
+    those it transcribed."""
+    segments = [
+        common_pb2.Segment(text=" ".join(w.text for w in p.words), start=p.start, end=p.end, words=p.words)
+        for p in passages
+    ]
+    return common_pb2.Transcript(language="en", segments=segments)
+
+
+@dataclass
+class TranscribeCall:
+    """What one Transcribe call received and did."""
+
+    options: transcription_pb2.TranscriptionOptions | None = None
+    audio: bytearray = field(default_factory=bytearray)
+    sent: list[int] = field(default_factory=list)  # passage indexes sent
+    # StemWindows the fake separation had sent, in all, when the first audio came.
+    stem_windows_at_first_audio: int | None = None
+    ended: bool = False
+    cut: bool = True  # it ended before its transcript was sent (cancelled, aborted)
 
 
 class FakeTranscription(transcription_pb2_grpc.TranscriptionServicer):
-    def __init__(self) -> None:
+    """Transcribes a passage as soon as its frames are in (the protocol's overlap): passage k once
+    (k + 1) * PASSAGE_FRAMES frames came, the last one at the end of the stream; passages given
+    as options.done are not sent again and count in the transcript."""
+
+    def __init__(self, separation: FakeSeparation) -> None:
         self.script = Script()
-        self.vocals: list[bytes] = []
+        self.separation = separation
+        self.calls: list[TranscribeCall] = []
 
     async def Transcribe(self, request_iterator, context):
-        data = bytearray()
-        async for request in request_iterator:
-            data += request.audio
-        self.vocals.append(bytes(data))
-        self.script.calls.append(len(data))
+        call = TranscribeCall()
+        self.calls.append(call)
+        self.script.calls.append(call)
         behaviour = self.script.next()
-        await asyncio.sleep(behaviour.delay)
-        if behaviour.stop_after is not None:
+        passages: list[transcription_pb2.Passage] = []
+        try:
+            async for request in request_iterator:
+                if request.HasField("options"):
+                    call.options = request.options
+                    passages = list(request.options.done)
+                    continue
+                if call.stem_windows_at_first_audio is None:
+                    call.stem_windows_at_first_audio = sum(self.separation.script.sent)
+                call.audio += request.audio
+                while (len(passages) + 1) * PASSAGE_FRAMES <= len(call.audio) // FRAME_BYTES:
+                    yield await self._passage(behaviour, call, passages, context)
+            while len(passages) * PASSAGE_FRAMES < len(call.audio) // FRAME_BYTES:
+                yield await self._passage(behaviour, call, passages, context)
+            if behaviour.stop_after is not None:
+                await _stop(behaviour, context)
+            yield transcription_pb2.TranscribeResponse(transcript=transcript_of(passages))
+            call.cut = False
+        finally:
+            call.ended = True
+
+    @staticmethod
+    async def _passage(
+        behaviour: Behaviour, call: TranscribeCall, passages: list[transcription_pb2.Passage], context
+    ) -> transcription_pb2.TranscribeResponse:
+        if behaviour.stop_after == len(call.sent):
             await _stop(behaviour, context)
-        yield transcription_pb2.TranscribeResponse(transcript=TRANSCRIPT)
+        await asyncio.sleep(behaviour.delay)
+        passages.append(passage(len(passages)))
+        call.sent.append(passages[-1].index)
+        return transcription_pb2.TranscribeResponse(passage=passages[-1])
 
 
 class ScriptedKaraoke(KaraokeServicer):
@@ -204,7 +268,7 @@ class Rig:
         self.data_dir = data_dir
         self.settings_overrides = settings
         self.separation = FakeSeparation()
-        self.transcription = FakeTranscription()
+        self.transcription = FakeTranscription(self.separation)
         self.karaoke = ScriptedKaraoke()
 
     async def start(self) -> None:
@@ -239,7 +303,7 @@ class Rig:
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         self.stub = pb_grpc.OrchestratorStub(self.channel)
 
-    async def _stop_orchestrator(self) -> None:
+    async def stop_orchestrator(self) -> None:
         await self.jobs.shutdown()
         await self.channel.close()
         await self.server.stop(grace=None)
@@ -247,12 +311,16 @@ class Rig:
         self.store.close()
 
     async def restart(self) -> None:
-        await self._stop_orchestrator()
+        await self.stop_orchestrator()
+        await self.start_orchestrator()
+
+    async def start_orchestrator(self) -> None:
+        """Starts a stopped orchestrator, which resumes its unfinished jobs."""
         await self._start_orchestrator()
         self.jobs.resume_unfinished()
 
     async def stop(self) -> None:
-        await self._stop_orchestrator()
+        await self.stop_orchestrator()
         await self.stages.stop(grace=None)
 
     async def upload(self, song: Path) -> str:
@@ -339,10 +407,13 @@ async def test_windows_become_stem_files_and_every_stage_gets_its_input_streamed
     [(options, received)] = rig.separation.script.calls
     normalised = rig.data_dir / "uploads" / f"{rig.store.upload_of(job_id)}.flac"
     assert options.first_window == 0 and received == normalised.stat().st_size
-    assert rig.transcription.vocals == [await rig.file(job_id, "vocals.wav")]
+    [call] = rig.transcription.calls
+    assert call.audio == vocals_pcm()  # the vocals' samples as separated, bit-exact
+    assert (call.options.pcm.sample_rate, call.options.pcm.channels) == (RATE, CHANNELS)
+    assert call.sent == list(range(PASSAGE_COUNT)) and not call.options.done
     [build] = rig.karaoke.script.calls
     assert build.options.duration_seconds == pytest.approx(SONG_SECONDS)
-    assert [s.text for s in build.options.transcript.segments] == ["hello there"]
+    assert build.options.transcript == transcript_of([passage(k) for k in range(PASSAGE_COUNT)])
     messages = [e.message for e in events]
     assert "separation starting" in messages and not any("resuming" in m for m in messages)
 
@@ -449,6 +520,8 @@ async def test_a_restart_in_a_later_stage_redoes_only_that_stage(
         upload_id = await rig.upload(song)
         job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
         await rig.wait_for(lambda: len(fake.script.calls) == 1)
+        # Transcription overlaps separation: restart once separation is done.
+        await rig.wait_for(lambda: pb.STAGE_SEPARATION in rig.store.stages_done(job.job_id))
         await rig.restart()
         final = (await rig.follow(job.job_id))[-1]
     finally:
@@ -458,6 +531,212 @@ async def test_a_restart_in_a_later_stage_redoes_only_that_stage(
     assert len(rig.transcription.script.calls) == (2 if stage == "transcription" else 1)
     assert len(rig.karaoke.script.calls) == (2 if stage == "karaoke" else 1)
     assert "lyrics.lrc" in {a.name for a in final.artifacts}
+
+
+# --- overlap: transcription streams the vocals while separation makes them ----------------------
+
+
+async def test_transcription_streams_the_vocals_while_separation_makes_them(rig: Rig, song: Path) -> None:
+    # The separation holds before its last window until the test has seen a passage stored.
+    hold = Behaviour(hold_at=(WINDOW_COUNT - 1) * len(STEMS))
+    rig.separation.script.behaviours = [hold]
+    upload_id = await rig.upload(song)
+    job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+    await rig.wait_for(lambda: len(rig.store.passages(job.job_id)) >= 1)
+    checkpoint = rig.store.checkpoint(job.job_id, pb.STAGE_SEPARATION)
+    assert checkpoint is not None and checkpoint.windows_done < WINDOW_COUNT  # separation still runs
+    hold.hold.set()
+    events = await rig.follow(job.job_id)
+    final = events[-1]
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+
+    [call] = rig.transcription.calls
+    assert call.stem_windows_at_first_audio is not None
+    assert call.stem_windows_at_first_audio < WINDOW_COUNT * len(STEMS)
+    assert call.audio == vocals_pcm()
+    assert (call.options.pcm.sample_rate, call.options.pcm.channels) == (RATE, CHANNELS)
+    [build] = rig.karaoke.script.calls
+    assert build.options.transcript == transcript_of([passage(k) for k in range(PASSAGE_COUNT)])
+    # Both stages' events while they overlap: transcription started before separation ended.
+    stages = [e.stage for e in events]
+    separation_done = next(
+        i
+        for i, e in enumerate(events)
+        if e.stage == pb.STAGE_SEPARATION and e.message.startswith("separation done")
+    )
+    assert pb.STAGE_TRANSCRIPTION in stages[:separation_done]
+    started = [e for e in events if e.message == "transcription starting"]
+    assert started and started[0].seq < events[separation_done].seq
+    overall = [e.overall_percent for e in events]
+    assert overall == sorted(overall) and overall[-1] == 100.0
+    assert all(e.eta_seconds > 0 for e in events if e.message == "transcription starting")
+    assert rig.store.passages(job.job_id) == []  # the checkpoint went with the finished job
+
+
+async def test_a_broken_transcription_retries_with_the_passages_it_kept(tmp_path: Path, song: Path) -> None:
+    rig = Rig(tmp_path / "data")
+    kept = 2
+    rig.transcription.script.behaviours = [Behaviour(stop_after=kept)]
+    await rig.start()
+    try:
+        events = await rig.run_job(song)
+    finally:
+        await rig.stop()
+    final = events[-1]
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+    first, second = rig.transcription.calls
+    assert first.sent == list(range(kept))
+    assert list(second.options.done) == [passage(k) for k in range(kept)]  # state bytes included
+    assert second.sent == list(range(kept, PASSAGE_COUNT))
+    assert second.audio == vocals_pcm()  # streamed again from the start
+    [build] = rig.karaoke.script.calls
+    assert build.options.transcript == transcript_of([passage(k) for k in range(PASSAGE_COUNT)])
+    [retry] = [e for e in events if "retrying (attempt 2)" in e.message]
+    assert retry.stage == pb.STAGE_TRANSCRIPTION
+    assert retry.message.endswith(f"resuming after passage {kept}")
+    assert len(rig.separation.script.calls) == 1
+
+
+async def test_passages_past_the_checkpoint_limit_are_transcribed_again(
+    tmp_path: Path, song: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Room for two passages and a half: the third is not committed, nor any after it.
+    room = passage(0).ByteSize() + passage(1).ByteSize() + passage(2).ByteSize() // 2
+    monkeypatch.setattr(checkpoints, "MAX_PASSAGE_BYTES", room)
+    rig = Rig(tmp_path / "data")
+    rig.transcription.script.behaviours = [Behaviour(stop_after=4)]
+    await rig.start()
+    try:
+        final = (await rig.run_job(song))[-1]
+    finally:
+        await rig.stop()
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+    first, second = rig.transcription.calls
+    assert first.sent == [0, 1, 2, 3]
+    assert list(second.options.done) == [passage(0), passage(1)]
+    assert second.sent == [2, 3, 4]
+    [build] = rig.karaoke.script.calls
+    assert build.options.transcript == transcript_of([passage(k) for k in range(PASSAGE_COUNT)])
+
+
+async def test_a_restart_during_the_overlap_resumes_both_stages_from_their_checkpoints(
+    tmp_path: Path, song: Path
+) -> None:
+    expected = await unbroken_stems(tmp_path, song)
+    rig = Rig(tmp_path / "data")
+    windows = 4  # 16,000 frames: passages 0 and 1 are transcribed, passage 2 waits for more vocals
+    rig.separation.script.behaviours = [Behaviour(stop_after=windows * len(STEMS), code=None)]
+    await rig.start()
+    try:
+        upload_id = await rig.upload(song)
+        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+
+        def both_kept() -> bool:
+            checkpoint = rig.store.checkpoint(job.job_id, pb.STAGE_SEPARATION)
+            windows_kept = checkpoint is not None and checkpoint.windows_done == windows
+            return windows_kept and len(rig.store.passages(job.job_id)) == 2
+
+        await rig.wait_for(both_kept)
+        await rig.restart()
+        events = await rig.follow(job.job_id)
+        final = events[-1]
+        assert final.state == pb.JOB_STATE_SUCCEEDED, final
+        stems = {name: await rig.file(final.job_id, name) for name in expected}
+    finally:
+        await rig.stop()
+    assert stems == expected
+    assert [o.first_window for o, _ in rig.separation.script.calls] == [0, windows]
+    first, second = rig.transcription.calls
+    assert first.ended and first.cut and first.sent == [0, 1]
+    assert list(second.options.done) == [passage(0), passage(1)]
+    assert second.sent == [2, 3, 4] and second.audio == vocals_pcm()
+    [build] = rig.karaoke.script.calls
+    assert build.options.transcript == transcript_of([passage(k) for k in range(PASSAGE_COUNT)])
+    messages = [e.message for e in events]
+    assert f"separation resuming from window {windows} of {WINDOW_COUNT}" in messages
+    assert "transcription resuming after passage 2" in messages
+
+
+async def test_a_restart_after_separation_streams_the_vocals_from_their_checkpoint_file(
+    tmp_path: Path, song: Path
+) -> None:
+    rig = Rig(tmp_path / "data")
+    rig.transcription.script.behaviours = [Behaviour(stop_after=1, code=None)]
+    await rig.start()
+    try:
+        upload_id = await rig.upload(song)
+        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+        await rig.wait_for(lambda: pb.STAGE_SEPARATION in rig.store.stages_done(job.job_id))
+        await rig.wait_for(lambda: len(rig.store.passages(job.job_id)) == 1)
+        # Only the vocals' checkpoint file is kept once the stems are encoded.
+        assert {p for p in job_files(rig, job.job_id) if p.endswith(".f32")} == {".vocals.f32"}
+        await rig.restart()
+        final = (await rig.follow(job.job_id))[-1]
+    finally:
+        await rig.stop()
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+    assert len(rig.separation.script.calls) == 1
+    _, second = rig.transcription.calls
+    assert list(second.options.done) == [passage(0)]
+    assert second.audio == vocals_pcm() and second.options.pcm.sample_rate == RATE
+    assert not any(name.startswith(".") for name in job_files(rig, final.job_id))
+
+
+async def test_a_job_an_older_orchestrator_separated_streams_the_encoded_vocals(
+    tmp_path: Path, song: Path
+) -> None:
+    """Its store holds no layout for the finished separation and it has no vocals' checkpoint
+    file: transcription gets the vocals' file (options.pcm unset), as before the overlap."""
+    rig = Rig(tmp_path / "data")
+    rig.transcription.script.behaviours = [Behaviour(stop_after=0, code=None)]
+    await rig.start()
+    try:
+        upload_id = await rig.upload(song)
+        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+        await rig.wait_for(lambda: pb.STAGE_SEPARATION in rig.store.stages_done(job.job_id))
+        await rig.stop_orchestrator()
+        rig.store = Store(rig.data_dir / "roar.sqlite")
+        rig.store.finish_stage(job.job_id, pb.STAGE_SEPARATION, None)
+        rig.store.close()
+        (rig.data_dir / "jobs" / job.job_id / ".vocals.f32").unlink()
+        await rig.start_orchestrator()
+        final = (await rig.follow(job.job_id))[-1]
+        vocals_file = await rig.file(final.job_id, "vocals.wav")
+    finally:
+        await rig.stop()
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+    _, second = rig.transcription.calls
+    assert not second.options.HasField("pcm") and second.audio == vocals_file
+
+
+async def test_separation_failing_cancels_the_transcription(tmp_path: Path, song: Path) -> None:
+    rig = Rig(tmp_path / "data")
+    failing = Behaviour(stop_after=3 * len(STEMS), hold_at=3 * len(STEMS), code=Code.INVALID_ARGUMENT)
+    rig.separation.script.behaviours = [failing]
+    await rig.start()
+    try:
+        upload_id = await rig.upload(song)
+        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+        # Transcription has every committed window before separation fails.
+        await rig.wait_for(
+            lambda: (
+                bool(rig.transcription.calls)
+                and len(rig.transcription.calls[0].audio) == 3 * WINDOW_FRAMES * FRAME_BYTES
+            )
+        )
+        failing.hold.set()
+        final = (await rig.follow(job.job_id))[-1]
+        await rig.wait_for(lambda: rig.transcription.calls[0].ended)
+        assert rig.store.passages(final.job_id) == []
+    finally:
+        await rig.stop()
+    assert final.state == pb.JOB_STATE_FAILED
+    assert [(e.code, e.stage) for e in final.errors] == [("INVALID_ARGUMENT", pb.STAGE_SEPARATION)]
+    assert final.error.stage == pb.STAGE_SEPARATION
+    [call] = rig.transcription.calls
+    assert call.cut and call.sent == [0, 1]
+    assert rig.karaoke.script.calls == []
+    assert not job_files(rig, final.job_id)
 
 
 # --- failures: deadlines, retries, final answers, PARTIAL -----------------------------------------
@@ -474,9 +753,10 @@ async def test_a_slow_stage_fails_at_the_jobs_deadline(tmp_path: Path, song: Pat
     finally:
         await rig.stop()
     assert final.state == pb.JOB_STATE_FAILED
-    [error] = final.errors
-    assert (error.code, error.stage) == ("DEADLINE_EXCEEDED", pb.STAGE_SEPARATION)
-    assert "time limit" in error.message
+    assert (final.error.code, final.error.stage) == ("DEADLINE_EXCEEDED", pb.STAGE_SEPARATION)
+    assert "time limit" in final.error.message
+    # Transcription, streaming the vocals alongside, may hit the same deadline at the same moment.
+    assert {e.code for e in final.errors} == {"DEADLINE_EXCEEDED"}
     assert took < 5.0
 
 

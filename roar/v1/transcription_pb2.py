@@ -25,19 +25,23 @@ _sym_db = _symbol_database.Default()
 from roar.v1 import common_pb2 as roar_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1broar/v1/transcription.proto\x12\x07roar.v1\x1a\x14roar/v1/common.proto\"G\n\x14TranscriptionOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x0e\n\x06lyrics\x18\x03 \x01(\t\"a\n\x11TranscribeRequest\x12\x30\n\x07options\x18\x01 \x01(\x0b\x32\x1d.roar.v1.TranscriptionOptionsH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"w\n\x12TranscribeResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.roar.v1.StageProgressH\x00\x12)\n\ntranscript\x18\x02 \x01(\x0b\x32\x13.roar.v1.TranscriptH\x00\x42\n\n\x08response2Z\n\rTranscription\x12I\n\nTranscribe\x12\x1a.roar.v1.TranscribeRequest\x1a\x1b.roar.v1.TranscribeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1broar/v1/transcription.proto\x12\x07roar.v1\x1a\x14roar/v1/common.proto\"\x88\x01\n\x14TranscriptionOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x0e\n\x06lyrics\x18\x03 \x01(\t\x12\x1f\n\x03pcm\x18\x04 \x01(\x0b\x32\x12.roar.v1.PcmLayout\x12\x1e\n\x04\x64one\x18\x05 \x03(\x0b\x32\x10.roar.v1.Passage\"2\n\tPcmLayout\x12\x13\n\x0bsample_rate\x18\x01 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x02 \x01(\x05\"a\n\x07Passage\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x01(\x01\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x01\x12\x1c\n\x05words\x18\x04 \x03(\x0b\x32\r.roar.v1.Word\x12\r\n\x05state\x18\x05 \x01(\x0c\"a\n\x11TranscribeRequest\x12\x30\n\x07options\x18\x01 \x01(\x0b\x32\x1d.roar.v1.TranscriptionOptionsH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"\x9c\x01\n\x12TranscribeResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.roar.v1.StageProgressH\x00\x12)\n\ntranscript\x18\x02 \x01(\x0b\x32\x13.roar.v1.TranscriptH\x00\x12#\n\x07passage\x18\x03 \x01(\x0b\x32\x10.roar.v1.PassageH\x00\x42\n\n\x08response2Z\n\rTranscription\x12I\n\nTranscribe\x12\x1a.roar.v1.TranscribeRequest\x1a\x1b.roar.v1.TranscribeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'roar.v1.transcription_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRANSCRIPTIONOPTIONS']._serialized_start=62
-  _globals['_TRANSCRIPTIONOPTIONS']._serialized_end=133
-  _globals['_TRANSCRIBEREQUEST']._serialized_start=135
-  _globals['_TRANSCRIBEREQUEST']._serialized_end=232
-  _globals['_TRANSCRIBERESPONSE']._serialized_start=234
-  _globals['_TRANSCRIBERESPONSE']._serialized_end=353
-  _globals['_TRANSCRIPTION']._serialized_start=355
-  _globals['_TRANSCRIPTION']._serialized_end=445
+  _globals['_TRANSCRIPTIONOPTIONS']._serialized_start=63
+  _globals['_TRANSCRIPTIONOPTIONS']._serialized_end=199
+  _globals['_PCMLAYOUT']._serialized_start=201
+  _globals['_PCMLAYOUT']._serialized_end=251
+  _globals['_PASSAGE']._serialized_start=253
+  _globals['_PASSAGE']._serialized_end=350
+  _globals['_TRANSCRIBEREQUEST']._serialized_start=352
+  _globals['_TRANSCRIBEREQUEST']._serialized_end=449
+  _globals['_TRANSCRIBERESPONSE']._serialized_start=452
+  _globals['_TRANSCRIBERESPONSE']._serialized_end=608
+  _globals['_TRANSCRIPTION']._serialized_start=610
+  _globals['_TRANSCRIPTION']._serialized_end=700
 # @@protoc_insertion_point(module_scope)

@@ -47,8 +47,11 @@ class TranscriptionServicer:
     """
 
     def Transcribe(self, request_iterator, context):
-        """The first request carries the options, every later one a chunk of the vocals file.
-        Responses are progress updates, then one Transcript.
+        """The first request carries the options, every later one a chunk of the vocals: a file, or
+        with options.pcm raw samples, sent as the separation makes them (transcription starts before
+        the stem is complete). Responses: progress updates; each Passage as soon as it is transcribed;
+        then one Transcript. A call that breaks can be made again with the passages received in
+        options.done: they are not transcribed again, and the result equals an unbroken call's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

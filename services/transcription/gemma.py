@@ -85,13 +85,19 @@ class GemmaTranscriber:
     processor: ProcessorMixin
 
     options: TranscriptionOptions = field(default_factory=TranscriptionOptions)
+    vad_options: vad.VadOptions = field(default_factory=vad.VadOptions)
 
     def transcribe(
         self, audio: vad.Samples, language: str = "", progress: ProgressCallback = no_progress
     ) -> common_pb2.Transcript:
         """Transcribes mono 16 kHz audio window by window. `language` (an ISO 639-1 code) is only
         passed on: Gemma 3n hears the language itself."""
-        return transcribe_windows(self, audio, language.strip().lower(), progress, self.options)[0]
+        return transcribe_windows(
+            self, audio, self.language_for(language), progress, self.options, self.vad_options
+        )[0]
+
+    def language_for(self, language: str) -> str:
+        return language.strip().lower()
 
     def detect_language(self, samples: np.ndarray) -> str:
         return ""  # Gemma 3n does not name the language it hears

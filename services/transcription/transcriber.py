@@ -27,6 +27,7 @@ from roar.v1 import common_pb2
 from services.transcription import vad
 from services.transcription.vocals import read_vocals
 from services.transcription.whisper import WhisperTranscriber
+from services.transcription.windows import Backend, TranscriptionOptions
 
 log = logging.getLogger("roar.transcription")
 
@@ -41,8 +42,11 @@ HUB_FILES = ["*.json", "*.jinja", "*.txt", "*.model", "*.safetensors"]
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
-class Transcriber(Protocol):
-    name: str
+class Transcriber(Backend, Protocol):
+    """A model behind the window loop: its options and its own whole-audio transcription."""
+
+    options: TranscriptionOptions
+    vad_options: vad.VadOptions
 
     def transcribe(
         self, audio: vad.Samples, language: str = "", progress: ProgressCallback = no_progress

@@ -206,7 +206,12 @@ def stem_level_db(audio: Samples) -> float | None:
 def level_gain(audio: Samples) -> np.float32:
     """The factor that brings the stem to TARGET_LEVEL_DB, within PEAK_DB and MAX_GAIN_DB; 1 for
     silence."""
-    level = stem_level_db(audio)
+    return gain_for(stem_level_db(audio), audio)
+
+
+def gain_for(level: float | None, audio: Samples) -> np.float32:
+    """The factor that brings audio of `level` (dBFS) to TARGET_LEVEL_DB, within PEAK_DB of the
+    audio's peak and MAX_GAIN_DB; 1 for silence (no level)."""
     if level is None:
         return np.float32(1.0)
     peak = max(float(np.max(np.abs(stretch))) for stretch in stretches(audio, _CHUNK_WINDOWS * FRAME))
@@ -285,3 +290,132 @@ def _split_long(
             start = cut
         pieces.append((start, end))
     return pieces
+
+
+# --- voice detection as the audio arrives ---
+
+# Audio that arrives a stretch at a time is heard in chunks of this many frames (2 s), on a fixed grid
+# from the song's start, and its regions are settled at each chunk's end: what is found depends only
+# on the audio, never on how it arrived.
+STREAM_CHUNK_FRAMES = 64
+# A region is final once the audio heard reaches this far past its end: a later run cannot merge with
+# it (the merge gap and both pads together are 0.7 s).
+SETTLE_SECONDS = 1.0
+
+
+class _Growing:
+    """A 1-d numpy array that grows at its end (amortised doubling)."""
+
+    def __init__(self, dtype: type) -> None:
+        self._data = np.zeros(1024, dtype)
+        self.size = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        if self.size + len(values) > len(self._data):
+            grown = np.zeros(max(2 * len(self._data), self.size + len(values)), self._data.dtype)
+            grown[: self.size] = self._data[: self.size]
+            self._data = grown
+        self._data[self.size : self.size + len(values)] = values
+        self.size += len(values)
+
+    def since(self, start: int) -> np.ndarray:
+        return self._data[start : self.size]
+
+
+class PassageFinder:
+    """speech_regions for audio that arrives a stretch at a time: `feed` the samples as they come
+    (already brought to their level), `finish` at the end; each returns the regions that became
+    final, in order. The voice model's LSTM state and the hysteresis carry over from chunk to chunk;
+    frame speech flags and loudness (12 bytes per 32 ms) are all it keeps.
+
+    `level_db` is the level (level_of) of the audio fed in, decided before it (see vocals.StemLevel).
+    The regions equal speech_regions' on the same audio with that level, except where a run still
+    quiet when its neighbour settled turns loud later (they are not merged then)."""
+
+    def __init__(self, level_db: float | None, options: VadOptions | None = None) -> None:
+        self._model = load_vad_model()
+        self._options = options or VadOptions()
+        self._level = level_db
+        self._pending = np.zeros(0, np.float32)
+        self._context = np.zeros(_CONTEXT, np.float32)
+        self._state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._active = False  # the hysteresis' state after the last frame
+        self._speech = _Growing(bool)
+        self._loudness = _Growing(np.float64)
+        self._samples = 0  # samples heard
+        self._restart = 0  # the frame the unsettled regions are found from (no speech run crosses it)
+
+    @property
+    def heard_seconds(self) -> float:
+        return self._samples / SAMPLE_RATE
+
+    def feed(self, samples: np.ndarray) -> list[tuple[float, float]]:
+        self._pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
+        found: list[tuple[float, float]] = []
+        chunk = STREAM_CHUNK_FRAMES * FRAME
+        while len(self._pending) >= chunk:
+            self._hear(self._pending[:chunk])
+            self._pending = self._pending[chunk:]
+            found += self._settle(final=False)
+        return found
+
+    def finish(self) -> list[tuple[float, float]]:
+        """The regions left once the audio has ended (its last frame padded with silence)."""
+        if len(self._pending):
+            padded = np.zeros(-(-len(self._pending) // FRAME) * FRAME, np.float32)
+            padded[: len(self._pending)] = self._pending
+            self._hear(padded, len(self._pending))
+            self._pending = np.zeros(0, np.float32)
+        return self._settle(final=True)
+
+    def _hear(self, chunk: np.ndarray, samples: int | None = None) -> None:
+        """Speech flags and loudness of a whole number of frames."""
+        with torch.inference_mode():
+            probabilities, self._state = self._model(
+                torch.from_numpy(np.concatenate([self._context, chunk])), self._state
+            )
+        self._context = chunk[-_CONTEXT:].copy()
+        speech = np.zeros(len(probabilities), bool)
+        for index, probability in enumerate(probabilities.numpy()):
+            self._active = bool(
+                probability >= (self._options.offset if self._active else self._options.onset)
+            )
+            speech[index] = self._active
+        self._speech.extend(speech)
+        rms = np.sqrt(np.mean(chunk.astype(np.float64).reshape(-1, FRAME) ** 2, axis=1))
+        self._loudness.extend(20.0 * np.log10(np.maximum(rms, 1e-10)))
+        self._samples += len(chunk) if samples is None else samples
+
+    def _settle(self, final: bool) -> list[tuple[float, float]]:
+        """The regions (in seconds) found from the restart frame that no later audio can change."""
+        options, start = self._options, self._restart
+        speech, loudness = self._speech.since(start), self._loudness.since(start)
+        if self._level is None:
+            return []
+        runs = _merged(_runs(speech), round(options.merge_gap_seconds / _FRAME_SECONDS))
+        runs = [
+            (a, b)
+            for a, b in runs
+            if (b - a) * _FRAME_SECONDS >= options.min_region_seconds
+            and loudness[a:b].max() >= self._level + options.min_region_level_db
+        ]
+        pad = round(options.pad_seconds / _FRAME_SECONDS)
+        runs = _merged([(max(a - pad, 0), min(b + pad, len(speech))) for a, b in runs], 0)
+        settle = round(SETTLE_SECONDS / _FRAME_SECONDS)
+        limit = int(options.max_region_seconds / _FRAME_SECONDS)
+        settled: list[tuple[int, int]] = []
+        for run in runs:
+            pieces = _split_long([run], loudness, options.max_region_seconds)
+            if final or run[1] + settle <= len(speech):
+                settled += pieces
+                continue
+            # A long run still going: the pieces cut off its start are final once the audio heard
+            # reaches past where the next cut could fall.
+            settled += [p for p in pieces[:-1] if p[0] + limit + settle <= len(speech)]
+            break
+        if settled:
+            self._restart = start + settled[-1][1]
+        duration = self._samples / SAMPLE_RATE
+        return [
+            ((start + a) * _FRAME_SECONDS, min((start + b) * _FRAME_SECONDS, duration)) for a, b in settled
+        ]

@@ -91,10 +91,12 @@ class WhisperTranscriber:
     ) -> common_pb2.Transcript:
         """Transcribes mono 16 kHz audio. `language` is an ISO 639-1 code, or empty to let a
         multilingual model detect it (on the first window); English-only models ignore it."""
-        language = self._check_language(language)
-        return transcribe_windows(self, audio, language, progress, self.options, self.vad_options)[0]
+        return transcribe_windows(
+            self, audio, self.language_for(language), progress, self.options, self.vad_options
+        )[0]
 
-    def _check_language(self, language: str) -> str:
+    def language_for(self, language: str) -> str:
+        """ "en" for English-only models; else the code given ("": detect), if Whisper knows it."""
         language = language.strip().lower()
         if not self.multilingual:
             if language not in ("", "en"):

@@ -8,7 +8,10 @@ progress and groups the words into lines."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,10 +19,13 @@ import numpy as np
 import torch
 from transformers import StoppingCriteria
 
+from roar.errors import BadInput, Cancelled
 from roar.progress import ProgressCallback, check_cancelled, no_progress, scaled
-from roar.v1 import common_pb2
+from roar.v1 import common_pb2, transcription_pb2
 from services.transcription import vad
 from services.transcription.cleanup import group_lines
+
+log = logging.getLogger("roar.transcription")
 
 SAMPLE_RATE = vad.SAMPLE_RATE
 # Progress is reported at least this often (seconds of compute) while a window decodes.
@@ -142,28 +148,51 @@ class Window:
         return self.passages[-1][1], self.passages[-1][1]
 
 
+class WindowPacker:
+    """Packs passages, given in order as they are found, into windows as `windows` does, and hands
+    back each window as soon as it is closed: when the next passage does not fit in it, or at the
+    end of the audio."""
+
+    def __init__(self, options: TranscriptionOptions | None = None) -> None:
+        self._options = options or TranscriptionOptions()
+        self.open: Window | None = None  # the window passages are still added to
+        self._count = 0
+
+    def add(self, span: tuple[float, float]) -> Window | None:
+        """Adds the next passage; returns the window it closed, if any."""
+        index, self._count = self._count, self._count + 1
+        gap = self._options.pack_gap_seconds
+        if self.open is not None:
+            candidate = Window((*self.open.passages, span), self.open.first, gap)
+            if candidate.duration + gap <= self._options.window_seconds:
+                self.open = candidate
+                return None
+        closed, self.open = self.open, Window((span,), index, gap)
+        return closed
+
+    @property
+    def passages(self) -> int:
+        """Passages added so far."""
+        return self._count
+
+    def close(self) -> Window | None:
+        """The last window, at the end of the audio."""
+        closed, self.open = self.open, None
+        return closed
+
+
 def windows(spans: list[tuple[float, float]], options: TranscriptionOptions | None = None) -> list[Window]:
     """The passages, in order, packed into as few windows of at most window_seconds as go."""
-    options = options or TranscriptionOptions()
-    packed: list[Window] = []
-    for index, span in enumerate(spans):
-        if packed:
-            candidate = Window((*packed[-1].passages, span), packed[-1].first, options.pack_gap_seconds)
-            if candidate.duration + options.pack_gap_seconds <= options.window_seconds:
-                packed[-1] = candidate
-                continue
-        packed.append(Window((span,), index, options.pack_gap_seconds))
-    return packed
+    packer = WindowPacker(options)
+    packed = [closed for span in spans if (closed := packer.add(span)) is not None]
+    last = packer.close()
+    return packed if last is None else [*packed, last]
 
 
-def window_message(window: Window, count: int) -> str:
-    """The progress message for a window: "transcribing segment 3/9", or "segments 3-5/9"."""
+def window_message(window: Window) -> str:
+    """The progress message for a window: "transcribing segment 3", or "segments 3-5"."""
     first, last = window.first + 1, window.first + len(window.passages)
-    return (
-        f"transcribing segment {first}/{count}"
-        if first == last
-        else f"transcribing segments {first}-{last}/{count}"
-    )
+    return f"transcribing segment {first}" if first == last else f"transcribing segments {first}-{last}"
 
 
 @dataclass
@@ -182,6 +211,11 @@ class WindowWords:
 
 class Backend(Protocol):
     name: str
+
+    def language_for(self, language: str) -> str:
+        """The language to transcribe in for a requested ISO 639-1 code ("": detect it). Raises
+        BadInput for one the model does not know."""
+        ...
 
     def detect_language(self, samples: np.ndarray) -> str:
         """The ISO 639-1 code of the language sung in a window's samples ("" when unknown)."""
@@ -254,6 +288,182 @@ def _heard_in(
     ]
 
 
+# What a Passage's state may hold, at most (it is JSON: {"tokens": N, "language": "en"}).
+MAX_STATE_BYTES = 256
+
+
+@dataclass(frozen=True)
+class PassageState:
+    """What resuming after a transcribed window needs besides its words: what its decodings cost
+    (the song's budget goes on from there) and the language the song is transcribed in."""
+
+    tokens: int
+    language: str
+
+    def encode(self) -> bytes:
+        return json.dumps({"tokens": self.tokens, "language": self.language}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> PassageState:
+        """Raises BadInput for state this service did not write."""
+        try:
+            fields = json.loads(data.decode()) if len(data) <= MAX_STATE_BYTES else None
+        except (UnicodeDecodeError, ValueError):
+            fields = None
+        if (
+            not isinstance(fields, dict)
+            or set(fields) != {"tokens", "language"}
+            or not isinstance(fields["tokens"], int)
+            or fields["tokens"] < 0
+            or not isinstance(fields["language"], str)
+            or len(fields["language"]) > 8
+        ):
+            raise BadInput("a done passage's state is not one this service wrote")
+        return cls(fields["tokens"], fields["language"])
+
+
+class SongWindows:
+    """Transcribes a song's windows one at a time as they close (`add`), in order, and gives the
+    transcript once the last is added. Each window transcribed is handed to `publish` as a Passage
+    (words in the song's time); windows an earlier call transcribed (`done`, its passages) are not
+    transcribed again: their words and state are taken as they are, so the transcript equals an
+    unbroken call's.
+
+    The song's decoding budget (song_tokens_per_second) grows with the audio heard when each window
+    closes, so it does not depend on the song's length, which is not known until its end.
+    `backend()` loads the model on first use; `tolerate_failures`: a model that fails is logged and
+    the song gets no words (the lyrics aligner goes on without them)."""
+
+    def __init__(
+        self,
+        backend: Callable[[], Backend],
+        audio: vad.Samples,
+        language: str,
+        options: TranscriptionOptions | None = None,
+        done: Sequence[transcription_pb2.Passage] = (),
+        publish: Callable[[transcription_pb2.Passage], None] = lambda passage: None,
+        position: Callable[[float, str], None] = lambda seconds, message: None,
+        tolerate_failures: bool = False,
+    ) -> None:
+        self._backend = backend
+        self._audio = audio
+        self._requested_language = language
+        self._language: str | None = None
+        self._options = options or TranscriptionOptions()
+        self._done = done
+        self._publish = publish
+        self._position = position
+        self._tolerate_failures = tolerate_failures
+        self._failed = False
+        self._name = ""
+        self._spent = 0  # tokens the windows so far cost
+        self._words: list[common_pb2.Word] = []
+        self.results: list[WindowResult] = []  # what each window transcribed here heard
+        self.passages = 0  # windows added
+        self.transcribed = 0  # windows transcribed by this call (not taken from done)
+
+    def add(self, window: Window, heard_seconds: float) -> None:
+        """Transcribes the next window, closed once `heard_seconds` of the audio were heard."""
+        check_cancelled()
+        index, self.passages = self.passages, self.passages + 1
+        start, end = window.passages[0][0], window.passages[-1][1]
+        if index < len(self._done):
+            passage = self._done[index]
+            if abs(passage.start - start) > 1e-6 or abs(passage.end - end) > 1e-6:
+                raise BadInput(
+                    f"done passage {index} ({passage.start:.2f}-{passage.end:.2f} s) is not this audio's "
+                    f"window {index} ({start:.2f}-{end:.2f} s): it is from another song or stem"
+                )
+            state = PassageState.decode(passage.state)
+            self._language = state.language
+            self._spent += state.tokens
+            self._words += list(passage.words)
+            return
+        if self._failed:
+            return
+        try:
+            words, tokens = self._transcribe(window, heard_seconds)
+        except Cancelled:
+            raise
+        except Exception:
+            if not self._tolerate_failures:
+                raise
+            log.exception("transcribing the vocals failed; the song gets no transcribed words")
+            self._failed = True
+            return
+        self.transcribed += 1
+        self._spent += tokens
+        self._words += words
+        assert self._language is not None
+        self._publish(
+            transcription_pb2.Passage(
+                index=index,
+                start=start,
+                end=end,
+                words=words,
+                state=PassageState(tokens, self._language).encode(),
+            )
+        )
+
+    def _transcribe(self, window: Window, heard_seconds: float) -> tuple[list[common_pb2.Word], int]:
+        """The words of a window in the audio's time, and what decoding them cost."""
+        first, last = window.passages[0][0], window.passages[-1][1]
+        message = window_message(window)
+        self._position(first, message)
+        backend = self._backend()
+        self._name = backend.name
+        if self._language is None:
+            self._language = backend.language_for(self._requested_language)
+            if not self._language:
+                self._language = backend.detect_language(window.samples(self._audio))
+
+        def window_progress(percent: float, detail: str = "") -> None:
+            self._position(
+                first + (last - first) * min(max(percent, 0.0), 100.0) / 100.0,
+                f"{message}: {detail}" if detail else message,
+            )
+
+        options = self._options
+        song = _SongBudget(round(options.song_tokens_per_second * heard_seconds) - self._spent)
+        spent = song.tokens
+        words: list[common_pb2.Word] = []
+        for part, heard in _heard_in(
+            backend, self._audio, window, self._language, window_progress, song, options
+        ):
+            self.results.append(WindowResult(part, heard))
+            for word in heard.words:
+                word_start, word_end = part.audio_times(word.start, word.end)
+                words.append(
+                    common_pb2.Word(
+                        text=word.text,
+                        start=word_start,
+                        end=word_end,
+                        confidence=word.confidence,
+                        heard=word.heard,
+                        from_transcript=True,
+                    )
+                )
+        self._position(last, message)
+        return words, spent - song.tokens
+
+    def transcript(self) -> common_pb2.Transcript:
+        """The song's words, each ending where the next starts at the latest, grouped into lines."""
+        words: list[common_pb2.Word] = []
+        for heard in self._words:
+            word = common_pb2.Word()
+            word.CopyFrom(heard)
+            if words and word.start < words[-1].end:
+                word.start = max(word.start, words[-1].start)
+                words[-1].end = word.start
+                word.end = max(word.end, word.start)
+            words.append(word)
+        return common_pb2.Transcript(
+            language=self._requested_language.strip().lower() if self._language is None else self._language,
+            segments=group_lines(words),
+            model=self._name,
+        )
+
+
 def transcribe_windows(
     backend: Backend,
     audio: vad.Samples,
@@ -262,45 +472,30 @@ def transcribe_windows(
     options: TranscriptionOptions | None = None,
     vad_options: vad.VadOptions | None = None,
 ) -> tuple[common_pb2.Transcript, list[WindowResult]]:
-    """Transcribes mono 16 kHz audio window by window: the transcript (words in the audio's time,
-    grouped into lines) and what each window heard. An empty `language` is detected on the first
-    window."""
-    options = options or TranscriptionOptions()
+    """Transcribes mono 16 kHz audio held whole (already at its level) window by window, as the
+    service transcribes a song as it arrives: the transcript (words in the audio's time, grouped into
+    lines) and what each window heard. An empty `language` is detected on the first window."""
     progress(0.0, "finding the singing")
-    spans = vad.speech_regions(audio, vad_options)
-    packed = windows(spans, options)
-    song = _SongBudget(round(options.song_tokens_per_second * len(audio) / SAMPLE_RATE))
-    if not language and packed:
-        language = backend.detect_language(packed[0].samples(audio))
-    words: list[common_pb2.Word] = []
-    results: list[WindowResult] = []
-    for window in packed:
-        check_cancelled()
-        start = 100.0 * window.first / len(spans)
-        end = 100.0 * (window.first + len(window.passages)) / len(spans)
-        message = window_message(window, len(spans))
-        progress(start, message)
+    duration = len(audio) / SAMPLE_RATE
 
-        def window_progress(percent: float, detail: str = "", start=start, end=end, message=message) -> None:
-            progress(start + (end - start) * percent / 100.0, f"{message}: {detail}" if detail else message)
+    def position(seconds: float, message: str) -> None:
+        progress(100.0 * seconds / max(duration, 1e-9), message)
 
-        for part, heard in _heard_in(backend, audio, window, language, window_progress, song, options):
-            results.append(WindowResult(part, heard))
-            for word in heard.words:
-                word_start, word_end = part.audio_times(word.start, word.end)
-                if words and word_start < words[-1].end:
-                    word_start = max(word_start, words[-1].start)
-                    words[-1].end = word_start
-                    word_end = max(word_end, word_start)
-                timed = common_pb2.Word(
-                    text=word.text,
-                    start=word_start,
-                    end=word_end,
-                    confidence=word.confidence,
-                    heard=word.heard,
-                    from_transcript=True,
-                )
-                words.append(timed)
-    progress(100.0, f"transcribed {len(spans)} segments")
-    transcript = common_pb2.Transcript(language=language, segments=group_lines(words), model=backend.name)
-    return transcript, results
+    song = SongWindows(lambda: backend, audio, language, options, position=position)
+    packer = WindowPacker(options)
+    finder = vad.PassageFinder(vad.stem_level_db(audio), vad_options)
+    chunk = vad.STREAM_CHUNK_FRAMES * vad.FRAME
+    for start in range(0, len(audio), chunk):
+        for span in finder.feed(audio[start : start + chunk]):
+            if (closed := packer.add(span)) is not None:
+                song.add(closed, finder.heard_seconds)
+    for span in finder.finish():
+        if (closed := packer.add(span)) is not None:
+            song.add(closed, duration)
+    if (last := packer.close()) is not None:
+        song.add(last, duration)
+    progress(100.0, f"transcribed {packer.passages} segments")
+    transcript = song.transcript()
+    if not transcript.model:
+        transcript.model = backend.name
+    return transcript, song.results

@@ -32,6 +32,8 @@ Request = transcription_pb2.TranscribeRequest
 Response = transcription_pb2.TranscribeResponse
 # Each call must end well within this (they take seconds).
 CALL_SECONDS = 240.0
+# A cancelled call's work stops within this (the service checks every WAIT_SECONDS while it waits).
+STOP_SECONDS = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +231,36 @@ def test_raw_samples_it_cannot_take_are_refused(tiny_dir: Path, layout: tuple[in
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         asyncio.run(call(pieces(Request(options=options(pcm=layout)), data, 100), tiny_dir))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+
+
+async def _cancelled_while_waiting_then_another(tiny_dir: Path, samples: np.ndarray, rate: int) -> list[str]:
+    """A call that sends a few seconds of samples and then nothing is cancelled while the service
+    waits for more; STOP_SECONDS later another call comes. Returns the second call's messages."""
+    async with transcription_stub(tiny_dir) as stub:
+        head = samples[: 5 * rate].astype("<f4").tobytes()
+        never_ending = asyncio.Event()
+
+        async def requests() -> AsyncIterator[Request]:
+            yield Request(options=options(pcm=(rate, 2)))
+            yield Request(audio=head)
+            await never_ending.wait()
+
+        waiting = stub.Transcribe(requests())
+        async for response in waiting:
+            if response.HasField("progress") and "received so far" in response.progress.message:
+                break
+        waiting.cancel()
+        await asyncio.sleep(STOP_SECONDS)
+        second = stub.Transcribe(pieces(Request(options=options(pcm=(rate, 2))), head, 1 << 16))
+        async with asyncio.timeout(30.0):  # a worker still waiting would hold the second call forever
+            messages = [r.progress.message async for r in second if r.HasField("progress")]
+        never_ending.set()
+        return messages
+
+
+def test_a_call_cancelled_while_samples_are_awaited_frees_its_worker(
+    tiny_dir: Path, song: tuple[np.ndarray, int]
+) -> None:
+    samples, rate = song
+    messages = asyncio.run(_cancelled_while_waiting_then_another(tiny_dir, samples, rate))
+    assert messages and not any(m.startswith("queued") for m in messages), messages

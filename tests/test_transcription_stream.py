@@ -184,6 +184,7 @@ def bad_done(before: list[transcription_pb2.Passage]) -> dict[str, list[transcri
         "state with other fields": [changed(state=b'{"tokens": -1, "language": "en"}')],
         "too many words": [changed(words=[common_pb2.Word(text="la", start=1.0, end=1.1)] * 1001)],
         "another song's window": [changed(start=before[0].start + 0.5)],
+        "more windows than the audio has": [*before, changed(index=len(before), start=90.0, end=91.0)],
     }
 
 
@@ -197,6 +198,7 @@ def bad_done(before: list[transcription_pb2.Passage]) -> dict[str, list[transcri
         "state with other fields",
         "too many words",
         "another song's window",
+        "more windows than the audio has",
     ],
 )
 def test_done_passages_this_service_did_not_send_are_refused(
@@ -204,7 +206,7 @@ def test_done_passages_this_service_did_not_send_are_refused(
 ) -> None:
     samples, rate = song
     done = bad_done(passages_of(file_call))[case]
-    pcm = samples[: 45 * rate].astype("<f4").tobytes()
+    pcm = samples.astype("<f4").tobytes()
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         asyncio.run(call(pieces(Request(options=options(pcm=(rate, 2), done=done)), pcm, 1 << 16), tiny_dir))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()

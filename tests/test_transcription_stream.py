@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from roar.audio import BLOCK_FRAMES
 from roar.errors import BadInput
 from roar.v1 import common_pb2, transcription_pb2
+from services.transcription import vocals
 from services.transcription.vocals import LEVEL_SECONDS
 from services.transcription.windows import PassageState
 from tests.support.tiny_whisper import build_tiny_whisper
@@ -266,3 +268,22 @@ def test_a_call_cancelled_while_samples_are_awaited_frees_its_worker(
     samples, rate = song
     messages = asyncio.run(_cancelled_while_waiting_then_another(tiny_dir, samples, rate))
     assert messages and not any(m.startswith("queued") for m in messages), messages
+
+
+def test_raw_samples_leave_the_disk_as_they_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vocals, "SEGMENT_BYTES", 1_000)
+    spool = vocals.PcmSpool(tmp_path, 44_100, 2)
+    samples = np.random.default_rng(0).standard_normal((3 * BLOCK_FRAMES + 5, 2)).astype("<f4")
+    data = samples.tobytes()
+    for start in range(0, len(data), 777):  # pieces across the segments' ends
+        spool.write(data[start : start + 777])
+    spool.end()
+    on_disk = []
+    blocks = []
+    for block in spool.frames(lambda: None):
+        blocks.append(block)
+        on_disk.append(sum(f.stat().st_size for f in tmp_path.iterdir()))
+    np.testing.assert_array_equal(np.concatenate(blocks), samples)
+    assert [len(b) for b in blocks] == [BLOCK_FRAMES] * 3 + [5]
+    # After each block only what is not yet read stays (and a segment's start).
+    assert on_disk == sorted(on_disk, reverse=True) and on_disk[-1] < 1_000

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from roar.audio import BLOCK_FRAMES
 from roar.errors import BadInput
 from roar.v1 import common_pb2, transcription_pb2
+from services.transcription import vocals
 from services.transcription.vocals import LEVEL_SECONDS
 from services.transcription.windows import PassageState
 from tests.support.tiny_whisper import build_tiny_whisper
@@ -32,6 +34,8 @@ Request = transcription_pb2.TranscribeRequest
 Response = transcription_pb2.TranscribeResponse
 # Each call must end well within this (they take seconds).
 CALL_SECONDS = 240.0
+# A cancelled call's work stops within this (the service checks every WAIT_SECONDS while it waits).
+STOP_SECONDS = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +136,10 @@ async def _a_passage_before_the_rest(tiny_dir: Path, samples: np.ndarray, rate: 
                 if response.HasField("passage") and first_at < 0:
                     first_at = sent
                     release.set()
-                if response.HasField("progress") and not release.is_set():
+                message = response.progress.message
+                if response.HasField("progress") and not release.is_set() and "loading" not in message:
                     # A percent of what has arrived: the song's length is not known yet.
-                    assert response.progress.message.endswith(" received so far)"), response.progress
+                    assert message.endswith(" received so far)"), message
                 if response.HasField("transcript"):
                     return first_at, True
     return first_at, False
@@ -181,6 +186,7 @@ def bad_done(before: list[transcription_pb2.Passage]) -> dict[str, list[transcri
         "state with other fields": [changed(state=b'{"tokens": -1, "language": "en"}')],
         "too many words": [changed(words=[common_pb2.Word(text="la", start=1.0, end=1.1)] * 1001)],
         "another song's window": [changed(start=before[0].start + 0.5)],
+        "more windows than the audio has": [*before, changed(index=len(before), start=90.0, end=91.0)],
     }
 
 
@@ -194,6 +200,7 @@ def bad_done(before: list[transcription_pb2.Passage]) -> dict[str, list[transcri
         "state with other fields",
         "too many words",
         "another song's window",
+        "more windows than the audio has",
     ],
 )
 def test_done_passages_this_service_did_not_send_are_refused(
@@ -201,7 +208,7 @@ def test_done_passages_this_service_did_not_send_are_refused(
 ) -> None:
     samples, rate = song
     done = bad_done(passages_of(file_call))[case]
-    pcm = samples[: 45 * rate].astype("<f4").tobytes()
+    pcm = samples.astype("<f4").tobytes()
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         asyncio.run(call(pieces(Request(options=options(pcm=(rate, 2), done=done)), pcm, 1 << 16), tiny_dir))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
@@ -213,3 +220,70 @@ def test_passage_state_round_trips_and_refuses_what_it_did_not_write() -> None:
     for data in (b"", b"[]", b'{"tokens": 1}', b'{"tokens": 1.5, "language": "en"}', b"{" * 300):
         with pytest.raises(BadInput):
             PassageState.decode(data)
+
+
+@pytest.mark.parametrize(
+    ("layout", "data"),
+    [
+        ((0, 2), b"\x00" * 800),  # no rate
+        ((44_100, 9), b"\x00" * 72),  # more channels than a stem has
+        ((44_100, 2), b"\x00" * 801),  # ends inside a frame
+        ((44_100, 2), b""),  # no samples
+    ],
+)
+def test_raw_samples_it_cannot_take_are_refused(tiny_dir: Path, layout: tuple[int, int], data: bytes) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        asyncio.run(call(pieces(Request(options=options(pcm=layout)), data, 100), tiny_dir))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+
+
+async def _cancelled_while_waiting_then_another(tiny_dir: Path, samples: np.ndarray, rate: int) -> list[str]:
+    """A call that sends a few seconds of samples and then nothing is cancelled while the service
+    waits for more; STOP_SECONDS later another call comes. Returns the second call's messages."""
+    async with transcription_stub(tiny_dir) as stub:
+        head = samples[: 5 * rate].astype("<f4").tobytes()
+        never_ending = asyncio.Event()
+
+        async def requests() -> AsyncIterator[Request]:
+            yield Request(options=options(pcm=(rate, 2)))
+            yield Request(audio=head)
+            await never_ending.wait()
+
+        waiting = stub.Transcribe(requests())
+        async for response in waiting:
+            if response.HasField("progress") and "received so far" in response.progress.message:
+                break
+        waiting.cancel()
+        await asyncio.sleep(STOP_SECONDS)
+        second = stub.Transcribe(pieces(Request(options=options(pcm=(rate, 2))), head, 1 << 16))
+        async with asyncio.timeout(30.0):  # a worker still waiting would hold the second call forever
+            messages = [r.progress.message async for r in second if r.HasField("progress")]
+        never_ending.set()
+        return messages
+
+
+def test_a_call_cancelled_while_samples_are_awaited_frees_its_worker(
+    tiny_dir: Path, song: tuple[np.ndarray, int]
+) -> None:
+    samples, rate = song
+    messages = asyncio.run(_cancelled_while_waiting_then_another(tiny_dir, samples, rate))
+    assert messages and not any(m.startswith("queued") for m in messages), messages
+
+
+def test_raw_samples_leave_the_disk_as_they_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vocals, "SEGMENT_BYTES", 1_000)
+    spool = vocals.PcmSpool(tmp_path, 44_100, 2)
+    samples = np.random.default_rng(0).standard_normal((3 * BLOCK_FRAMES + 5, 2)).astype("<f4")
+    data = samples.tobytes()
+    for start in range(0, len(data), 777):  # pieces across the segments' ends
+        spool.write(data[start : start + 777])
+    spool.end()
+    on_disk = []
+    blocks = []
+    for block in spool.frames(lambda: None):
+        blocks.append(block)
+        on_disk.append(sum(f.stat().st_size for f in tmp_path.iterdir()))
+    np.testing.assert_array_equal(np.concatenate(blocks), samples)
+    assert [len(b) for b in blocks] == [BLOCK_FRAMES] * 3 + [5]
+    # After each block only what is not yet read stays (and a segment's start).
+    assert on_disk == sorted(on_disk, reverse=True) and on_disk[-1] < 1_000

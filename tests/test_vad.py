@@ -108,3 +108,34 @@ def test_regions_far_under_the_stem_s_level_are_bleed() -> None:
     regions = vad.speech_regions(vad.normalize_level(stem))
     assert len(regions) == len(lines) - 1
     assert not any(start < lines[1]["end"] and end > lines[1]["start"] for start, end in regions)
+
+
+def regions_as_they_arrive(audio: np.ndarray, piece: int) -> list[tuple[float, float]]:
+    """PassageFinder's regions for the audio fed in pieces of `piece` samples."""
+    finder = vad.PassageFinder(vad.stem_level_db(audio))
+    found = [
+        region
+        for start in range(0, len(audio), piece)
+        for region in finder.feed(audio[start : start + piece])
+    ]
+    return found + finder.finish()
+
+
+def test_regions_found_as_the_audio_arrives_are_those_of_the_whole() -> None:
+    """Long singing (cut at its quietest points) and lines with gaps, fed in pieces that fall anywhere:
+    the same regions as speech_regions (to the probabilities' float rounding), whatever the pieces."""
+    song = vocals_with_bleed(SONGS / "song_000", bleed=0.0)
+    rate = vad.SAMPLE_RATE
+    sung = [
+        song[round((line["start"] - 0.1) * rate) : round((line["end"] + 0.1) * rate)]
+        for line in truth(SONGS / "song_000")["lines"]
+    ]
+    audio = np.concatenate([song, *(sung * 4), song, np.zeros(rate // 3, np.float32)])
+    whole = vad.speech_regions(audio)
+    limit = vad.VadOptions().max_region_seconds
+    assert len(whole) >= 8 and sum(end - start > limit / 2 for start, end in whole) >= 2  # cut pieces
+    for piece in (4_001, 33_333, len(audio)):
+        found = regions_as_they_arrive(audio, piece)
+        assert found == regions_as_they_arrive(audio, 1_000)  # the pieces do not matter at all
+        assert len(found) == len(whole)
+        np.testing.assert_allclose(np.array(found), np.array(whole), atol=2 * vad.FRAME / vad.SAMPLE_RATE)

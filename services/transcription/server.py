@@ -103,7 +103,7 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
                 f"raw samples come at {PCM_RATES[0]}-{PCM_RATES[1]} Hz in 1-{MAX_PCM_CHANNELS} channels",
             )
         with tempfile.TemporaryDirectory(prefix="roar-input-") as directory:
-            spool = PcmSpool(Path(directory) / "pcm", rate, channels)
+            spool = PcmSpool(Path(directory), rate, channels)
             receiving = asyncio.create_task(_receive_pcm(requests, spool))
             try:
                 async for response in self._run(
@@ -112,7 +112,6 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
                     yield response
             finally:
                 receiving.cancel()
-                spool.close()
 
     async def _run(
         self,

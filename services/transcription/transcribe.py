@@ -175,6 +175,8 @@ def transcribe_song(
         hear(finder.finish(), duration)
         if (last := packer.close()) is not None:
             song.add(last, duration)
+        if song.passages < len(options.done):
+            raise BadInput(f"{len(options.done)} done passages, but this audio has {song.passages} windows")
         report(duration, f"transcribed {packer.passages} segments")
         transcript = song.transcript()
         if lyrics:

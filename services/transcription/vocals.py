@@ -178,23 +178,34 @@ class _Prefix:
 
 class PcmSpool:
     """Raw samples (float32 little-endian, channels interleaved) as a call receives them: the
-    server's event loop appends what arrives (`write`, then `end`, or `fail`), a worker thread reads
-    it back as it comes (pcm_blocks). They wait on disk, so memory does not grow when the model is
-    slower than the samples arrive."""
+    server's event loop appends what arrives (`write`, then `end`), a worker thread reads it back as
+    it comes (pcm_blocks). They wait on disk, in files of SEGMENT_BYTES in `directory`, each deleted
+    once read, so neither memory nor disk holds more than the samples not yet read."""
 
-    def __init__(self, path: Path, sample_rate: int, channels: int) -> None:
+    def __init__(self, directory: Path, sample_rate: int, channels: int) -> None:
         self.sample_rate = sample_rate
         self.channels = channels
-        self._file = open(path, "w+b")  # noqa: SIM115 (closed by close())
+        self._directory = directory
         self._written = 0
+        self._dropped = 0  # segments read and deleted
         self._ended = False
         self._error: Exception | None = None
         self._changed = threading.Condition()
 
+    def _segment(self, index: int) -> Path:
+        return self._directory / f"pcm-{index:06d}"
+
     def write(self, data: bytes) -> None:
-        os.pwrite(self._file.fileno(), data, self._written)
+        """Appends samples (from the one writer). Raises OSError when the disk cannot hold them."""
+        position, view = self._written, memoryview(data)
+        while view:
+            index, within = divmod(position, SEGMENT_BYTES)
+            size = min(len(view), SEGMENT_BYTES - within)
+            with self._segment(index).open("ab") as segment:
+                segment.write(view[:size])
+            position, view = position + size, view[size:]
         with self._changed:
-            self._written += len(data)
+            self._written = position
             self._changed.notify_all()
 
     def end(self, error: Exception | None = None) -> None:
@@ -203,8 +214,19 @@ class PcmSpool:
             self._ended, self._error = True, error
             self._changed.notify_all()
 
-    def close(self) -> None:
-        self._file.close()
+    def _read(self, offset: int, size: int) -> bytes:
+        """`size` bytes from `offset`, which have arrived; the segments wholly before them go."""
+        parts = []
+        for index in range(offset // SEGMENT_BYTES, -(-(offset + size) // SEGMENT_BYTES)):
+            base = index * SEGMENT_BYTES
+            start, stop = max(offset - base, 0), min(offset + size - base, SEGMENT_BYTES)
+            with self._segment(index).open("rb") as segment:
+                segment.seek(start)
+                parts.append(segment.read(stop - start))
+        for index in range(self._dropped, (offset + size) // SEGMENT_BYTES):
+            self._segment(index).unlink(missing_ok=True)
+        self._dropped = max(self._dropped, (offset + size) // SEGMENT_BYTES)
+        return b"".join(parts)
 
     def _wait(self, offset: int, size: int, waiting: Callable[[], None]) -> bytes:
         """Up to `size` bytes from `offset` once they arrived (fewer only at the end), waiting for
@@ -217,7 +239,7 @@ class PcmSpool:
             if error is not None:
                 raise error
             if written - offset >= size or ended:
-                return os.pread(self._file.fileno(), min(size, written - offset), offset)
+                return self._read(offset, min(size, written - offset))
             check_cancelled()
             waiting()
 
@@ -235,6 +257,8 @@ class PcmSpool:
 
 # A reader waiting for samples checks for cancellation this often.
 WAIT_SECONDS = 0.5
+# Raw samples wait on disk in files of this size (47 s of 44.1 kHz stereo float32).
+SEGMENT_BYTES = 1 << 24
 
 
 def pcm_blocks(

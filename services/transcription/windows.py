@@ -4,7 +4,11 @@ encoders hear) with a short silence before each passage in place of the stretch 
 So a model never hears the long silences between lines (which end Whisper's decoding early) nor the
 band's bleed in them, yet hears several lines together; no text of an earlier window conditions the
 next. A backend turns one window into words; the loop maps their times back to the audio, reports
-progress and groups the words into lines."""
+progress and groups the words into lines.
+
+Windows are packed and transcribed as the passages are found (WindowPacker, SongWindows): a window is
+closed once the next passage does not fit in it, or the audio has ended, so the service transcribes a
+song while it still arrives, and each window transcribed is a checkpoint (a Passage) to resume from."""
 
 from __future__ import annotations
 

@@ -227,6 +227,13 @@ class VocalsFeed:
     def complete(self) -> bool:
         return self.layout is not None and self.frames == self.layout.frames
 
+    def share(self) -> float:
+        """The part of the vocals committed so far (1 once they are complete, or when the vocals
+        come from their encoded file)."""
+        if self.layout is None or not self.layout.frames:
+            return 1.0
+        return self.frames / self.layout.frames
+
     def commit(self, path: Path, layout: separation_pb2.SeparationResult, frames: int) -> None:
         self.path, self.layout, self.frames = path, layout, frames
         self._changed.set()

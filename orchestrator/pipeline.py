@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,24 +87,24 @@ class JobRun:
 class StageReporter:
     """Turns a stage's progress updates into job events (merging quick repeats of one message)."""
 
-    def __init__(self, run: JobRun, stage: int) -> None:
+    def __init__(self, run: JobRun, stage: int, share: Callable[[], float] | None = None) -> None:
+        """`share`: the part of the song the stage has been given so far (a stage that streams
+        from another reports its percent of what it has received)."""
         self._run = run
         self._stage = stage
+        self._share = share
         self._time = 0.0
         self._message = ""
         self.percent = 0.0
 
     async def __call__(self, update: common_pb2.StageProgress) -> None:
-        self._run.pace.update(self._stage, update.percent)  # every update counts for the rate
+        percent = update.percent if self._share is None else update.percent * self._share()
+        self._run.pace.update(self._stage, percent)  # every update counts for the rate
         now = time.monotonic()
-        if (
-            update.message == self._message
-            and now - self._time < MIN_EVENT_INTERVAL
-            and update.percent < 100.0
-        ):
+        if update.message == self._message and now - self._time < MIN_EVENT_INTERVAL and percent < 100.0:
             return
-        self._time, self._message, self.percent = now, update.message, update.percent
-        self.say(update.percent, update.message)
+        self._time, self._message, self.percent = now, update.message, percent
+        self.say(percent, update.message)
 
     def say(self, percent: float, message: str) -> None:
         pace = self._run.pace
@@ -346,7 +346,7 @@ class Pipeline:
         self._events.emit(
             job, stage.stage, 0.0, f"{name} starting", overall=run.pace.overall(), eta=run.pace.eta()
         )
-        report = StageReporter(run, stage.stage)
+        report = StageReporter(run, stage.stage, run.vocals.share if stage.streams_from is not None else None)
         try:
             remaining = deadline - time.time()
             if remaining <= 0:

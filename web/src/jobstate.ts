@@ -51,6 +51,15 @@ const stageByProto: Partial<Record<Stage, StageName>> = {
   [Stage.COMPLETE]: "complete",
 };
 
+// The stages each stage starts only after: transcription overlaps separation (it starts with the
+// first window of vocals), karaoke needs both.
+const waitsFor: Record<StageName, readonly StageName[]> = {
+  separation: [],
+  transcription: [],
+  karaoke: ["separation", "transcription"],
+  complete: [],
+};
+
 const stateByProto: Partial<Record<JobState, JobStateName>> = {
   [JobState.QUEUED]: "queued",
   [JobState.RUNNING]: "running",
@@ -104,9 +113,9 @@ export function applyEvent(view: JobView, event: ProgressEvent): void {
   const current = stageByProto[event.stage];
   // The COMPLETE event ends the job, whichever way: finish() settles every stage from its state.
   if (current && current !== "complete") {
-    const index = stageNames.indexOf(current);
-    // Reaching a stage means the ones before it have ended; failed ones stay failed.
-    for (const earlier of stageNames.slice(0, index)) {
+    // Reaching a stage means the ones it waits for have ended (a stage done before a restart
+    // sends no event again); failed ones stay failed.
+    for (const earlier of waitsFor[current]) {
       const stage = view.stages[earlier];
       if (stage.state === "waiting" || stage.state === "processing") {
         Object.assign(stage, { state: "done", percent: 100 });
@@ -114,7 +123,8 @@ export function applyEvent(view: JobView, event: ProgressEvent): void {
     }
     const stage = view.stages[current];
     if (stage.state === "waiting" || stage.state === "processing") {
-      Object.assign(stage, { state: "processing", percent: event.stagePercent, message: event.message });
+      const state = event.stagePercent >= 100 ? "done" : "processing";
+      Object.assign(stage, { state, percent: event.stagePercent, message: event.message });
     }
   }
   if (event.error) {

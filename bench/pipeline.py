@@ -1,0 +1,275 @@
+"""Does the pipeline overlap its stages, and what does gRPC cost separation? Ratios, same run.
+
+    python -m bench.pipeline [--minutes 10] [--threads 1] [--label NAME] [--out bench/results]
+
+With ROAR_TORCH_THREADS=1 for each model service, Spleeter 2-stem and Whisper tiny.en from
+../shared/models, on a song-shaped song of --minutes (bench.memory's songs), one after another:
+
+1. the job: the suite as `roar up` runs it (tests/support/suite.py), one job through the real client
+   (upload, then Process with no lyrics; timed from Process to the last event); from its events,
+   when separation ended, and from the orchestrator's store, when the first transcribed word was
+   stored; the job's vocals are downloaded;
+2. separation alone: the separation service alone (a subprocess as `roar up` starts it, model loaded
+   before the clock starts), one Separate call with the song streamed from disk, timed from the
+   call to its last response;
+3. separation called directly: the same separation code in this process (one torch thread), on the
+   same file, model loaded before the clock starts;
+4. transcription alone: the transcription service alone, one Transcribe call on the job's vocals.
+
+Reported: job / (separation alone + transcription alone) (target at most OVERLAP_LIMIT), the first
+word's time against separation's end (target: before it), separation through gRPC / called directly
+(target at most GRPC_LIMIT). Writes OUT/pipeline[-LABEL].md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+
+from bench.memory import MODELS, REPO, commit, song
+from roar import client
+from roar.service import CHANNEL_OPTIONS, CHUNK_BYTES, is_serving
+from roar.v1 import orchestrator_pb2 as pb
+from roar.v1 import orchestrator_pb2_grpc as pb_grpc
+from roar.v1 import separation_pb2, separation_pb2_grpc, transcription_pb2, transcription_pb2_grpc
+from tests.support.suite import Suite, free_port
+
+OVERLAP_LIMIT = 0.8
+GRPC_LIMIT = 1.10
+CALL_TIMEOUT_SECONDS = 6 * 3600
+
+
+@dataclass
+class JobTimes:
+    seconds: float  # Process to the last event
+    separation_end: float  # seconds after Process: separation's last event
+    first_word: float | None  # seconds after Process: the first transcribed word stored
+
+
+async def run_job(suite: Suite, path: Path, vocals: Path) -> JobTimes:
+    """One job on `path`; downloads its vocals stem to `vocals`."""
+    async with client.channel(suite.address) as channel:
+        stub = pb_grpc.OrchestratorStub(channel)
+        upload = await client.upload_file(stub, path)
+        started = time.time()
+        events = [e async for e in client.process(stub, upload.upload_id, pb.JobOptions())]
+        seconds = time.time() - started
+        last = events[-1]
+        if last.state != pb.JOB_STATE_SUCCEEDED:
+            raise RuntimeError(f"job ended {pb.JobState.Name(last.state)}: {last.message}")
+        names = [a.name for a in last.artifacts if a.name.startswith("vocals.")]
+        await client.download(stub, last.job_id, names[0], vocals)
+    separation = [e.timestamp.ToMilliseconds() / 1000 for e in events if e.stage == pb.STAGE_SEPARATION]
+    first_word = first_word_stored(suite.data_dir, last.job_id)
+    return JobTimes(
+        seconds=seconds,
+        separation_end=separation[-1] - started,
+        first_word=None if first_word is None else first_word - started,
+    )
+
+
+def first_word_stored(data_dir: Path, job_id: str) -> float | None:
+    """When (Unix time) the orchestrator stored the job's first transcribed word; None when its store
+    keeps no words before the transcript is whole."""
+    return None
+
+
+class StageService:
+    """One stage service alone, as `roar up` starts it (`python -m MODULE --port P`), on loopback."""
+
+    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+        self.module, self.log_path = module, log_path
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **env}
+        self.address = f"127.0.0.1:{free_port()}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> StageService:
+        command = [sys.executable, "-m", self.module, "--port", self.address.rsplit(":", 1)[1]]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 600
+        while not is_serving(self.address):  # serving once its model is loaded and warmed up
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"{self.module} did not start; see {self.log_path}")
+            time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+def requests_from_file(request_type: type, options: object, path: Path) -> Iterator[object]:
+    """The options, then the file in chunks as it is read."""
+    yield request_type(options=options)
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            yield request_type(audio=chunk)
+
+
+def time_separation_service(address: str, path: Path) -> float:
+    """Seconds of one Separate call on `path`, from the call to its last response."""
+    options = separation_pb2.SeparationOptions()
+    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = separation_pb2_grpc.SeparationStub(channel)
+        started = time.monotonic()
+        stem_responses = 0  # anything but progress: the stems, however the protocol sends them
+        for response in stub.Separate(
+            requests_from_file(separation_pb2.SeparateRequest, options, path), timeout=CALL_TIMEOUT_SECONDS
+        ):
+            stem_responses += response.WhichOneof("response") != "progress"
+        seconds = time.monotonic() - started
+    if not stem_responses:
+        raise RuntimeError("the separation service sent no stems")
+    return seconds
+
+
+def time_separation_direct(model: Path, threads: int, path: Path) -> float:
+    """Seconds of the separation service's own code called in this process on `path`, the model
+    loaded first."""
+    import torch
+
+    from roar.progress import no_progress
+    from services.separation.backends import load_separator
+    from services.separation.separate import separate_song
+
+    torch.set_num_threads(threads)  # as the service does with ROAR_TORCH_THREADS
+    separator = load_separator(str(model), "cpu")
+    started = time.monotonic()
+    separate_song(separator, path.read_bytes(), False, "flac", no_progress)
+    return time.monotonic() - started
+
+
+def time_transcription_service(address: str, path: Path) -> float:
+    """Seconds of one Transcribe call on `path`, from the call to the transcript."""
+    options = transcription_pb2.TranscriptionOptions()
+    with grpc.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = transcription_pb2_grpc.TranscriptionStub(channel)
+        started = time.monotonic()
+        responses = list(
+            stub.Transcribe(
+                requests_from_file(transcription_pb2.TranscribeRequest, options, path),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+        )
+        seconds = time.monotonic() - started
+    if not responses[-1].HasField("transcript"):
+        raise RuntimeError("the transcription service sent no transcript")
+    return seconds
+
+
+@dataclass
+class PipelineResult:
+    minutes: float
+    threads: int
+    job: JobTimes
+    separation_alone: float
+    separation_direct: float
+    transcription_alone: float
+
+    @property
+    def overlap_ratio(self) -> float:
+        return self.job.seconds / (self.separation_alone + self.transcription_alone)
+
+    @property
+    def grpc_ratio(self) -> float:
+        return self.separation_alone / self.separation_direct
+
+
+def measure(minutes: float, threads: int, work: Path) -> PipelineResult:
+    path = song(minutes)
+    spleeter, whisper = MODELS / "spleeter-2stems", MODELS / "whisper-tiny.en"
+    env = {
+        "ROAR_SEPARATION_MODEL": str(spleeter),
+        "ROAR_TRANSCRIPTION_MODEL": str(whisper),
+        "ROAR_TORCH_THREADS": str(threads),
+    }
+    vocals = work / "vocals.flac"
+    suite = Suite(work / "suite", env, work / "suite.log")
+    suite.start(timeout=600)
+    try:
+        job = asyncio.run(run_job(suite, path, vocals))
+    finally:
+        suite.stop()
+    print(f"job: {job}", file=sys.stderr, flush=True)
+    with StageService("services.separation.server", env, work / "separation.log") as service:
+        separation_alone = time_separation_service(service.address, path)
+    print(f"separation alone: {separation_alone:.1f} s", file=sys.stderr, flush=True)
+    separation_direct = time_separation_direct(spleeter, threads, path)
+    print(f"separation called directly: {separation_direct:.1f} s", file=sys.stderr, flush=True)
+    with StageService("services.transcription.server", env, work / "transcription.log") as service:
+        transcription_alone = time_transcription_service(service.address, vocals)
+    print(f"transcription alone: {transcription_alone:.1f} s", file=sys.stderr, flush=True)
+    return PipelineResult(minutes, threads, job, separation_alone, separation_direct, transcription_alone)
+
+
+def report(result: PipelineResult) -> str:
+    job = result.job
+    word = (
+        "not stored before the transcript was whole"
+        if job.first_word is None
+        else (f"{job.first_word / job.separation_end:.2f}")
+    )
+    word_met = job.first_word is not None and job.first_word < job.separation_end
+    overlap_met = result.overlap_ratio <= OVERLAP_LIMIT
+    grpc_met = result.grpc_ratio <= GRPC_LIMIT
+    return "\n".join(
+        [
+            "| measure | ratio | target | met |",
+            "| --- | ---: | ---: | --- |",
+            f"| job / (separation alone + transcription alone) | {result.overlap_ratio:.2f} "
+            f"| ≤ {OVERLAP_LIMIT} | {'yes' if overlap_met else 'no'} |",
+            f"| first word stored / separation's end (from Process) | {word} | < 1 "
+            f"| {'yes' if word_met else 'no'} |",
+            f"| separation through gRPC / called directly | {result.grpc_ratio:.2f} "
+            f"| ≤ {GRPC_LIMIT} | {'yes' if grpc_met else 'no'} |",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="the song's length (default 10)")
+    parser.add_argument("--threads", type=int, default=1, help="ROAR_TORCH_THREADS of each model service")
+    parser.add_argument("--label", default="", help="names the result files: pipeline-LABEL.md")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="where results go")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="roar-bench-pipeline-") as tmp:
+        result = measure(args.minutes, args.threads, Path(tmp))
+    text = (
+        f"# Overlap and gRPC cost\n\nCommit {commit()}; a {args.minutes:g}-minute song, Spleeter + "
+        f"whisper-tiny.en, ROAR_TORCH_THREADS={args.threads}.\n\n{report(result)}\n"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"pipeline-{args.label}" if args.label else "pipeline"
+    (args.out / f"{name}.md").write_text(text)
+    data = {
+        "commit": commit(),
+        **asdict(result),
+        "overlap_ratio": result.overlap_ratio,
+        "grpc_ratio": result.grpc_ratio,
+    }
+    (args.out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,9 +4,11 @@ peak-RSS reader, finding the suite's processes, the checks. No benchmark runs he
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +17,10 @@ import soundfile as sf
 
 from bench import memory
 from bench.memory import Check, JobRun, SongResult
-from bench.pipeline import requests_from_file
-from roar.v1 import transcription_pb2
+from bench.pipeline import TranscriptWatch, requests_from_file, transcription_rows
+from roar.v1 import orchestrator_pb2, transcription_pb2
 
+SEPARATION, TRANSCRIPTION = orchestrator_pb2.STAGE_SEPARATION, orchestrator_pb2.STAGE_TRANSCRIPTION
 SOURCES = sorted((Path(__file__).parent / "data" / "songs").glob("*/mixture.flac"))
 
 
@@ -161,3 +164,34 @@ def test_requests_from_file_send_the_options_then_the_whole_file(tmp_path: Path)
     assert requests[0].options == options
     assert all(r.WhichOneof("request") == "audio" for r in requests[1:])
     assert b"".join(r.audio for r in requests[1:]) == data
+
+
+def test_transcription_rows_are_found_in_any_job_stage_table(tmp_path: Path) -> None:
+    store = tmp_path / "roar.sqlite"
+    with closing(sqlite3.connect(store)) as db, db:
+        db.execute("CREATE TABLE checkpoints (job_id TEXT, stage INTEGER, layout BLOB)")
+        db.execute("CREATE TABLE stage_speed (stage INTEGER, speed REAL)")  # no job: not looked at
+        db.execute("CREATE TABLE done (job_id TEXT, stage INTEGER)")
+        db.execute(
+            "INSERT INTO checkpoints VALUES ('a', ?, x'00'), ('b', ?, x'00')", (SEPARATION, TRANSCRIPTION)
+        )
+        db.execute("INSERT INTO stage_speed VALUES (?, 1.0)", (TRANSCRIPTION,))
+        db.execute("INSERT INTO done VALUES ('c', ?)", (TRANSCRIPTION,))
+    assert transcription_rows(store) == {"b", "c"}
+    assert transcription_rows(tmp_path / "absent.sqlite") == set()
+
+
+def test_transcript_watch_notes_when_a_job_first_has_transcription_output(tmp_path: Path) -> None:
+    store = tmp_path / "roar.sqlite"
+    with TranscriptWatch(store, interval=0.02) as watch:
+        time.sleep(0.1)  # no store yet
+        writing = time.time()
+        with closing(sqlite3.connect(store)) as db, db:
+            db.execute("CREATE TABLE stages_done (job_id TEXT, stage INTEGER)")
+            db.execute("INSERT INTO stages_done VALUES ('j', ?)", (TRANSCRIPTION,))
+        stored = time.time()
+        deadline = time.monotonic() + 5
+        while "j" not in watch.first_seen:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    assert writing <= watch.first_seen["j"] <= stored + 1.0

@@ -17,7 +17,14 @@ import soundfile as sf
 
 from bench import memory
 from bench.memory import Check, JobRun, SongResult
-from bench.pipeline import TranscriptWatch, requests_from_file, transcription_rows
+from bench.pipeline import (
+    JobTimes,
+    PipelineResult,
+    TranscriptWatch,
+    report,
+    requests_from_file,
+    transcription_rows,
+)
 from roar.v1 import orchestrator_pb2, transcription_pb2
 
 SEPARATION, TRANSCRIPTION = orchestrator_pb2.STAGE_SEPARATION, orchestrator_pb2.STAGE_TRANSCRIPTION
@@ -195,3 +202,21 @@ def test_transcript_watch_notes_when_a_job_first_has_transcription_output(tmp_pa
             assert time.monotonic() < deadline
             time.sleep(0.02)
     assert writing <= watch.first_seen["j"] <= stored + 1.0
+
+
+def test_pipeline_ratios_take_the_fastest_round_and_the_latest_first_word() -> None:
+    result = PipelineResult(10, 1)
+    result.jobs = [JobTimes(120.0, 60.0, 30.0), JobTimes(100.0, 50.0, 40.0)]
+    result.separation_alone = [70.0, 66.0]
+    result.separation_direct = [60.0, 64.0]
+    result.transcription_alone = [60.0, 59.0]
+    result.load = [1.0, 2.5]
+    assert result.overlap_ratio == pytest.approx(100.0 / (66.0 + 59.0))
+    assert result.first_word_ratio == pytest.approx(0.8)
+    assert result.grpc_ratio == pytest.approx(1.1)
+    text = report(result)
+    assert "| job / (separation alone + transcription alone) | 0.80 | ≤ 0.8 | yes |" in text
+    assert "| separation through gRPC / called directly | 1.10 | ≤ 1.1 | yes |" in text
+    result.jobs.append(JobTimes(90.0, 45.0, None))  # its words came whole, at the end
+    assert result.first_word_ratio is None
+    assert "| first word stored / separation's end (from Process) | — | < 1 | no |" in report(result)

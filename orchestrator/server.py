@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,14 +20,13 @@ from orchestrator.uploads import MAX_CHUNK_BYTES, Uploads
 from orchestrator.web import web_app, web_server
 from roar import __version__
 from roar.config import Settings
-from roar.errors import OutOfRange, RoarError
+from roar.errors import RoarError
 from roar.service import RefusingUndecodable, abort_with, serve, setup_logging
 from roar.tls import stage_channel_credentials
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 
 log = logging.getLogger("roar.orchestrator")
-DOWNLOAD_CHUNK_BYTES = 256 * 1024
 
 
 def _unary(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -125,15 +123,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         self, request: pb.DownloadRequest, context: Any, caller: Caller
     ) -> AsyncIterator[pb.DownloadChunk]:
         self.auth.check_job(caller, request.job_id)
-        with self._jobs.open_artifact(request.job_id, request.name) as f:
-            size = os.fstat(f.fileno()).st_size
-            if not 0 <= request.offset <= size:
-                raise OutOfRange(f"offset {request.offset} is outside the file's {size} bytes")
-            f.seek(request.offset)
-            offset = request.offset
-            while data := f.read(DOWNLOAD_CHUNK_BYTES):
-                yield pb.DownloadChunk(data=data, offset=offset, total_size=size)
-                offset += len(data)
+        for chunk in self._jobs.download(request.job_id, request.name, request.offset):
+            yield chunk
 
     @_unary
     async def GetServerInfo(

@@ -1,18 +1,21 @@
-"""Clients of the three stage services: each call streams the input file in, and hands every
-progress update to a callback as it arrives."""
+"""Clients of the three stage services: each call streams its input file in from disk, hands every
+progress update to a callback and every other response to a Receiver as it arrives, and is made
+again when it breaks, from where the Receiver's checkpoint says (a stage address may name several
+replicas: the retry lands on a live one)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import grpc
 
 from roar.auth import bearer_metadata
 from roar.errors import RoarError
-from roar.service import CHANNEL_OPTIONS, FileAssembler, request_stream
+from roar.service import CHANNEL_OPTIONS, file_request_stream
 from roar.v1 import (
     common_pb2,
     karaoke_pb2,
@@ -30,6 +33,8 @@ RETRY_MAX_DELAY = 5.0
 # reset, a closed connection) rather than that the stage answered with an error.
 TRANSPORT_BREAKS = ("RST_STREAM", "Stream removed", "Socket closed", "Connection reset", "GOAWAY")
 OnProgress = Callable[[common_pb2.StageProgress], Awaitable[None]]
+# Opens one try of a stage call with the time it has left: its response stream.
+OpenCall = Callable[[float], Any]
 
 
 class StageFailed(RoarError):
@@ -40,6 +45,50 @@ class StageFailed(RoarError):
         self.code = code
         self.broken = broken  # the connection or stream broke: the stage did not answer this
         self.answered = answered  # the stage had sent something before it failed
+
+
+class Receiver(Protocol):
+    """Takes a stage call's responses that are not progress, across the tries of one call."""
+
+    def start_try(self) -> None:
+        """Called before each try: forgets what a broken try half-delivered."""
+
+    async def receive(self, response: Any) -> None:
+        """Keeps one response; raises StageFailed when it cannot (a full disk, a bad response)."""
+
+    def kept(self) -> int:
+        """Units of work kept across tries (windows); grows as a try makes progress."""
+
+    def retry_note(self) -> str:
+        """Where the next try goes on from, for the retry's progress message ('' when from the
+        start)."""
+
+
+class WindowReceiver(Receiver, Protocol):
+    """A Receiver that keeps windows: each try asks for the windows from first_window on."""
+
+    @property
+    def first_window(self) -> int:
+        """The first window not kept."""
+
+
+class Collected:
+    """A Receiver for a call that answers with one message worth keeping: the last one."""
+
+    def __init__(self) -> None:
+        self.response: Any = None
+
+    def start_try(self) -> None:
+        self.response = None
+
+    async def receive(self, response: Any) -> None:
+        self.response = response
+
+    def kept(self) -> int:
+        return 0
+
+    def retry_note(self) -> str:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -88,19 +137,19 @@ class StageClients:
     async def _call(
         self,
         service: StageService,
-        method: Callable[..., Any],
-        requests: Iterator[Any],
+        open_call: OpenCall,
+        receiver: Receiver,
         on_progress: OnProgress,
         timeout: float,
-    ) -> list[Any]:
-        """Runs one streaming stage call; returns the responses that are not progress.
+    ) -> None:
+        """Runs one streaming stage call, handing its responses to `receiver`.
 
-        A call that broke (the stage crashed, is restarting or not up yet; a stream reset) is made
-        again from the start, with backoff, each retry reported through `on_progress`, until the
-        stage has been failing for `retry_seconds`; then the stage fails with UNAVAILABLE. A break
-        after an attempt that ran a whole window starts a fresh window. The stage's own answers
-        (bad input, cancelled, the job's deadline) are final."""
-        requests = list(requests)
+        A call that broke (the stage crashed, is stopping, restarting or not up yet; a stream
+        reset) is made again, with backoff, each retry reported through `on_progress`, from what
+        the receiver kept, until the stage has been failing for `retry_seconds`; then the stage
+        fails with UNAVAILABLE. A try that kept more work, or ran for a whole retry window, starts
+        a fresh window. The stage's own answers (bad input, cancelled, the job's deadline) and the
+        receiver's refusals are final."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         give_up_at: float | None = None
@@ -112,13 +161,17 @@ class StageClients:
                 raise StageFailed(
                     "DEADLINE_EXCEEDED", f"the {service.name} stage ran past the job's time limit"
                 )
+            kept_before = receiver.kept()
+            receiver.start_try()
             try:
-                return await self._call_once(service, method, requests, on_progress, deadline - started)
+                await self._call_once(service, open_call(deadline - started), receiver, on_progress)
+                return
             except StageFailed as exc:
                 if not exc.broken:
                     raise
                 now = loop.time()
-                if give_up_at is None or now - started >= self._retry_seconds:
+                progressed = receiver.kept() > kept_before
+                if give_up_at is None or progressed or now - started >= self._retry_seconds:
                     give_up_at = now + self._retry_seconds
                     delay = RETRY_FIRST_DELAY
                 if now >= give_up_at:
@@ -129,31 +182,27 @@ class StageClients:
                     ) from exc
                 attempt += 1
                 what = "the service restarted" if exc.answered else "the service is not up"
+                note = receiver.retry_note()
                 await on_progress(
                     common_pb2.StageProgress(
-                        percent=0.0, message=f"{service.name}: {what}; retrying (attempt {attempt})"
+                        percent=0.0,
+                        message=f"{service.name}: {what}; retrying (attempt {attempt}){note}",
                     )
                 )
                 await asyncio.sleep(max(0.0, min(delay, give_up_at - now, deadline - now)))
                 delay = min(2 * delay, RETRY_MAX_DELAY)
 
     async def _call_once(
-        self,
-        service: StageService,
-        method: Callable[..., Any],
-        requests: list[Any],
-        on_progress: OnProgress,
-        timeout: float | None,
-    ) -> list[Any]:
-        outputs = []
+        self, service: StageService, call: Any, receiver: Receiver, on_progress: OnProgress
+    ) -> None:
         answered = False
         try:
-            async for response in method(iter(requests), timeout=timeout, metadata=self._metadata):
+            async for response in call:
                 answered = True
                 if response.WhichOneof("response") == "progress":
                     await on_progress(response.progress)
                 else:
-                    outputs.append(response)
+                    await receiver.receive(response)
         except grpc.aio.AioRpcError as exc:
             code = exc.code().name
             detail = exc.details() or code
@@ -171,48 +220,57 @@ class StageClients:
             elif exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 detail = f"the {service.name} stage ran past the job's time limit"
             raise StageFailed(code, detail, broken=broken, answered=answered) from exc
-        return outputs
+        finally:
+            call.cancel()  # a receiver that refused a response ends the call (no-op once it ended)
 
     async def separate(
-        self, song: bytes, options: separation_pb2.SeparationOptions, on_progress: OnProgress, timeout: float
-    ) -> tuple[dict[str, bytes], separation_pb2.SeparationResult]:
+        self,
+        song: Path,
+        options: separation_pb2.SeparationOptions,
+        receiver: WindowReceiver,
+        on_progress: OnProgress,
+        timeout: float,
+    ) -> None:
+        """Separates the song file; every try asks for the windows from the first one the
+        receiver has not kept."""
         stub = separation_pb2_grpc.SeparationStub(self._channels["separation"])
-        requests = request_stream(separation_pb2.SeparateRequest, options, "audio", song)
-        outputs = await self._call(self.separation, stub.Separate, requests, on_progress, timeout)
-        stems = FileAssembler()
-        result = separation_pb2.SeparationResult()
-        for response in outputs:
-            if response.HasField("stem"):
-                stems.add(response.stem)
-            else:
-                result = response.result
-        return stems.files, result
+
+        def open_call(remaining: float) -> Any:
+            asked = separation_pb2.SeparationOptions()
+            asked.CopyFrom(options)
+            asked.first_window = receiver.first_window
+            requests = file_request_stream(separation_pb2.SeparateRequest, asked, "audio", song)
+            return stub.Separate(requests, timeout=remaining, metadata=self._metadata)
+
+        await self._call(self.separation, open_call, receiver, on_progress, timeout)
 
     async def transcribe(
         self,
-        vocals: bytes,
+        vocals: Path,
         options: transcription_pb2.TranscriptionOptions,
         on_progress: OnProgress,
         timeout: float,
     ) -> common_pb2.Transcript:
         stub = transcription_pb2_grpc.TranscriptionStub(self._channels["transcription"])
-        requests = request_stream(transcription_pb2.TranscribeRequest, options, "audio", vocals)
-        outputs = await self._call(self.transcription, stub.Transcribe, requests, on_progress, timeout)
-        if not outputs:
+
+        def open_call(remaining: float) -> Any:
+            requests = file_request_stream(transcription_pb2.TranscribeRequest, options, "audio", vocals)
+            return stub.Transcribe(requests, timeout=remaining, metadata=self._metadata)
+
+        last = Collected()
+        await self._call(self.transcription, open_call, last, on_progress, timeout)
+        if last.response is None:
             raise StageFailed("INTERNAL", "the transcription service sent no transcript")
-        return outputs[-1].transcript
+        return last.response.transcript
 
     async def build_karaoke(
-        self,
-        instrumental: bytes,
-        options: karaoke_pb2.KaraokeOptions,
-        on_progress: OnProgress,
-        timeout: float,
-    ) -> dict[str, bytes]:
+        self, options: karaoke_pb2.KaraokeOptions, receiver: Receiver, on_progress: OnProgress, timeout: float
+    ) -> None:
+        """Builds the lyric files; their FileChunks go to `receiver`."""
         stub = karaoke_pb2_grpc.KaraokeStub(self._channels["karaoke"])
-        requests = request_stream(karaoke_pb2.BuildRequest, options, "instrumental", instrumental)
-        outputs = await self._call(self.karaoke, stub.Build, requests, on_progress, timeout)
-        files = FileAssembler()
-        for response in outputs:
-            files.add(response.file)
-        return files.files
+        request = karaoke_pb2.BuildRequest(options=options)
+
+        def open_call(remaining: float) -> Any:
+            return stub.Build(request, timeout=remaining, metadata=self._metadata)
+
+        await self._call(self.karaoke, open_call, receiver, on_progress, timeout)

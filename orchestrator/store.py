@@ -1,5 +1,6 @@
-"""SQLite job store: uploads, jobs and every progress event (so WatchJob can replay), the
-per-stage speed the ETA is estimated from, and the API keys. One connection, used from the event
+"""SQLite job store: uploads, jobs and every progress event (so WatchJob can replay), which stages
+of each unfinished job are done (with their small outputs) and the checkpoints of the running
+ones, the per-stage speed the ETA is estimated from, and the API keys. One connection, used from the event
 loop thread; every write is a short transaction. `roar keys` opens the same file from another
 process while the server runs (WAL)."""
 
@@ -46,6 +47,20 @@ CREATE TABLE IF NOT EXISTS events (
     event BLOB NOT NULL,
     PRIMARY KEY (job_id, seq)
 );
+CREATE TABLE IF NOT EXISTS stages_done (
+    job_id TEXT NOT NULL,
+    stage INTEGER NOT NULL,
+    output BLOB,
+    PRIMARY KEY (job_id, stage)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    job_id TEXT NOT NULL,
+    stage INTEGER NOT NULL,
+    layout BLOB NOT NULL,
+    windows_done INTEGER NOT NULL,
+    frames_done INTEGER NOT NULL,
+    PRIMARY KEY (job_id, stage)
+);
 CREATE TABLE IF NOT EXISTS stage_speed (
     stage INTEGER PRIMARY KEY,
     seconds_per_audio_second REAL NOT NULL
@@ -72,6 +87,17 @@ class ApiKey:
     admin: bool
     created: float
     revoked: float | None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far a windowed stage got: `layout` is what the stage said the windows hold (a
+    serialized SeparationResult), and windows [0, windows_done), frames [0, frames_done) of every
+    stem, are in the job's checkpoint files."""
+
+    layout: bytes
+    windows_done: int
+    frames_done: int
 
 
 class Store:
@@ -160,10 +186,12 @@ class Store:
 
     def put_job(self, upload_id: str, job: pb.Job, owner: str = "") -> None:
         """Adds or updates a job; `owner` is set when it is added and kept after."""
+        # To the nanosecond: jobs made within one second still list newest first.
+        created = job.created.ToNanoseconds() / 1e9
         self._db.execute(
             "INSERT INTO jobs (job_id, upload_id, job, state, created, owner) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (job_id) DO UPDATE SET job = excluded.job, state = excluded.state",
-            (job.job_id, upload_id, job.SerializeToString(), job.state, job.created.ToSeconds(), owner),
+            (job.job_id, upload_id, job.SerializeToString(), job.state, created, owner),
         )
 
     def job_owner(self, job_id: str) -> str | None:
@@ -270,6 +298,44 @@ class Store:
     def last_seq(self, job_id: str) -> int:
         row = self._db.execute("SELECT MAX(seq) FROM events WHERE job_id = ?", (job_id,)).fetchone()
         return row[0] or 0
+
+    # Stages done and checkpoints: what a resumed job or a retried stage call goes on from.
+
+    def stages_done(self, job_id: str) -> dict[int, bytes | None]:
+        """Each finished stage of the job -> the output it stored (None: its files hold it)."""
+        return dict(self._db.execute("SELECT stage, output FROM stages_done WHERE job_id = ?", (job_id,)))
+
+    def finish_stage(self, job_id: str, stage: int, output: bytes | None = None) -> None:
+        """Records a stage as done, and drops its checkpoint, in one transaction."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO stages_done (job_id, stage, output) VALUES (?, ?, ?)",
+                (job_id, stage, output),
+            )
+            self._db.execute("DELETE FROM checkpoints WHERE job_id = ? AND stage = ?", (job_id, stage))
+
+    def checkpoint(self, job_id: str, stage: int) -> Checkpoint | None:
+        row = self._db.execute(
+            "SELECT layout, windows_done, frames_done FROM checkpoints WHERE job_id = ? AND stage = ?",
+            (job_id, stage),
+        ).fetchone()
+        return None if row is None else Checkpoint(*row)
+
+    def set_checkpoint(self, job_id: str, stage: int, checkpoint: Checkpoint) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO checkpoints (job_id, stage, layout, windows_done, frames_done) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (job_id, stage, checkpoint.layout, checkpoint.windows_done, checkpoint.frames_done),
+        )
+
+    def drop_checkpoint(self, job_id: str, stage: int) -> None:
+        self._db.execute("DELETE FROM checkpoints WHERE job_id = ? AND stage = ?", (job_id, stage))
+
+    def forget_stages(self, job_id: str) -> None:
+        """A finished job needs neither its stages' records nor its checkpoints."""
+        with self._transaction():
+            self._db.execute("DELETE FROM stages_done WHERE job_id = ?", (job_id,))
+            self._db.execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
 
     # Stage speed, learned from finished stages.
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
@@ -87,6 +89,12 @@ def _too_long(seconds: float, max_seconds: float) -> BadInput:
         f"the audio lasts more than {seconds / 60:.1f} minutes; this server takes songs of at most "
         f"{max_seconds / 60:g} minutes ({LIMIT_SETTING})"
     )
+
+
+def refuse_past(frames: int, sample_rate: int, max_seconds: float) -> None:
+    """Raises BadInput once a reader has read more than `max_seconds` of audio."""
+    if frames > max_seconds * sample_rate:
+        raise _too_long(frames / sample_rate, max_seconds)
 
 
 def _check_rate(sample_rate: int) -> None:
@@ -199,6 +207,28 @@ class _DiskWrites(io.RawIOBase):
     def raise_error(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+@contextmanager
+def flac_writer(
+    target: Path, sample_rate: int, channels: int, subtype: str
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """A FLAC written block by block through `write((frames, channels) float block)`; a full disk
+    raises its OSError (libsndfile alone would report a vague error, or none)."""
+    with open(target, "wb", buffering=0) as raw:
+        disk = _DiskWrites(raw)
+        try:
+            with sf.SoundFile(disk, "w", sample_rate, channels, subtype, format="FLAC") as out:
+
+                def write(block: np.ndarray) -> None:
+                    out.write(block)
+                    disk.raise_error()
+
+                yield write
+        except sf.LibsndfileError:
+            disk.raise_error()  # the real cause, when the disk refused a write
+            raise
+        disk.raise_error()
 
 
 def normalise(source: Path, target: Path, max_seconds: float) -> common_pb2.AudioInfo:
@@ -320,3 +350,95 @@ def match_channels(audio: np.ndarray, channels: int) -> np.ndarray:
     if channels == 1:
         return audio.mean(axis=0, keepdims=True)
     raise BadInput(f"cannot map {audio.shape[0]} channels to {channels}")
+
+
+def resample_blocks(blocks: Iterable[np.ndarray], from_rate: int, to_rate: int) -> Iterator[np.ndarray]:
+    """`resample` for audio that arrives as (channels, frames) blocks: yields the resampled audio
+    in blocks, holding only a block and the filter's reach in memory. Each piece is resampled with
+    enough input on both sides for the polyphase filter, so the joins equal one `resample` of the
+    whole signal (to float rounding, about 1e-7) and the output is always the same for the same input."""
+    if from_rate == to_rate:
+        for block in blocks:
+            yield block.astype(np.float32, copy=False)
+        return
+    g = gcd(from_rate, to_rate)
+    up, down = to_rate // g, from_rate // g
+    # resample_poly's filter has 10 * max(up, down) taps each side at the upsampled rate; in input
+    # frames, rounded up to whole multiples of `down` so that every piece starts on an input frame
+    # that falls exactly on an output frame.
+    reach = -(-(10 * max(up, down) // up + 2) // down) * down
+    pending: np.ndarray | None = None
+    pending_start = 0  # the input frame pending[:, 0] is
+    emitted = 0  # output frames yielded so far
+    for block in blocks:
+        pending = block if pending is None else np.concatenate([pending, block], axis=1)
+        # Output frames whose filter input lies wholly within what has arrived.
+        ready = max(0, (pending_start + pending.shape[1] - reach) * up // down)
+        if ready - emitted < BLOCK_FRAMES:
+            continue
+        yield _resampled_piece(pending, pending_start, emitted, ready, up, down)
+        emitted = ready
+        # Keep the input the next piece's first output frames reach back to.
+        keep_from = max(0, (emitted * down // up - reach) // down * down)
+        pending = pending[:, keep_from - pending_start :]
+        pending_start = keep_from
+    if pending is None:
+        return
+    total = -(-(pending_start + pending.shape[1]) * up // down)
+    if total > emitted:
+        yield _resampled_piece(pending, pending_start, emitted, total, up, down)
+
+
+def _resampled_piece(
+    pending: np.ndarray, pending_start: int, first: int, end: int, up: int, down: int
+) -> np.ndarray:
+    """Output frames [first, end) from input that starts at pending_start (a multiple of down)."""
+    offset = pending_start * up // down
+    piece = resample_poly(pending, up, down, axis=-1)
+    return piece[:, first - offset : end - offset].astype(np.float32)
+
+
+@contextmanager
+def open_audio(
+    path: Path, scratch: Path, max_seconds: float | None = None
+) -> Iterator[tuple[sf.SoundFile, str]]:
+    """The audio file at `path` opened for block reads, with the name of its format. Formats
+    libsndfile cannot read go through ffmpeg into a temporary FLAC in the directory `scratch`
+    first (on disk, never in memory; stopped just past the limit). Refuses a rate outside
+    8-192 kHz and, from the header, audio longer than `max_seconds` (default:
+    ROAR_MAX_AUDIO_MINUTES); readers must still count what they read, as a header can lie."""
+    limit = max_audio_seconds() if max_seconds is None else max_seconds
+    converted: Path | None = None
+    try:
+        try:
+            audio_file = sf.SoundFile(path)
+            fmt = audio_file.format
+        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+            converted = scratch / "ffmpeg.flac"
+            _convert_with_ffmpeg(path, converted, limit, reason=str(exc))
+            audio_file, fmt = sf.SoundFile(converted), "FFMPEG"
+        with audio_file:
+            _check_rate(audio_file.samplerate)
+            if audio_file.frames > limit * audio_file.samplerate:
+                raise _too_long(audio_file.frames / audio_file.samplerate, limit)
+            yield audio_file, fmt
+    finally:
+        if converted is not None:
+            converted.unlink(missing_ok=True)
+
+
+def _convert_with_ffmpeg(source: Path, target: Path, max_seconds: float, reason: str) -> None:
+    """ffmpeg's first audio stream of source as a FLAC at target (24 bits, its own rate)."""
+    # Run in the target's directory with a relative output name; the input's name is taken out
+    # of ffmpeg's message, so no server path reaches a client.
+    proc = subprocess.run(
+        [
+            *(_ffmpeg(reason), "-v", "error", "-nostdin", "-y", "-i", str(source), "-map", "0:a:0"),
+            *("-t", _output_limit(max_seconds), "-c:a", "flac", "-sample_fmt", "s32", target.name),
+        ],
+        cwd=target.parent,
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise _ffmpeg_failure(proc.stderr, reason, str(source))

@@ -10,7 +10,8 @@ import signal
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -35,6 +36,8 @@ CHANNEL_OPTIONS = [
 ]
 # A stage input is held in memory up to this size while it arrives, on disk beyond.
 SPOOL_MEMORY_BYTES = 16 * 1024 * 1024
+# How long a server that got SIGTERM lets running calls go on (new calls are refused at once).
+STOP_GRACE_SECONDS = 5.0
 
 log = logging.getLogger("roar")
 
@@ -70,50 +73,78 @@ async def read_options_and_data(
     options_field: str,
     data_field: str,
 ) -> tuple[Any, bytes]:
-    """Reads a stage call's request stream: options first, then the chunks of one file.
+    """Reads a stage call's request stream: options first, then the chunks of one file, which
+    comes back as bytes.
 
     The file goes to a temporary file (in memory while small, on disk beyond), and the call is
     refused with RESOURCE_EXHAUSTED as soon as it passes the most an accepted song can take
     (from ROAR_MAX_AUDIO_MINUTES), so a refused request leaves nothing behind in memory."""
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
+        options = await _receive_file(requests, context, options_field, data_field, spool)
+        spool.seek(0)
+        return options, spool.read()
+
+
+@contextlib.asynccontextmanager
+async def options_and_file(
+    requests: AsyncIterable[Any],
+    context: grpc.aio.ServicerContext,
+    options_field: str,
+    data_field: str,
+) -> AsyncIterator[tuple[Any, Path]]:
+    """read_options_and_data for stages that read their input in pieces: the file is spooled to
+    a temporary directory on disk, whose path the caller gets; both go when the block ends. Files
+    the caller makes beside it go with them."""
+    with tempfile.TemporaryDirectory(prefix="roar-input-") as directory:
+        path = Path(directory) / "input"
+        with path.open("wb") as spool:
+            options = await _receive_file(requests, context, options_field, data_field, spool)
+        yield options, path
+
+
+async def _receive_file(
+    requests: AsyncIterable[Any],
+    context: grpc.aio.ServicerContext,
+    options_field: str,
+    data_field: str,
+    spool: IO[bytes],
+) -> Any:
+    """Writes the file of a stage call's request stream to `spool`; returns its options."""
     limit = audio.max_encoded_bytes(audio.max_audio_seconds())
     options = None
     received = 0
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
-        async for request in requests:
-            kind = request.WhichOneof("request")
-            if kind == options_field:
-                if options is not None:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "options were sent twice")
-                options = getattr(request, options_field)
-            elif kind == data_field:
-                if options is None:
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT, "the first message must hold the options"
-                    )
-                piece = getattr(request, data_field)
-                received += len(piece)
-                if received > limit:
-                    await context.abort(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"the {data_field} file is larger than {limit} bytes, more than any song "
-                        f"this service takes ({audio.LIMIT_SETTING})",
-                    )
-                try:
-                    spool.write(piece)
-                except OSError as exc:
-                    if not is_disk_full(exc):
-                        raise
-                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the service's disk is full")
-            else:
+    async for request in requests:
+        kind = request.WhichOneof("request")
+        if kind == options_field:
+            if options is not None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "options were sent twice")
+            options = getattr(request, options_field)
+        elif kind == data_field:
+            if options is None:
                 await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, "a request holds neither options nor data"
+                    grpc.StatusCode.INVALID_ARGUMENT, "the first message must hold the options"
                 )
-        if options is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no options were sent")
-        if not received:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no {data_field} bytes were sent")
-        spool.seek(0)
-        return options, spool.read()
+            piece = getattr(request, data_field)
+            received += len(piece)
+            if received > limit:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the {data_field} file is larger than {limit} bytes, more than any song "
+                    f"this service takes ({audio.LIMIT_SETTING})",
+                )
+            try:
+                spool.write(piece)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the service's disk is full")
+        else:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a request holds neither options nor data")
+    if options is None:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no options were sent")
+    if not received:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no {data_field} bytes were sent")
+    return options
 
 
 async def progress_responses(
@@ -159,6 +190,17 @@ def request_stream(request_type: type, options: Any, data_field: str, data: byte
     yield request_type(options=options)
     for piece in chunked(data):
         yield request_type(**{data_field: piece})
+
+
+async def file_request_stream(
+    request_type: type, options: Any, data_field: str, path: Path, size: int = CHUNK_BYTES
+) -> AsyncIterator[Any]:
+    """request_stream for a file on disk: each chunk is read (off the event loop) only when gRPC
+    asks for the next message, so a file of any length costs one chunk of memory."""
+    yield request_type(options=options)
+    with path.open("rb") as file:
+        while piece := await asyncio.to_thread(file.read, size):
+            yield request_type(**{data_field: piece})
 
 
 class _Undecodable:
@@ -270,8 +312,13 @@ async def serve(
     host: str = "127.0.0.1",
     running: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    stopping: asyncio.Event | None = None,
+    grace: float = STOP_GRACE_SECONDS,
 ) -> None:
-    """Runs a gRPC server until SIGTERM/SIGINT, then drains it.
+    """Runs a gRPC server until SIGTERM/SIGINT, then drains it: health turns NOT_SERVING, new
+    calls are refused, `stopping` is set (calls that work in steps watch it, finish their current
+    step and end with UNAVAILABLE so that their caller resumes elsewhere) and running calls get
+    `grace` seconds before they are cancelled.
 
     Health reports NOT_SERVING until `warm_up` (model loading) has finished, then SERVING.
     `running()` is entered once the server serves and left before it stops (the orchestrator
@@ -312,4 +359,6 @@ async def serve(
         await stop.wait()
         log.info("%s shutting down", name)
         await set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(grace=5)
+    if stopping is not None:
+        stopping.set()
+    await server.stop(grace=grace)

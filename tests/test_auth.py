@@ -24,7 +24,6 @@ from orchestrator.store import STORE_FILE, Store
 from roar.auth import KeyPolicy, bearer_metadata, key_policy
 from roar.config import Settings
 from roar.errors import Unauthenticated
-from roar.service import request_stream
 from roar.v1 import karaoke_pb2, karaoke_pb2_grpc
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -388,15 +387,11 @@ def test_cli_keys_and_revocation_on_a_running_suite(
 
 def test_stage_services_refuse_calls_without_the_stage_key(keyed_suite: Suite) -> None:
     address = keyed_suite.stage_addresses["karaoke"]
-    requests = list(
-        request_stream(karaoke_pb2.BuildRequest, karaoke_pb2.KaraokeOptions(), "instrumental", b"x")
-    )
+    request = karaoke_pb2.BuildRequest(options=karaoke_pb2.KaraokeOptions(duration_seconds=1.0))
     with grpc.insecure_channel(address) as channel:
         for metadata in ((), bearer_metadata(WRONG_STAGE_KEY)):
             with pytest.raises(grpc.RpcError) as info:
-                list(
-                    karaoke_pb2_grpc.KaraokeStub(channel).Build(iter(requests), metadata=metadata, timeout=30)
-                )
+                list(karaoke_pb2_grpc.KaraokeStub(channel).Build(request, metadata=metadata, timeout=30))
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert "stage key" in info.value.details()
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)

@@ -250,10 +250,12 @@ async def test_job_rows_left_behind_their_events_resume_instead_of_wedging(
     suite = Suite(tmp_path / "data", env, tmp_path / "roar-up.log")
     suite.start()
     try:
-        song = write_song(tmp_path / "song.wav", 20.0)
+        # The running job's song is long: resumed from its checkpoint, it is still separating
+        # when the cancel comes.
+        songs = [write_song(tmp_path / "long.wav", 120.0), write_song(tmp_path / "song.wav", 20.0)]
         async with client.channel(suite.address) as channel:
             stub = pb_grpc.OrchestratorStub(channel)
-            uploads = [await client.upload_file(stub, song) for _ in range(2)]
+            uploads = [await client.upload_file(stub, song) for song in songs]
             async for event in stub.Process(pb.ProcessRequest(upload_id=uploads[0].upload_id)):
                 if event.stage == pb.STAGE_SEPARATION and event.stage_percent > 0:
                     running = event.job_id

@@ -27,6 +27,10 @@ DAY = 24 * HOUR
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
+def downloaded(server: Server, job_id: str) -> bytes:
+    return b"".join(chunk.data for chunk in server.jobs.download(job_id, "vocals.wav", 0))
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = time.time()
@@ -147,12 +151,11 @@ async def test_finished_jobs_lose_their_files_after_the_retention_but_keep_their
     assert kept.state == pb.JOB_STATE_SUCCEEDED and not kept.artifacts
     assert [e.seq for e in server.store.events_after(old.job_id, 0)] == [1]
     with pytest.raises(NotFound) as info:
-        server.jobs.open_artifact(old.job_id, "vocals.wav")
+        list(server.jobs.download(old.job_id, "vocals.wav", 0))
     assert "expired" in info.value.message and "ROAR_RETENTION_DAYS" in info.value.message
     assert str(tmp_path) not in info.value.message
     for job in (recent, running):
-        with server.jobs.open_artifact(job.job_id, "vocals.wav") as f:
-            assert f.read() == b"vocals"
+        assert downloaded(server, job.job_id) == b"vocals"
 
     server.clock.now += 2 * DAY
     assert server.janitor.sweep().jobs == 1  # `recent` now; `old` is not counted twice
@@ -163,8 +166,7 @@ async def test_a_zero_retention_keeps_every_file(tmp_path: Path) -> None:
     server = make_server(tmp_path, retention_days=0)
     job = add_job(server, finished_upload(server), pb.JOB_STATE_SUCCEEDED, server.clock.now - 1000 * DAY)
     assert server.janitor.sweep().jobs == 0
-    with server.jobs.open_artifact(job.job_id, "vocals.wav") as f:
-        assert f.read() == b"vocals"
+    assert downloaded(server, job.job_id) == b"vocals"
 
 
 async def test_sweeps_come_at_least_four_times_per_ttl(tmp_path: Path) -> None:

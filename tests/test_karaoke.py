@@ -1,6 +1,6 @@
 """The karaoke stage: lines from the transcript with its times as they are (the user's lyrics
-come aligned, lines not sung marked), the lyric file formats (each parsed back), the instrumental
-output, and the gRPC service."""
+come aligned, lines not sung marked), the lyric file formats (each parsed back), the song's
+duration bounding every time, and the gRPC service."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import grpc
-import numpy as np
 import pytest
 
-from roar import audio
 from roar.errors import BadInput
-from roar.service import FileAssembler, request_stream
+from roar.service import FileAssembler
 from roar.v1 import common_pb2, karaoke_pb2, karaoke_pb2_grpc
 from services.karaoke import formats
 from services.karaoke.build import build_karaoke
@@ -317,66 +315,39 @@ def test_format_table_names_the_files():
         formats.writers([common_pb2.LYRICS_FORMAT_UNSPECIFIED])
 
 
-# --- the instrumental --------------------------------------------------------------------------
-
-SAMPLE_RATE = 44100
-
-
-def tone(seconds: float = 1.5) -> np.ndarray:
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    return np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 330 * t)]).astype(np.float32)
+# --- the build: formats asked for, the song's duration ------------------------------------------
 
 
 def options(**fields) -> karaoke_pb2.KaraokeOptions:
     return karaoke_pb2.KaraokeOptions(transcript=transcript(HEARD), **fields)
 
 
-@pytest.mark.parametrize("fmt", ["wav", "flac"])
-def test_an_instrumental_in_the_requested_format_passes_through(fmt):
-    data = audio.encode(tone(), SAMPLE_RATE, fmt)
-    requested = {"wav": common_pb2.AUDIO_FORMAT_UNSPECIFIED, "flac": common_pb2.AUDIO_FORMAT_FLAC}[fmt]
-
-    files = build_karaoke(options(instrumental_format=requested), data)
-
-    assert files[f"instrumental.{fmt}"] == data
-
-
-@pytest.mark.parametrize(
-    ("requested", "fmt", "tolerance"),
-    [(common_pb2.AUDIO_FORMAT_FLAC, "flac", 0.0), (common_pb2.AUDIO_FORMAT_MP3, "mp3", 0.03)],
-    ids=["flac", "mp3"],
-)
-def test_an_instrumental_is_converted_keeping_its_duration(requested, fmt, tolerance):
-    data = audio.encode(tone(), SAMPLE_RATE, "wav")
+def test_the_build_writes_only_the_lyric_files_asked_for():
     reports = []
 
     files = build_karaoke(
-        options(instrumental_format=requested, formats=[common_pb2.LYRICS_FORMAT_LRC]),
-        data,
+        options(formats=[common_pb2.LYRICS_FORMAT_LRC], duration_seconds=10.0),
         lambda percent, message="": reports.append(percent),
     )
 
-    assert set(files) == {"lyrics.lrc", f"instrumental.{fmt}"}
-    decoded = audio.decode(files[f"instrumental.{fmt}"])
-    assert decoded.format == fmt.upper()
-    assert decoded.duration == pytest.approx(1.5, abs=tolerance + 1e-9)
+    assert set(files) == {"lyrics.lrc"}
     assert reports == sorted(reports) and reports[-1] == 100.0
 
 
-def test_lyrics_sent_to_the_karaoke_stage_do_not_realign_the_transcript():
-    data = audio.encode(tone(3.0), SAMPLE_RATE, "wav")
-    opts = options(lyrics="one\ntwo\nthree", formats=[common_pb2.LYRICS_FORMAT_JSON])
+def test_no_time_reaches_past_the_songs_end():
+    files = build_karaoke(options(duration_seconds=4.0, formats=[common_pb2.LYRICS_FORMAT_JSON]))
 
-    files = build_karaoke(opts, data)
+    words = json.loads(files["words.json"])
+    assert max(w["end"] for w in words) == 4.0
+    assert [(w["start"], w["end"]) for w in words[-2:]] == [(3.7, 4.0), (4.0, 4.0)]
+    untouched = build_karaoke(options(formats=[common_pb2.LYRICS_FORMAT_JSON]))  # 0: unknown
+    assert json.loads(untouched["words.json"])[-1]["end"] == 4.9
 
-    lines = json.loads(files["lines.json"])
-    assert [ln["text"] for ln in lines] == ["We will walk along the", "river in the morning light"]
-    assert (lines[0]["start"], lines[1]["end"]) == (0.5, 4.9)
 
-
-def test_undecodable_instrumental_is_bad_input():
-    with pytest.raises(BadInput):
-        build_karaoke(options(), b"this is not audio")
+@pytest.mark.parametrize("duration", [float("nan"), float("inf"), -1.0, 1e12])
+def test_a_duration_that_is_no_length_is_bad_input(duration):
+    with pytest.raises(BadInput, match="duration_seconds"):
+        build_karaoke(options(duration_seconds=duration))
 
 
 # --- the service -------------------------------------------------------------------------------
@@ -396,14 +367,11 @@ async def karaoke_stub() -> AsyncIterator[karaoke_pb2_grpc.KaraokeStub]:
 
 
 async def test_service_streams_progress_then_files():
-    data = audio.encode(tone(), SAMPLE_RATE, "wav")
-    opts = karaoke_pb2.KaraokeOptions(transcript=aligned_lyrics(), title="Test")
+    opts = karaoke_pb2.KaraokeOptions(transcript=aligned_lyrics(), title="Test", duration_seconds=6.0)
     kinds, progress, files = [], [], FileAssembler()
 
     async with karaoke_stub() as stub:
-        async for response in stub.Build(
-            request_stream(karaoke_pb2.BuildRequest, opts, "instrumental", data)
-        ):
+        async for response in stub.Build(karaoke_pb2.BuildRequest(options=opts)):
             kinds.append(response.WhichOneof("response"))
             if response.HasField("progress"):
                 progress.append(response.progress.percent)
@@ -413,25 +381,27 @@ async def test_service_streams_progress_then_files():
     first_file = kinds.index("file")
     assert kinds[:first_file] == ["progress"] * first_file and "progress" not in kinds[first_file:]
     assert progress[-1] == 100.0
-    assert set(files.files) == {*formats.writers([]), "instrumental.wav"}
-    assert files.files["instrumental.wav"] == data
+    assert set(files.files) == set(formats.writers([]))
     lrc = files.files["lyrics.lrc"].decode()
     assert "[00:00.50]We will walk" in lrc and "never sung" not in lrc
     assert json.loads(files.files["lines.json"])[1]["sung"] is False
 
 
 @pytest.mark.parametrize(
-    "requests",
+    "request_options",
     [
-        [karaoke_pb2.BuildRequest(options=options()), karaoke_pb2.BuildRequest(instrumental=b"not audio")],
-        [karaoke_pb2.BuildRequest(instrumental=b"RIFF")],
+        karaoke_pb2.KaraokeOptions(duration_seconds=float("nan")),
+        karaoke_pb2.KaraokeOptions(formats=[99]),
+        karaoke_pb2.KaraokeOptions(
+            transcript=common_pb2.Transcript(segments=[common_pb2.Segment(text="a", start=-1.0, end=1.0)])
+        ),
     ],
-    ids=["undecodable", "no-options"],
+    ids=["nan-duration", "unknown-format", "negative-time"],
 )
-async def test_service_rejects_bad_requests(requests):
+async def test_service_rejects_bad_requests(request_options):
     async with karaoke_stub() as stub:
         with pytest.raises(grpc.aio.AioRpcError) as error:
-            async for _ in stub.Build(iter(requests)):
+            async for _ in stub.Build(karaoke_pb2.BuildRequest(options=request_options)):
                 pass
 
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -55,7 +55,7 @@ def decoded_seconds(data: bytes) -> float:
     return info.frames / info.samplerate
 
 
-async def test_job_streams_ordered_progress_and_delivers_artifacts(stub, song: Path) -> None:
+async def test_job_streams_ordered_progress_and_delivers_artifacts(stub, song: Path, suite: Suite) -> None:
     events = await run_job(stub, song)
     final = events[-1]
     assert final.state == pb.JOB_STATE_SUCCEEDED, final
@@ -88,6 +88,8 @@ async def test_job_streams_ordered_progress_and_delivers_artifacts(stub, song: P
         # Without lyrics every word is one the model heard, and sung.
         assert word["heard"] and word["sung"] and word["source"] == "transcript"
     assert (await fetch(stub, final.job_id, "lyrics.vtt")).startswith(b"WEBVTT")
+    # The separation's checkpoint files went once the stems were written.
+    assert {p.name for p in (suite.data_dir / "jobs" / final.job_id).iterdir()} == names
 
     job = await stub.GetJob(pb.GetJobRequest(job_id=final.job_id))
     assert job.state == pb.JOB_STATE_SUCCEEDED and job.last_event.seq == final.seq

@@ -196,7 +196,7 @@ def test_a_cancelled_separation_stops_inside_a_segment(tmp_path: Path) -> None:
         channel = grpc.insecure_channel(service.address, options=CHANNEL_OPTIONS)
         with channel:
             stub = separation_pb2_grpc.SeparationStub(channel)
-            options = separation_pb2.SeparationOptions(format=common_pb2.AUDIO_FORMAT_FLAC)
+            options = separation_pb2.SeparationOptions()
             responses = stub.Separate(request_stream(separation_pb2.SeparateRequest, options, "audio", song))
             read_until(responses, lambda p: p.message == "decoding the audio")
             time.sleep(2.0)  # inside the first segment

@@ -5,20 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator
 
 import grpc
 
 from roar.auth import stage_interceptors
 from roar.config import Settings, port_of
 from roar.progress import StageRun
-from roar.service import (
-    file_chunks,
-    progress_responses,
-    read_options_and_data,
-    serve,
-    setup_logging,
-)
+from roar.service import file_chunks, progress_responses, serve, setup_logging
 from roar.v1 import karaoke_pb2, karaoke_pb2_grpc
 from services.karaoke.build import build_karaoke
 
@@ -27,16 +21,16 @@ SERVICE_NAME = karaoke_pb2.DESCRIPTOR.services_by_name["Karaoke"].full_name
 
 class KaraokeServicer(karaoke_pb2_grpc.KaraokeServicer):
     def __init__(self, slots: asyncio.Semaphore) -> None:
-        # No model: the work is CPU-bound text and audio encoding, so one build per core.
+        # No model: the work is CPU-bound text, so one build per core.
         self._slots = slots
 
     async def Build(
-        self, request_iterator: AsyncIterable[karaoke_pb2.BuildRequest], context: grpc.aio.ServicerContext
+        self, request: karaoke_pb2.BuildRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[karaoke_pb2.BuildResponse]:
-        options, instrumental = await read_options_and_data(
-            request_iterator, context, "options", "instrumental"
-        )
-        run = StageRun(lambda progress: build_karaoke(options, instrumental, progress), slots=self._slots)
+        if not request.HasField("options"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request holds no options")
+        options = request.options
+        run = StageRun(lambda progress: build_karaoke(options, progress), slots=self._slots)
         async for response in progress_responses(run, context, karaoke_pb2.BuildResponse):
             yield response
         for name, data in run.result().items():
@@ -46,7 +40,7 @@ class KaraokeServicer(karaoke_pb2_grpc.KaraokeServicer):
 
 def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
-    parser = argparse.ArgumentParser(description="Roar karaoke service: lyric files and the instrumental")
+    parser = argparse.ArgumentParser(description="Roar karaoke service: the lyric files")
     parser.add_argument(
         "--port",
         type=int,

@@ -1,5 +1,4 @@
-"""Demucs behind the Separator interface: load a model once, then split songs chunk by chunk with
-percent progress from demucs' per-chunk callback."""
+"""Demucs behind the Separator interface: load a model once, then separate one window per call."""
 
 from __future__ import annotations
 
@@ -11,9 +10,8 @@ from typing import Any
 
 import demucs.hf
 import demucs.repo
-import numpy as np
 import torch
-from demucs.apply import BagOfModels, apply_model
+from demucs.apply import BagOfModels, TensorChunk, apply_model
 from demucs.demucs import Demucs
 from demucs.hdemucs import HDemucs
 from demucs.htdemucs import HTDemucs
@@ -22,7 +20,8 @@ from demucs.repo import ModelLoadingError, RemoteRepo
 from demucs.states import load_model
 
 from roar.errors import ModelUnavailable
-from roar.progress import ProgressCallback, stop_on_cancel
+from roar.progress import stop_on_cancel
+from services.separation.separator import MixLevel, beat_on_every_layer
 
 log = logging.getLogger("roar.separation")
 
@@ -31,8 +30,9 @@ SOURCES_HINT = (
     "needs network access once), NAME@DIR for a local demucs repo (DIR holds NAME.yaml and the "
     "<sig>-<checksum>.th files it lists), or a Spleeter model dir"
 )
-# demucs' apply_model shifts the input by up to half a second before splitting it.
-MAX_SHIFT_SECONDS = 0.5
+# The longest window for models that take any length (HTDemucs windows are its training segment):
+# a quarter of it overlaps, the rest (7.5 s, 2.6 MB of stereo float32) is one StemWindow per stem.
+MAX_WINDOW_SECONDS = 10
 # The classes a demucs model package may name, and the only globals its pickle may hold besides
 # tensors and plain containers (HTDemucs' segment is a Fraction).
 MODEL_CLASSES = (HTDemucs, HDemucs, Demucs)
@@ -128,63 +128,37 @@ def load_demucs_model(source: str) -> Any:
         ) from exc
 
 
-def _chunks_per_pass(frames: int, segment_seconds: float, sample_rate: int, overlap: float) -> int:
-    """How many segments apply_model's split cuts `frames` into (the same arithmetic as demucs)."""
-    segment_length = int(sample_rate * segment_seconds)
-    stride = int((1 - overlap) * segment_length)
-    return len(range(0, frames, stride))
-
-
 class DemucsSeparator:
-    """A demucs model (or bag of models) kept on its device, separating one song per call."""
+    """A demucs model (or bag of models) kept on its device, separating one window per call the
+    way apply_model separates one segment of its split: no random shifts, so a window's stems
+    depend only on the song."""
 
-    def __init__(self, model: str, device: str, shifts: int = 1, overlap: float = 0.25) -> None:
+    def __init__(self, model: str, device: str) -> None:
         self.name = model
         self.device = device
-        self.shifts = shifts
-        self.overlap = overlap
-        self.model = stop_on_cancel(load_demucs_model(model).to(device).eval())
+        self.model = beat_on_every_layer(stop_on_cancel(load_demucs_model(model).to(device).eval()))
         self.sample_rate: int = self.model.samplerate
         self.channels: int = self.model.audio_channels
         self.sources: list[str] = list(self.model.sources)
-
-    def total_chunks(self, frames: int) -> int:
-        """The chunks apply_model will compute for `frames` of audio: per model of the bag, per
-        shift, one per segment. With shifts the input grows by a random amount up to half a
-        second, so this is the upper bound (exact without shifts)."""
         members = self.model.models if isinstance(self.model, BagOfModels) else [self.model]
-        shifted_frames = frames + (int(MAX_SHIFT_SECONDS * self.sample_rate) if self.shifts else 0)
-        passes = max(self.shifts, 1)
-        return sum(
-            passes * _chunks_per_pass(shifted_frames, float(m.segment), self.sample_rate, self.overlap)
-            for m in members
+        # HTDemucs takes at most its training segment; the others any length, capped so that
+        # windows stay small.
+        self.segment = min(
+            [m.segment for m in members if isinstance(m, HTDemucs)]
+            + [min(Fraction(m.segment), Fraction(MAX_WINDOW_SECONDS)) for m in members]
         )
+        self.window_frames = int(self.segment * self.sample_rate)
 
-    def separate(self, audio: np.ndarray, progress: ProgressCallback) -> dict[str, np.ndarray]:
-        mix = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-        total = self.total_chunks(mix.shape[-1])
-        done = 0
-
-        def on_chunk(state: dict[str, Any]) -> None:
-            nonlocal done
-            if state["state"] == "end":
-                done += 1
-                progress(100.0 * min(done, total) / total, f"separating: chunk {done}/{total}")
-
-        # Normalise as demucs does: the models were trained on standardised mixes.
-        ref = mix.mean(0)
-        mean, std = ref.mean(), ref.std() + 1e-8
-        out = apply_model(
-            self.model,
-            ((mix - mean) / std)[None],
-            device=self.device,
-            shifts=self.shifts,
-            split=True,
-            overlap=self.overlap,
-            progress=False,
-            callback=on_chunk,
-        )[0]
-        if done < total:  # a random shift needed one segment fewer than the bound
-            progress(100.0, f"separating: chunk {done}/{done}")
-        out = out * std + mean
-        return {source: out[i].numpy() for i, source in enumerate(self.sources)}
+    def separate_window(self, audio: torch.Tensor, start: int, frames: int, level: MixLevel) -> torch.Tensor:
+        # Standardised as demucs standardises the whole mix: the models were trained on that.
+        mix = (audio - level.mean) / level.std
+        with torch.inference_mode():
+            out = apply_model(
+                self.model,
+                TensorChunk(mix[None], start, frames),
+                shifts=0,
+                split=False,
+                segment=self.segment,
+                device=self.device,
+            )[0]
+        return (out * level.std + level.mean).cpu()

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
 from roar.errors import ModelUnavailable
-from roar.progress import ProgressCallback, stop_on_cancel
+from roar.progress import stop_on_cancel
+from services.separation.separator import MixLevel, beat_on_every_layer
 
 log = logging.getLogger("roar.separation")
 
@@ -26,6 +26,9 @@ N_FFT = 4096
 HOP = 1024
 BINS = 1024  # the nets see the first 1024 of the 2049 bins (up to ~11 kHz); the rest are zeroed
 SEGMENT_FRAMES = 512
+# One window is one U-Net segment: 512 STFT frames (11.9 s), of which a quarter overlaps the next
+# window; the rest (8.9 s, 3.1 MB of stereo float32) is one StemWindow per stem.
+WINDOW_FRAMES = (SEGMENT_FRAMES - 1) * HOP
 EPSILON = 1e-10
 ENCODER_CHANNELS = [16, 32, 64, 128, 256, 512]
 SOURCE_HINT = (
@@ -94,7 +97,7 @@ def _load_unet(path: Path, device: str) -> UNet:
         # The library's message names the file's path: it goes to the log only.
         log.error("cannot load Spleeter weights %s: %s", path, exc)
         raise ModelUnavailable(f"its Spleeter weights {path.name} do not load; {SOURCE_HINT}") from exc
-    return stop_on_cancel(unet.to(device).eval())
+    return beat_on_every_layer(stop_on_cancel(unet.to(device).eval()))
 
 
 class SpleeterSeparator:
@@ -104,6 +107,7 @@ class SpleeterSeparator:
     sample_rate = 44100
     channels = 2
     sources = SOURCES
+    window_frames = WINDOW_FRAMES
 
     def __init__(self, model_dir: Path, device: str = "cpu") -> None:
         model_dir = Path(model_dir)
@@ -114,12 +118,14 @@ class SpleeterSeparator:
         self.nets = {source: _load_unet(model_dir / f"{source}.safetensors", device) for source in SOURCES}
         self._window = torch.hann_window(N_FFT, device=device)
 
-    def separate(self, audio: np.ndarray, progress: ProgressCallback) -> dict[str, np.ndarray]:
-        if audio.ndim != 2 or audio.shape[0] != self.channels or audio.shape[1] == 0:
-            raise ValueError(f"Spleeter needs stereo (2, frames) audio with frames > 0, got {audio.shape}")
-        length = audio.shape[1]
+    def separate_window(self, audio: torch.Tensor, start: int, frames: int, level: MixLevel) -> torch.Tensor:
+        """Spleeter masks a whole stretch at once: it reads no context, and needs no level (ratio masks)."""
+        if audio.ndim != 2 or audio.shape[0] != self.channels or frames <= 0:
+            raise ValueError(
+                f"Spleeter needs stereo (2, frames) audio with frames > 0, got {tuple(audio.shape)}"
+            )
         with torch.inference_mode():
-            waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.device)
+            waveform = audio[:, start : start + frames].to(self.device, torch.float32)
             # "Centred, zero padding": n_fft/2 zeros each side, not torch's default reflection.
             stft = torch.stft(
                 waveform,
@@ -130,29 +136,29 @@ class SpleeterSeparator:
                 pad_mode="constant",
                 return_complex=True,
             )
-            frames = stft.shape[-1]
+            stft_frames = stft.shape[-1]
             # (2, bins, frames) -> (segments, 2, 512 frames, 1024 bins), the last segment zero-padded.
             magnitude = stft[:, :BINS].abs().transpose(1, 2)
-            segment_count = -(-frames // SEGMENT_FRAMES)
-            magnitude = nn.functional.pad(magnitude, (0, 0, 0, segment_count * SEGMENT_FRAMES - frames))
+            segment_count = -(-stft_frames // SEGMENT_FRAMES)
+            magnitude = nn.functional.pad(magnitude, (0, 0, 0, segment_count * SEGMENT_FRAMES - stft_frames))
             segments = magnitude.reshape(2, segment_count, SEGMENT_FRAMES, BINS).transpose(0, 1)
             estimates: dict[str, list[torch.Tensor]] = {source: [] for source in SOURCES}
             for index in range(segment_count):
                 segment = segments[index : index + 1]
                 for source, net in self.nets.items():
                     estimates[source].append(net(segment))
-                done = index + 1
-                progress(100.0 * done / segment_count, f"separating: segment {done}/{segment_count}")
             # Back to (2, bins, frames) per source, without the padding frames.
             powers = {
-                source: torch.cat(parts).transpose(0, 1).reshape(2, -1, BINS)[:, :frames].transpose(1, 2) ** 2
+                source: torch.cat(parts).transpose(0, 1).reshape(2, -1, BINS)[:, :stft_frames].transpose(1, 2)
+                ** 2
                 for source, parts in estimates.items()
             }
             total = sum(powers.values()) + EPSILON
-            separated = {}
-            for source, power in powers.items():
+            separated = []
+            for power in powers.values():
                 masked = torch.zeros_like(stft)
                 masked[:, :BINS] = stft[:, :BINS] * (power / total)
-                restored = torch.istft(masked, N_FFT, HOP, window=self._window, center=True, length=length)
-                separated[source] = restored.cpu().numpy().astype(np.float32, copy=False)
-        return separated
+                separated.append(
+                    torch.istft(masked, N_FFT, HOP, window=self._window, center=True, length=frames)
+                )
+        return torch.stack(separated).cpu()

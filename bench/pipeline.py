@@ -117,24 +117,25 @@ class TranscriptWatch:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             if self._store.exists():
-                jobs = transcription_rows(self._store)
+                jobs = jobs_with_words(self._store)
                 now = time.time()  # after the query: the rows were there by now, at most a poll late
                 for job_id in jobs:
                     self.first_seen.setdefault(job_id, now)
 
 
-def transcription_rows(store: Path) -> set[str]:
-    """Jobs with a row of stage STAGE_TRANSCRIPTION in a (job_id, stage) table of the store."""
+def jobs_with_words(store: Path) -> set[str]:
+    """Jobs whose transcribed words are in the store: a checkpointed passage with words (stored
+    while the job runs, before separation ends when the stages overlap) or a finished
+    transcription."""
     found: set[str] = set()
     try:
         with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=1.0)) as db:
-            tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            for table in tables:
-                columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-                if {"job_id", "stage"} <= columns:
-                    query = f"SELECT DISTINCT job_id FROM {table} WHERE stage = ?"
-                    found.update(row[0] for row in db.execute(query, (pb.STAGE_TRANSCRIPTION,)))
-    except sqlite3.OperationalError:  # busy or being created: the next poll sees it
+            for job_id, blob in db.execute("SELECT job_id, passage FROM passages"):
+                if transcription_pb2.Passage.FromString(blob).words:
+                    found.add(job_id)
+            query = "SELECT job_id FROM stages_done WHERE stage = ?"
+            found.update(row[0] for row in db.execute(query, (pb.STAGE_TRANSCRIPTION,)))
+    except sqlite3.OperationalError:  # busy, being created, or its tables not made yet
         pass
     return found
 

@@ -4,11 +4,9 @@ peak-RSS reader, finding the suite's processes, the checks. No benchmark runs he
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +19,12 @@ from bench.pipeline import (
     JobTimes,
     PipelineResult,
     TranscriptWatch,
+    jobs_with_words,
     report,
     requests_from_file,
-    transcription_rows,
 )
-from roar.v1 import orchestrator_pb2, transcription_pb2
+from orchestrator.store import Store
+from roar.v1 import common_pb2, orchestrator_pb2, transcription_pb2
 
 SEPARATION, TRANSCRIPTION = orchestrator_pb2.STAGE_SEPARATION, orchestrator_pb2.STAGE_TRANSCRIPTION
 SOURCES = sorted((Path(__file__).parent / "data" / "songs").glob("*/mixture.flac"))
@@ -173,19 +172,17 @@ def test_requests_from_file_send_the_options_then_the_whole_file(tmp_path: Path)
     assert b"".join(r.audio for r in requests[1:]) == data
 
 
-def test_transcription_rows_are_found_in_any_job_stage_table(tmp_path: Path) -> None:
-    store = tmp_path / "roar.sqlite"
-    with closing(sqlite3.connect(store)) as db, db:
-        db.execute("CREATE TABLE checkpoints (job_id TEXT, stage INTEGER, layout BLOB)")
-        db.execute("CREATE TABLE stage_speed (stage INTEGER, speed REAL)")  # no job: not looked at
-        db.execute("CREATE TABLE done (job_id TEXT, stage INTEGER)")
-        db.execute(
-            "INSERT INTO checkpoints VALUES ('a', ?, x'00'), ('b', ?, x'00')", (SEPARATION, TRANSCRIPTION)
-        )
-        db.execute("INSERT INTO stage_speed VALUES (?, 1.0)", (TRANSCRIPTION,))
-        db.execute("INSERT INTO done VALUES ('c', ?)", (TRANSCRIPTION,))
-    assert transcription_rows(store) == {"b", "c"}
-    assert transcription_rows(tmp_path / "absent.sqlite") == set()
+def test_jobs_with_words_are_read_from_the_passages_and_the_stages_done(tmp_path: Path) -> None:
+    path = tmp_path / "roar.sqlite"
+    store = Store(path)
+    word = common_pb2.Word(text="la", start=1.0, end=1.2)
+    store.add_passage("a", 0, transcription_pb2.Passage(index=0, words=[word]).SerializeToString())
+    store.add_passage("b", 0, transcription_pb2.Passage(index=0).SerializeToString())  # no words yet
+    store.finish_stage("c", TRANSCRIPTION)
+    store.finish_stage("d", SEPARATION)
+    store.close()
+    assert jobs_with_words(path) == {"a", "c"}
+    assert jobs_with_words(tmp_path / "absent.sqlite") == set()
 
 
 def test_transcript_watch_notes_when_a_job_first_has_transcription_output(tmp_path: Path) -> None:
@@ -193,9 +190,9 @@ def test_transcript_watch_notes_when_a_job_first_has_transcription_output(tmp_pa
     with TranscriptWatch(store, interval=0.02) as watch:
         time.sleep(0.1)  # no store yet
         writing = time.time()
-        with closing(sqlite3.connect(store)) as db, db:
-            db.execute("CREATE TABLE stages_done (job_id TEXT, stage INTEGER)")
-            db.execute("INSERT INTO stages_done VALUES ('j', ?)", (TRANSCRIPTION,))
+        written = Store(store)
+        written.finish_stage("j", TRANSCRIPTION)
+        written.close()
         stored = time.time()
         deadline = time.monotonic() + 5
         while "j" not in watch.first_seen:

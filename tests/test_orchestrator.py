@@ -647,14 +647,17 @@ async def test_a_restart_during_the_overlap_resumes_both_stages_from_their_check
     assert stems == expected
     assert [o.first_window for o, _ in rig.separation.script.calls] == [0, windows]
     first, second = rig.transcription.calls
-    assert first.ended and first.cut and first.sent == [0, 1]
-    assert list(second.options.done) == [passage(0), passage(1)]
-    assert second.sent == [2, 3, 4] and second.audio == vocals_pcm()
+    # The passages committed before the restart (2; on a loaded machine the first call sometimes
+    # got a third out before it was cancelled) are not transcribed again.
+    kept = len(second.options.done)
+    assert first.ended and first.cut and kept >= 2 and first.sent[:kept] == list(range(kept))
+    assert list(second.options.done) == [passage(k) for k in range(kept)]
+    assert second.sent == list(range(kept, PASSAGE_COUNT)) and second.audio == vocals_pcm()
     [build] = rig.karaoke.script.calls
     assert build.options.transcript == transcript_of([passage(k) for k in range(PASSAGE_COUNT)])
     messages = [e.message for e in events]
     assert f"separation resuming from window {windows} of {WINDOW_COUNT}" in messages
-    assert "transcription resuming after passage 2" in messages
+    assert f"transcription resuming after passage {kept}" in messages
 
 
 async def test_a_restart_after_separation_streams_the_vocals_from_their_checkpoint_file(

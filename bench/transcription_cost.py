@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,10 +38,10 @@ import grpc
 import numpy as np
 import soundfile as sf
 
+from bench.pipeline import StageService
 from roar.audio import encode
-from roar.service import CHANNEL_OPTIONS, is_serving, request_stream
+from roar.service import CHANNEL_OPTIONS, request_stream
 from roar.v1 import transcription_pb2, transcription_pb2_grpc
-from tests.support.suite import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -136,39 +134,12 @@ def _warm_up_clip() -> bytes:
     return _wav(audio, rate)
 
 
-class Service:
-    """The transcription service as a subprocess on a free loopback port."""
+class Service(StageService):
+    """The transcription service as a subprocess on a free loopback port (a `with` block)."""
 
     def __init__(self, model: Path, threads: int, log_path: Path) -> None:
-        self.model, self.threads, self.log_path = model, threads, log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self.address = ""
-
-    def start(self, timeout: float = 300.0) -> None:
-        port = free_port()
-        self.address = f"127.0.0.1:{port}"
-        env = {**os.environ, "ROAR_TORCH_THREADS": str(self.threads), "HF_HUB_OFFLINE": "1"}
-        command = [sys.executable, "-m", "services.transcription.server", "--port", str(port)]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*command, "--model", str(self.model)], cwd=REPO, env=env, stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + timeout
-        while not is_serving(self.address):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"the transcription service did not start; see {self.log_path}")
-            time.sleep(0.3)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        env = {"ROAR_TORCH_THREADS": str(threads), "ROAR_TRANSCRIPTION_MODEL": str(model)}
+        super().__init__("services.transcription.server", env, log_path)
 
     def transcribe(self, data: bytes, timeout: float) -> int | None:
         """The words transcribed, or None when the call ran past `timeout` seconds."""
@@ -261,13 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="roar-cost-") as tmp:
         work = Path(tmp)
         items = inputs(args.song or synth_song(work / "song"), args.separation_model)
-        service = Service(args.model.resolve(), args.threads, work / "service.log")
-        service.start()
-        try:
+        with Service(args.model.resolve(), args.threads, work / "service.log") as service:
             service.transcribe(_warm_up_clip(), args.timeout)
             rows = measure(service, items, args.timeout)
-        finally:
-            service.stop()
     markdown = (
         f"# Transcription cost\n\nModel `{args.model.name}`, {args.threads} torch thread(s), "
         f"timeout {args.timeout:.0f} s per input.\n\n{table(rows)}\n"

@@ -326,6 +326,10 @@ class Rig:
     async def upload(self, song: Path) -> str:
         return (await client.upload_file(self.stub, song)).upload_id
 
+    async def submit(self, song: Path) -> pb.ProgressEvent:
+        """Uploads the song and starts its job; returns the job's first event (not waiting for more)."""
+        return await self.stub.Process(pb.ProcessRequest(upload_id=await self.upload(song))).read()
+
     async def run_job(self, song: Path, **options) -> list[pb.ProgressEvent]:
         upload_id = await self.upload(song)
         events = client.process(self.stub, upload_id, pb.JobOptions(**options))
@@ -484,8 +488,7 @@ async def test_a_restart_mid_separation_resumes_from_the_checkpoint(
     rig.separation.script.behaviours = [Behaviour(stop_after=windows * len(STEMS), code=None)]
     await rig.start()
     try:
-        upload_id = await rig.upload(song)
-        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+        job = await rig.submit(song)
 
         def kept() -> bool:
             checkpoint = rig.store.checkpoint(job.job_id, pb.STAGE_SEPARATION)
@@ -517,8 +520,7 @@ async def test_a_restart_in_a_later_stage_redoes_only_that_stage(
     fake.script.behaviours = [Behaviour(stop_after=0, code=None)]
     await rig.start()
     try:
-        upload_id = await rig.upload(song)
-        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+        job = await rig.submit(song)
         await rig.wait_for(lambda: len(fake.script.calls) == 1)
         # Transcription overlaps separation: restart once separation is done.
         await rig.wait_for(lambda: pb.STAGE_SEPARATION in rig.store.stages_done(job.job_id))
@@ -540,8 +542,7 @@ async def test_transcription_streams_the_vocals_while_separation_makes_them(rig:
     # The separation holds before its last window until the test has seen a passage stored.
     hold = Behaviour(hold_at=(WINDOW_COUNT - 1) * len(STEMS))
     rig.separation.script.behaviours = [hold]
-    upload_id = await rig.upload(song)
-    job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+    job = await rig.submit(song)
     await rig.wait_for(lambda: len(rig.store.passages(job.job_id)) >= 1)
     checkpoint = rig.store.checkpoint(job.job_id, pb.STAGE_SEPARATION)
     assert checkpoint is not None and checkpoint.windows_done < WINDOW_COUNT  # separation still runs
@@ -628,8 +629,7 @@ async def test_a_restart_during_the_overlap_resumes_both_stages_from_their_check
     rig.separation.script.behaviours = [Behaviour(stop_after=windows * len(STEMS), code=None)]
     await rig.start()
     try:
-        upload_id = await rig.upload(song)
-        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+        job = await rig.submit(song)
 
         def both_kept() -> bool:
             checkpoint = rig.store.checkpoint(job.job_id, pb.STAGE_SEPARATION)
@@ -667,8 +667,7 @@ async def test_a_restart_after_separation_streams_the_vocals_from_their_checkpoi
     rig.transcription.script.behaviours = [Behaviour(stop_after=1, code=None)]
     await rig.start()
     try:
-        upload_id = await rig.upload(song)
-        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+        job = await rig.submit(song)
         await rig.wait_for(lambda: pb.STAGE_SEPARATION in rig.store.stages_done(job.job_id))
         await rig.wait_for(lambda: len(rig.store.passages(job.job_id)) == 1)
         # Only the vocals' checkpoint file is kept once the stems are encoded.
@@ -694,8 +693,7 @@ async def test_a_job_an_older_orchestrator_separated_streams_the_encoded_vocals(
     rig.transcription.script.behaviours = [Behaviour(stop_after=0, code=None)]
     await rig.start()
     try:
-        upload_id = await rig.upload(song)
-        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+        job = await rig.submit(song)
         await rig.wait_for(lambda: pb.STAGE_SEPARATION in rig.store.stages_done(job.job_id))
         await rig.stop_orchestrator()
         rig.store = Store(rig.data_dir / "roar.sqlite")
@@ -718,8 +716,7 @@ async def test_separation_failing_cancels_the_transcription(tmp_path: Path, song
     rig.separation.script.behaviours = [failing]
     await rig.start()
     try:
-        upload_id = await rig.upload(song)
-        job = await rig.stub.Process(pb.ProcessRequest(upload_id=upload_id)).read()
+        job = await rig.submit(song)
         # Transcription has every committed window before separation fails.
         await rig.wait_for(
             lambda: (
@@ -853,8 +850,8 @@ async def test_the_queue_limit_refuses_more_jobs(tmp_path: Path, song: Path) -> 
     rig.separation.script.behaviours = [Behaviour(stop_after=0, code=None)]
     await rig.start()
     try:
-        first = await rig.stub.Process(pb.ProcessRequest(upload_id=await rig.upload(song))).read()
-        second = await rig.stub.Process(pb.ProcessRequest(upload_id=await rig.upload(song))).read()
+        first = await rig.submit(song)
+        second = await rig.submit(song)
         third = rig.stub.Process(pb.ProcessRequest(upload_id=await rig.upload(song)))
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await third.read()

@@ -104,11 +104,15 @@ class StageReporter:
         if update.message == self._message and now - self._time < MIN_EVENT_INTERVAL and percent < 100.0:
             return
         self._time, self._message, self.percent = now, update.message, percent
-        self.say(percent, update.message)
+        self._emit(percent, update.message)
 
     def say(self, percent: float, message: str) -> None:
+        """An update of the orchestrator's own (a resumed stage's starting point)."""
+        self._run.pace.update(self._stage, percent)
+        self._emit(percent, message)
+
+    def _emit(self, percent: float, message: str) -> None:
         pace = self._run.pace
-        pace.update(self._stage, percent)
         self._run.events.emit(
             self._run.job, self._stage, percent, message, overall=pace.overall(), eta=pace.eta()
         )

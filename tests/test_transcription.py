@@ -357,10 +357,9 @@ def test_real_whisper_neither_cuts_nor_repeats_words_between_windows(tiny_en: Wh
 
 
 @asynccontextmanager
-async def transcription_stub(
-    default_dir: Path, **other_dirs: Path
-) -> AsyncIterator[transcription_pb2_grpc.TranscriptionStub]:
-    """The service offering `default_dir` as "tiny" (the default) and each other dir by its keyword."""
+async def transcription_server(default_dir: Path, **other_dirs: Path) -> AsyncIterator[str]:
+    """The service offering `default_dir` as "tiny" (the default) and each other dir by its
+    keyword, on a loopback port: its address."""
     entries = (f"tiny={default_dir}", *(f"{name}={path}" for name, path in other_dirs.items()))
     catalog = transcription_catalog(Settings(transcription_model="tiny", transcription_models=entries))
     transcribers = ModelCache(lambda name, source: load_transcriber(source, "cpu", name), catalog)
@@ -369,10 +368,21 @@ async def transcription_stub(
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield transcription_pb2_grpc.TranscriptionStub(channel)
+        yield f"127.0.0.1:{port}"
     finally:
         await server.stop(grace=None)
+
+
+@asynccontextmanager
+async def transcription_stub(
+    default_dir: Path, **other_dirs: Path
+) -> AsyncIterator[transcription_pb2_grpc.TranscriptionStub]:
+    """transcription_server with an asyncio client's stub for it."""
+    async with (
+        transcription_server(default_dir, **other_dirs) as address,
+        grpc.aio.insecure_channel(address) as channel,
+    ):
+        yield transcription_pb2_grpc.TranscriptionStub(channel)
 
 
 def transcribe_requests(data: bytes, model: str = "", lyrics: str = "") -> object:

@@ -272,3 +272,85 @@ class ServerInfo(_message.Message):
     max_upload_bytes: int
     max_chunk_bytes: int
     def __init__(self, version: _Optional[str] = ..., default_separation_model: _Optional[str] = ..., separation_models: _Optional[_Iterable[str]] = ..., default_transcription_model: _Optional[str] = ..., transcription_models: _Optional[_Iterable[str]] = ..., max_upload_bytes: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ("days",)
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    days: int
+    def __init__(self, days: _Optional[int] = ...) -> None: ...
+
+class StageStats(_message.Message):
+    __slots__ = ("stage", "runs", "succeeded", "mean_seconds", "seconds_per_audio_minute")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_PER_AUDIO_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    stage: Stage
+    runs: int
+    succeeded: int
+    mean_seconds: float
+    seconds_per_audio_minute: float
+    def __init__(self, stage: _Optional[_Union[Stage, str]] = ..., runs: _Optional[int] = ..., succeeded: _Optional[int] = ..., mean_seconds: _Optional[float] = ..., seconds_per_audio_minute: _Optional[float] = ...) -> None: ...
+
+class DayStats(_message.Message):
+    __slots__ = ("day", "jobs", "succeeded", "partial", "failed", "cancelled", "stages")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    day: _timestamp_pb2.Timestamp
+    jobs: int
+    succeeded: int
+    partial: int
+    failed: int
+    cancelled: int
+    stages: _containers.RepeatedCompositeFieldContainer[StageStats]
+    def __init__(self, day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jobs: _Optional[int] = ..., succeeded: _Optional[int] = ..., partial: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageStats, _Mapping]]] = ...) -> None: ...
+
+class JobStats(_message.Message):
+    __slots__ = ("job_id", "filename", "state", "created", "seconds", "audio_seconds", "errors")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    filename: str
+    state: JobState
+    created: _timestamp_pb2.Timestamp
+    seconds: float
+    audio_seconds: float
+    errors: _containers.RepeatedCompositeFieldContainer[Error]
+    def __init__(self, job_id: _Optional[str] = ..., filename: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., seconds: _Optional[float] = ..., audio_seconds: _Optional[float] = ..., errors: _Optional[_Iterable[_Union[Error, _Mapping]]] = ...) -> None: ...
+
+class Stats(_message.Message):
+    __slots__ = ("since", "all_callers", "jobs", "succeeded", "partial", "failed", "cancelled", "stages", "days", "slowest", "failed_jobs")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    ALL_CALLERS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    SLOWEST_FIELD_NUMBER: _ClassVar[int]
+    FAILED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    all_callers: bool
+    jobs: int
+    succeeded: int
+    partial: int
+    failed: int
+    cancelled: int
+    stages: _containers.RepeatedCompositeFieldContainer[StageStats]
+    days: _containers.RepeatedCompositeFieldContainer[DayStats]
+    slowest: _containers.RepeatedCompositeFieldContainer[JobStats]
+    failed_jobs: _containers.RepeatedCompositeFieldContainer[JobStats]
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., all_callers: _Optional[bool] = ..., jobs: _Optional[int] = ..., succeeded: _Optional[int] = ..., partial: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[StageStats, _Mapping]]] = ..., days: _Optional[_Iterable[_Union[DayStats, _Mapping]]] = ..., slowest: _Optional[_Iterable[_Union[JobStats, _Mapping]]] = ..., failed_jobs: _Optional[_Iterable[_Union[JobStats, _Mapping]]] = ...) -> None: ...

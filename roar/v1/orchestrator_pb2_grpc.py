@@ -91,6 +91,11 @@ class OrchestratorStub:
                 request_serializer=roar_dot_v1_dot_orchestrator__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=roar_dot_v1_dot_orchestrator__pb2.ServerInfo.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/roar.v1.Orchestrator/GetStats',
+                request_serializer=roar_dot_v1_dot_orchestrator__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=roar_dot_v1_dot_orchestrator__pb2.Stats.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -172,6 +177,14 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """Processing statistics from the store: the caller's own jobs, every job for an admin key (or
+        for anyone when the server has no keys).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -229,6 +242,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=roar_dot_v1_dot_orchestrator__pb2.GetServerInfoRequest.FromString,
                     response_serializer=roar_dot_v1_dot_orchestrator__pb2.ServerInfo.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=roar_dot_v1_dot_orchestrator__pb2.GetStatsRequest.FromString,
+                    response_serializer=roar_dot_v1_dot_orchestrator__pb2.Stats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -530,6 +548,33 @@ class Orchestrator:
             '/roar.v1.Orchestrator/GetServerInfo',
             roar_dot_v1_dot_orchestrator__pb2.GetServerInfoRequest.SerializeToString,
             roar_dot_v1_dot_orchestrator__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roar.v1.Orchestrator/GetStats',
+            roar_dot_v1_dot_orchestrator__pb2.GetStatsRequest.SerializeToString,
+            roar_dot_v1_dot_orchestrator__pb2.Stats.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file roar/v1/orchestrator.proto.
  */
 export const file_roar_v1_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Chpyb2FyL3YxL29yY2hlc3RyYXRvci5wcm90bxIHcm9hci52MSJKChJTdGFydFVwbG9hZFJlcXVlc3QSEAoIZmlsZW5hbWUYASABKAkSDAoEc2l6ZRgCIAEoAxIUCgxjb250ZW50X3R5cGUYAyABKAkiRQoSVXBsb2FkQ2h1bmtSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDAoEZGF0YRgDIAEoDCIlChBHZXRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSIoChNGaW5pc2hVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSKcAQoGVXBsb2FkEhEKCXVwbG9hZF9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCRIMCgRzaXplGAMgASgDEhEKCWNvbW1pdHRlZBgEIAEoAxIXCg9tYXhfY2h1bmtfYnl0ZXMYBSABKAUSEAoIZmluaXNoZWQYBiABKAgSIQoFYXVkaW8YByABKAsyEi5yb2FyLnYxLkF1ZGlvSW5mbyLsAQoKSm9iT3B0aW9ucxIYChBzZXBhcmF0aW9uX21vZGVsGAEgASgJEhEKCWFsbF9zdGVtcxgCIAEoCBIqCgxhdWRpb19mb3JtYXQYAyABKA4yFC5yb2FyLnYxLkF1ZGlvRm9ybWF0EhsKE3RyYW5zY3JpcHRpb25fbW9kZWwYBCABKAkSEAoIbGFuZ3VhZ2UYBSABKAkSDgoGbHlyaWNzGAYgASgJEi0KDmx5cmljc19mb3JtYXRzGAcgAygOMhUucm9hci52MS5MeXJpY3NGb3JtYXQSFwoPdGltZW91dF9zZWNvbmRzGAggASgBIkkKDlByb2Nlc3NSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIkCgdvcHRpb25zGAIgASgLMhMucm9hci52MS5Kb2JPcHRpb25zIkUKBUVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRIdCgVzdGFnZRgDIAEoDjIOLnJvYXIudjEuU3RhZ2UiSgoIQXJ0aWZhY3QSDAoEbmFtZRgBIAEoCRIMCgRraW5kGAIgASgJEgwKBHNpemUYAyABKAMSFAoMY29udGVudF90eXBlGAQgASgJIuwCCg1Qcm9ncmVzc0V2ZW50Eg4KBmpvYl9pZBgBIAEoCRILCgNzZXEYAiABKAMSHQoFc3RhZ2UYAyABKA4yDi5yb2FyLnYxLlN0YWdlEhUKDXN0YWdlX3BlcmNlbnQYBCABKAISFwoPb3ZlcmFsbF9wZXJjZW50GAUgASgCEg8KB21lc3NhZ2UYBiABKAkSHQoFZXJyb3IYByABKAsyDi5yb2FyLnYxLkVycm9yEhgKC2V0YV9zZWNvbmRzGAggASgBSACIAQESLQoJdGltZXN0YW1wGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIgCgVzdGF0ZRgKIAEoDjIRLnJvYXIudjEuSm9iU3RhdGUSJAoJYXJ0aWZhY3RzGAsgAygLMhEucm9hci52MS5BcnRpZmFjdBIeCgZlcnJvcnMYDCADKAsyDi5yb2FyLnYxLkVycm9yQg4KDF9ldGFfc2Vjb25kcyI0Cg9XYXRjaEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAyIfCg1HZXRKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSLeAgoDSm9iEg4KBmpvYl9pZBgBIAEoCRIgCgVzdGF0ZRgCIAEoDjIRLnJvYXIudjEuSm9iU3RhdGUSEAoIZmlsZW5hbWUYAyABKAkSJAoHb3B0aW9ucxgEIAEoCzITLnJvYXIudjEuSm9iT3B0aW9ucxIhCgVhdWRpbxgFIAEoCzISLnJvYXIudjEuQXVkaW9JbmZvEisKB2NyZWF0ZWQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3VwZGF0ZWQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEioKCmxhc3RfZXZlbnQYCCABKAsyFi5yb2FyLnYxLlByb2dyZXNzRXZlbnQSJAoJYXJ0aWZhY3RzGAkgAygLMhEucm9hci52MS5BcnRpZmFjdBIeCgZlcnJvcnMYCiADKAsyDi5yb2FyLnYxLkVycm9yIjgKD0xpc3RKb2JzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJHChBMaXN0Sm9ic1Jlc3BvbnNlEhoKBGpvYnMYASADKAsyDC5yb2FyLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoQQ2FuY2VsSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiPwoPRG93bmxvYWRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBm9mZnNldBgDIAEoAyJBCg1Eb3dubG9hZENodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEhIKCnRvdGFsX3NpemUYAyABKAMiFgoUR2V0U2VydmVySW5mb1JlcXVlc3Qi0AEKClNlcnZlckluZm8SDwoHdmVyc2lvbhgBIAEoCRIgChhkZWZhdWx0X3NlcGFyYXRpb25fbW9kZWwYAiABKAkSGQoRc2VwYXJhdGlvbl9tb2RlbHMYAyADKAkSIwobZGVmYXVsdF90cmFuc2NyaXB0aW9uX21vZGVsGAQgASgJEhwKFHRyYW5zY3JpcHRpb25fbW9kZWxzGAUgAygJEhgKEG1heF91cGxvYWRfYnl0ZXMYBiABKAMSFwoPbWF4X2NodW5rX2J5dGVzGAcgASgFKoYBCgVTdGFnZRIVChFTVEFHRV9VTlNQRUNJRklFRBAAEhAKDFNUQUdFX1VQTE9BRBABEhQKEFNUQUdFX1NFUEFSQVRJT04QAhIXChNTVEFHRV9UUkFOU0NSSVBUSU9OEAMSEQoNU1RBR0VfS0FSQU9LRRAEEhIKDlNUQUdFX0NPTVBMRVRFEAUqsQEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFURV9TVUNDRUVERUQQAxIVChFKT0JfU1RBVEVfUEFSVElBTBAEEhQKEEpPQl9TVEFURV9GQUlMRUQQBRIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAYyqgUKDE9yY2hlc3RyYXRvchI7CgtTdGFydFVwbG9hZBIbLnJvYXIudjEuU3RhcnRVcGxvYWRSZXF1ZXN0Gg8ucm9hci52MS5VcGxvYWQSOwoLVXBsb2FkQ2h1bmsSGy5yb2FyLnYxLlVwbG9hZENodW5rUmVxdWVzdBoPLnJvYXIudjEuVXBsb2FkEjcKCUdldFVwbG9hZBIZLnJvYXIudjEuR2V0VXBsb2FkUmVxdWVzdBoPLnJvYXIudjEuVXBsb2FkEj0KDEZpbmlzaFVwbG9hZBIcLnJvYXIudjEuRmluaXNoVXBsb2FkUmVxdWVzdBoPLnJvYXIudjEuVXBsb2FkEjwKB1Byb2Nlc3MSFy5yb2FyLnYxLlByb2Nlc3NSZXF1ZXN0GhYucm9hci52MS5Qcm9ncmVzc0V2ZW50MAESPgoIV2F0Y2hKb2ISGC5yb2FyLnYxLldhdGNoSm9iUmVxdWVzdBoWLnJvYXIudjEuUHJvZ3Jlc3NFdmVudDABEi4KBkdldEpvYhIWLnJvYXIudjEuR2V0Sm9iUmVxdWVzdBoMLnJvYXIudjEuSm9iEj8KCExpc3RKb2JzEhgucm9hci52MS5MaXN0Sm9ic1JlcXVlc3QaGS5yb2FyLnYxLkxpc3RKb2JzUmVzcG9uc2USNAoJQ2FuY2VsSm9iEhkucm9hci52MS5DYW5jZWxKb2JSZXF1ZXN0Ggwucm9hci52MS5Kb2ISPgoIRG93bmxvYWQSGC5yb2FyLnYxLkRvd25sb2FkUmVxdWVzdBoWLnJvYXIudjEuRG93bmxvYWRDaHVuazABEkMKDUdldFNlcnZlckluZm8SHS5yb2FyLnYxLkdldFNlcnZlckluZm9SZXF1ZXN0GhMucm9hci52MS5TZXJ2ZXJJbmZvYgZwcm90bzM", [file_google_protobuf_timestamp, file_roar_v1_common]);
+  fileDesc("Chpyb2FyL3YxL29yY2hlc3RyYXRvci5wcm90bxIHcm9hci52MSJKChJTdGFydFVwbG9hZFJlcXVlc3QSEAoIZmlsZW5hbWUYASABKAkSDAoEc2l6ZRgCIAEoAxIUCgxjb250ZW50X3R5cGUYAyABKAkiRQoSVXBsb2FkQ2h1bmtSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDAoEZGF0YRgDIAEoDCIlChBHZXRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSIoChNGaW5pc2hVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSKcAQoGVXBsb2FkEhEKCXVwbG9hZF9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCRIMCgRzaXplGAMgASgDEhEKCWNvbW1pdHRlZBgEIAEoAxIXCg9tYXhfY2h1bmtfYnl0ZXMYBSABKAUSEAoIZmluaXNoZWQYBiABKAgSIQoFYXVkaW8YByABKAsyEi5yb2FyLnYxLkF1ZGlvSW5mbyLsAQoKSm9iT3B0aW9ucxIYChBzZXBhcmF0aW9uX21vZGVsGAEgASgJEhEKCWFsbF9zdGVtcxgCIAEoCBIqCgxhdWRpb19mb3JtYXQYAyABKA4yFC5yb2FyLnYxLkF1ZGlvRm9ybWF0EhsKE3RyYW5zY3JpcHRpb25fbW9kZWwYBCABKAkSEAoIbGFuZ3VhZ2UYBSABKAkSDgoGbHlyaWNzGAYgASgJEi0KDmx5cmljc19mb3JtYXRzGAcgAygOMhUucm9hci52MS5MeXJpY3NGb3JtYXQSFwoPdGltZW91dF9zZWNvbmRzGAggASgBIkkKDlByb2Nlc3NSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIkCgdvcHRpb25zGAIgASgLMhMucm9hci52MS5Kb2JPcHRpb25zIkUKBUVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRIdCgVzdGFnZRgDIAEoDjIOLnJvYXIudjEuU3RhZ2UiSgoIQXJ0aWZhY3QSDAoEbmFtZRgBIAEoCRIMCgRraW5kGAIgASgJEgwKBHNpemUYAyABKAMSFAoMY29udGVudF90eXBlGAQgASgJIuwCCg1Qcm9ncmVzc0V2ZW50Eg4KBmpvYl9pZBgBIAEoCRILCgNzZXEYAiABKAMSHQoFc3RhZ2UYAyABKA4yDi5yb2FyLnYxLlN0YWdlEhUKDXN0YWdlX3BlcmNlbnQYBCABKAISFwoPb3ZlcmFsbF9wZXJjZW50GAUgASgCEg8KB21lc3NhZ2UYBiABKAkSHQoFZXJyb3IYByABKAsyDi5yb2FyLnYxLkVycm9yEhgKC2V0YV9zZWNvbmRzGAggASgBSACIAQESLQoJdGltZXN0YW1wGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIgCgVzdGF0ZRgKIAEoDjIRLnJvYXIudjEuSm9iU3RhdGUSJAoJYXJ0aWZhY3RzGAsgAygLMhEucm9hci52MS5BcnRpZmFjdBIeCgZlcnJvcnMYDCADKAsyDi5yb2FyLnYxLkVycm9yQg4KDF9ldGFfc2Vjb25kcyI0Cg9XYXRjaEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAyIfCg1HZXRKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSLeAgoDSm9iEg4KBmpvYl9pZBgBIAEoCRIgCgVzdGF0ZRgCIAEoDjIRLnJvYXIudjEuSm9iU3RhdGUSEAoIZmlsZW5hbWUYAyABKAkSJAoHb3B0aW9ucxgEIAEoCzITLnJvYXIudjEuSm9iT3B0aW9ucxIhCgVhdWRpbxgFIAEoCzISLnJvYXIudjEuQXVkaW9JbmZvEisKB2NyZWF0ZWQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3VwZGF0ZWQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEioKCmxhc3RfZXZlbnQYCCABKAsyFi5yb2FyLnYxLlByb2dyZXNzRXZlbnQSJAoJYXJ0aWZhY3RzGAkgAygLMhEucm9hci52MS5BcnRpZmFjdBIeCgZlcnJvcnMYCiADKAsyDi5yb2FyLnYxLkVycm9yIjgKD0xpc3RKb2JzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJHChBMaXN0Sm9ic1Jlc3BvbnNlEhoKBGpvYnMYASADKAsyDC5yb2FyLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoQQ2FuY2VsSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiPwoPRG93bmxvYWRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBm9mZnNldBgDIAEoAyJBCg1Eb3dubG9hZENodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEhIKCnRvdGFsX3NpemUYAyABKAMiFgoUR2V0U2VydmVySW5mb1JlcXVlc3Qi0AEKClNlcnZlckluZm8SDwoHdmVyc2lvbhgBIAEoCRIgChhkZWZhdWx0X3NlcGFyYXRpb25fbW9kZWwYAiABKAkSGQoRc2VwYXJhdGlvbl9tb2RlbHMYAyADKAkSIwobZGVmYXVsdF90cmFuc2NyaXB0aW9uX21vZGVsGAQgASgJEhwKFHRyYW5zY3JpcHRpb25fbW9kZWxzGAUgAygJEhgKEG1heF91cGxvYWRfYnl0ZXMYBiABKAMSFwoPbWF4X2NodW5rX2J5dGVzGAcgASgFIh8KD0dldFN0YXRzUmVxdWVzdBIMCgRkYXlzGAEgASgFIoQBCgpTdGFnZVN0YXRzEh0KBXN0YWdlGAEgASgOMg4ucm9hci52MS5TdGFnZRIMCgRydW5zGAIgASgDEhEKCXN1Y2NlZWRlZBgDIAEoAxIUCgxtZWFuX3NlY29uZHMYBCABKAESIAoYc2Vjb25kc19wZXJfYXVkaW9fbWludXRlGAUgASgBIq0BCghEYXlTdGF0cxInCgNkYXkYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGpvYnMYAiABKAMSEQoJc3VjY2VlZGVkGAMgASgDEg8KB3BhcnRpYWwYBCABKAMSDgoGZmFpbGVkGAUgASgDEhEKCWNhbmNlbGxlZBgGIAEoAxIjCgZzdGFnZXMYByADKAsyEy5yb2FyLnYxLlN0YWdlU3RhdHMiwwEKCEpvYlN0YXRzEg4KBmpvYl9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCRIgCgVzdGF0ZRgDIAEoDjIRLnJvYXIudjEuSm9iU3RhdGUSKwoHY3JlYXRlZBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHc2Vjb25kcxgFIAEoARIVCg1hdWRpb19zZWNvbmRzGAYgASgBEh4KBmVycm9ycxgHIAMoCzIOLnJvYXIudjEuRXJyb3IirgIKBVN0YXRzEikKBXNpbmNlGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgthbGxfY2FsbGVycxgCIAEoCBIMCgRqb2JzGAMgASgDEhEKCXN1Y2NlZWRlZBgEIAEoAxIPCgdwYXJ0aWFsGAUgASgDEg4KBmZhaWxlZBgGIAEoAxIRCgljYW5jZWxsZWQYByABKAMSIwoGc3RhZ2VzGAggAygLMhMucm9hci52MS5TdGFnZVN0YXRzEh8KBGRheXMYCSADKAsyES5yb2FyLnYxLkRheVN0YXRzEiIKB3Nsb3dlc3QYCiADKAsyES5yb2FyLnYxLkpvYlN0YXRzEiYKC2ZhaWxlZF9qb2JzGAsgAygLMhEucm9hci52MS5Kb2JTdGF0cyqGAQoFU3RhZ2USFQoRU1RBR0VfVU5TUEVDSUZJRUQQABIQCgxTVEFHRV9VUExPQUQQARIUChBTVEFHRV9TRVBBUkFUSU9OEAISFwoTU1RBR0VfVFJBTlNDUklQVElPThADEhEKDVNUQUdFX0tBUkFPS0UQBBISCg5TVEFHRV9DT01QTEVURRAFKrEBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIUChBKT0JfU1RBVEVfUVVFVUVEEAESFQoRSk9CX1NUQVRFX1JVTk5JTkcQAhIXChNKT0JfU1RBVEVfU1VDQ0VFREVEEAMSFQoRSk9CX1NUQVRFX1BBUlRJQUwQBBIUChBKT0JfU1RBVEVfRkFJTEVEEAUSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAGMuAFCgxPcmNoZXN0cmF0b3ISOwoLU3RhcnRVcGxvYWQSGy5yb2FyLnYxLlN0YXJ0VXBsb2FkUmVxdWVzdBoPLnJvYXIudjEuVXBsb2FkEjsKC1VwbG9hZENodW5rEhsucm9hci52MS5VcGxvYWRDaHVua1JlcXVlc3QaDy5yb2FyLnYxLlVwbG9hZBI3CglHZXRVcGxvYWQSGS5yb2FyLnYxLkdldFVwbG9hZFJlcXVlc3QaDy5yb2FyLnYxLlVwbG9hZBI9CgxGaW5pc2hVcGxvYWQSHC5yb2FyLnYxLkZpbmlzaFVwbG9hZFJlcXVlc3QaDy5yb2FyLnYxLlVwbG9hZBI8CgdQcm9jZXNzEhcucm9hci52MS5Qcm9jZXNzUmVxdWVzdBoWLnJvYXIudjEuUHJvZ3Jlc3NFdmVudDABEj4KCFdhdGNoSm9iEhgucm9hci52MS5XYXRjaEpvYlJlcXVlc3QaFi5yb2FyLnYxLlByb2dyZXNzRXZlbnQwARIuCgZHZXRKb2ISFi5yb2FyLnYxLkdldEpvYlJlcXVlc3QaDC5yb2FyLnYxLkpvYhI/CghMaXN0Sm9icxIYLnJvYXIudjEuTGlzdEpvYnNSZXF1ZXN0Ghkucm9hci52MS5MaXN0Sm9ic1Jlc3BvbnNlEjQKCUNhbmNlbEpvYhIZLnJvYXIudjEuQ2FuY2VsSm9iUmVxdWVzdBoMLnJvYXIudjEuSm9iEj4KCERvd25sb2FkEhgucm9hci52MS5Eb3dubG9hZFJlcXVlc3QaFi5yb2FyLnYxLkRvd25sb2FkQ2h1bmswARJDCg1HZXRTZXJ2ZXJJbmZvEh0ucm9hci52MS5HZXRTZXJ2ZXJJbmZvUmVxdWVzdBoTLnJvYXIudjEuU2VydmVySW5mbxI0CghHZXRTdGF0cxIYLnJvYXIudjEuR2V0U3RhdHNSZXF1ZXN0Gg4ucm9hci52MS5TdGF0c2IGcHJvdG8z", [file_google_protobuf_timestamp, file_roar_v1_common]);
 
 /**
  * @generated from message roar.v1.StartUploadRequest
@@ -676,6 +676,247 @@ export const ServerInfoSchema: GenMessage<ServerInfo> = /*@__PURE__*/
   messageDesc(file_roar_v1_orchestrator, 19);
 
 /**
+ * @generated from message roar.v1.GetStatsRequest
+ */
+export type GetStatsRequest = Message<"roar.v1.GetStatsRequest"> & {
+  /**
+   * How many days back from now the statistics cover; 0: 30, at most 366.
+   *
+   * @generated from field: int32 days = 1;
+   */
+  days: number;
+};
+
+/**
+ * Describes the message roar.v1.GetStatsRequest.
+ * Use `create(GetStatsRequestSchema)` to create a new message.
+ */
+export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
+  messageDesc(file_roar_v1_orchestrator, 20);
+
+/**
+ * One stage's runs: a run is one job's pass through the stage, until it succeeded or failed.
+ *
+ * @generated from message roar.v1.StageStats
+ */
+export type StageStats = Message<"roar.v1.StageStats"> & {
+  /**
+   * @generated from field: roar.v1.Stage stage = 1;
+   */
+  stage: Stage;
+
+  /**
+   * @generated from field: int64 runs = 2;
+   */
+  runs: bigint;
+
+  /**
+   * @generated from field: int64 succeeded = 3;
+   */
+  succeeded: bigint;
+
+  /**
+   * Over the successful runs: mean seconds, and mean seconds per minute of audio.
+   *
+   * @generated from field: double mean_seconds = 4;
+   */
+  meanSeconds: number;
+
+  /**
+   * @generated from field: double seconds_per_audio_minute = 5;
+   */
+  secondsPerAudioMinute: number;
+};
+
+/**
+ * Describes the message roar.v1.StageStats.
+ * Use `create(StageStatsSchema)` to create a new message.
+ */
+export const StageStatsSchema: GenMessage<StageStats> = /*@__PURE__*/
+  messageDesc(file_roar_v1_orchestrator, 21);
+
+/**
+ * @generated from message roar.v1.DayStats
+ */
+export type DayStats = Message<"roar.v1.DayStats"> & {
+  /**
+   * The day's start, UTC midnight.
+   *
+   * @generated from field: google.protobuf.Timestamp day = 1;
+   */
+  day?: Timestamp | undefined;
+
+  /**
+   * Jobs created that day, by how they ended (running and queued ones count in jobs only).
+   *
+   * @generated from field: int64 jobs = 2;
+   */
+  jobs: bigint;
+
+  /**
+   * @generated from field: int64 succeeded = 3;
+   */
+  succeeded: bigint;
+
+  /**
+   * @generated from field: int64 partial = 4;
+   */
+  partial: bigint;
+
+  /**
+   * @generated from field: int64 failed = 5;
+   */
+  failed: bigint;
+
+  /**
+   * @generated from field: int64 cancelled = 6;
+   */
+  cancelled: bigint;
+
+  /**
+   * Stage runs that ended that day, in Stage order; stages with no run are left out.
+   *
+   * @generated from field: repeated roar.v1.StageStats stages = 7;
+   */
+  stages: StageStats[];
+};
+
+/**
+ * Describes the message roar.v1.DayStats.
+ * Use `create(DayStatsSchema)` to create a new message.
+ */
+export const DayStatsSchema: GenMessage<DayStats> = /*@__PURE__*/
+  messageDesc(file_roar_v1_orchestrator, 22);
+
+/**
+ * @generated from message roar.v1.JobStats
+ */
+export type JobStats = Message<"roar.v1.JobStats"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * @generated from field: string filename = 2;
+   */
+  filename: string;
+
+  /**
+   * @generated from field: roar.v1.JobState state = 3;
+   */
+  state: JobState;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created = 4;
+   */
+  created?: Timestamp | undefined;
+
+  /**
+   * From created to its last event.
+   *
+   * @generated from field: double seconds = 5;
+   */
+  seconds: number;
+
+  /**
+   * @generated from field: double audio_seconds = 6;
+   */
+  audioSeconds: number;
+
+  /**
+   * @generated from field: repeated roar.v1.Error errors = 7;
+   */
+  errors: Error[];
+};
+
+/**
+ * Describes the message roar.v1.JobStats.
+ * Use `create(JobStatsSchema)` to create a new message.
+ */
+export const JobStatsSchema: GenMessage<JobStats> = /*@__PURE__*/
+  messageDesc(file_roar_v1_orchestrator, 23);
+
+/**
+ * @generated from message roar.v1.Stats
+ */
+export type Stats = Message<"roar.v1.Stats"> & {
+  /**
+   * The start of the period covered (the end is now).
+   *
+   * @generated from field: google.protobuf.Timestamp since = 1;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Whether every caller's jobs are counted (an admin key, or a server without keys).
+   *
+   * @generated from field: bool all_callers = 2;
+   */
+  allCallers: boolean;
+
+  /**
+   * @generated from field: int64 jobs = 3;
+   */
+  jobs: bigint;
+
+  /**
+   * @generated from field: int64 succeeded = 4;
+   */
+  succeeded: bigint;
+
+  /**
+   * @generated from field: int64 partial = 5;
+   */
+  partial: bigint;
+
+  /**
+   * @generated from field: int64 failed = 6;
+   */
+  failed: bigint;
+
+  /**
+   * @generated from field: int64 cancelled = 7;
+   */
+  cancelled: bigint;
+
+  /**
+   * Over the whole period, in Stage order.
+   *
+   * @generated from field: repeated roar.v1.StageStats stages = 8;
+   */
+  stages: StageStats[];
+
+  /**
+   * Oldest first, one per day of the period, days with no job included.
+   *
+   * @generated from field: repeated roar.v1.DayStats days = 9;
+   */
+  days: DayStats[];
+
+  /**
+   * The slowest finished jobs (most seconds per second of audio first), at most 10.
+   *
+   * @generated from field: repeated roar.v1.JobStats slowest = 10;
+   */
+  slowest: JobStats[];
+
+  /**
+   * The newest jobs that FAILED or ended PARTIAL, at most 20.
+   *
+   * @generated from field: repeated roar.v1.JobStats failed_jobs = 11;
+   */
+  failedJobs: JobStats[];
+};
+
+/**
+ * Describes the message roar.v1.Stats.
+ * Use `create(StatsSchema)` to create a new message.
+ */
+export const StatsSchema: GenMessage<Stats> = /*@__PURE__*/
+  messageDesc(file_roar_v1_orchestrator, 24);
+
+/**
  * @generated from enum roar.v1.Stage
  */
 export enum Stage {
@@ -871,6 +1112,17 @@ export const Orchestrator: GenService<{
     methodKind: "unary";
     input: typeof GetServerInfoRequestSchema;
     output: typeof ServerInfoSchema;
+  },
+  /**
+   * Processing statistics from the store: the caller's own jobs, every job for an admin key (or
+   * for anyone when the server has no keys).
+   *
+   * @generated from rpc roar.v1.Orchestrator.GetStats
+   */
+  getStats: {
+    methodKind: "unary";
+    input: typeof GetStatsRequestSchema;
+    output: typeof StatsSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_roar_v1_orchestrator, 0);

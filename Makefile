@@ -8,8 +8,10 @@ BIN := $(VENV)/bin
 # machine, set TORCH_SPEC to the CUDA build you want before `make venv`.
 TORCH_SPEC ?= torch==2.13.0
 # Debian packages the tests use: espeak-ng makes the synthetic test songs' vocals, chromium
-# runs the browser tests, ffmpeg decodes m4a/aac, openssl makes the TLS tests' certificates.
-TEST_DEBS := espeak-ng libespeak-ng1 chromium ffmpeg openssl
+# runs the browser tests, ffmpeg decodes m4a/aac, openssl makes the TLS tests' certificates;
+# prometheus and postgresql serve the metrics and shared-store tests (started unprivileged in temp
+# dirs); docker-compose validates compose.yaml (no engine runs).
+TEST_DEBS := espeak-ng libespeak-ng1 chromium ffmpeg openssl prometheus postgresql docker-compose
 
 .PHONY: venv up test lint protos web system-deps clean
 

@@ -1,6 +1,6 @@
 """`roar keys create|list|revoke`: local admin commands on the orchestrator's store in
-ROAR_DATA_DIR. They open the SQLite file directly, so they work while the orchestrator runs, and a
-revoked key is refused from its next call on."""
+ROAR_DATA_DIR (or the PostgreSQL database of ROAR_DATABASE_URL). They open the store directly, so
+they work while the orchestrator runs, and a revoked key is refused from its next call on."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from orchestrator.auth import create_key
-from orchestrator.store import STORE_FILE, Store
+from orchestrator.store import Store, store_location
+from roar.config import Settings
 
 
 def _when(seconds: float) -> str:
@@ -18,7 +19,7 @@ def _when(seconds: float) -> str:
 
 
 def run(args: argparse.Namespace, data_dir: Path) -> int:
-    store = Store(data_dir / STORE_FILE)
+    store = Store(store_location(Settings.from_env().database_url, data_dir))
     try:
         if args.keys_command == "create":
             try:

@@ -15,7 +15,7 @@ from orchestrator.auth import Authenticator, Caller, authenticator
 from orchestrator.janitor import Janitor
 from orchestrator.jobs import Jobs
 from orchestrator.stages import StageClients
-from orchestrator.store import STORE_FILE, Store
+from orchestrator.store import Store, store_location
 from orchestrator.uploads import MAX_CHUNK_BYTES, Uploads
 from orchestrator.web import web_app, web_server
 from roar import __version__
@@ -144,7 +144,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
 
 
 async def run(settings: Settings, host: str) -> None:
-    store = Store(settings.data_dir / STORE_FILE)
+    store = Store(store_location(settings.database_url, settings.data_dir))
     auth = authenticator(settings, store, host)  # exits, before anything listens, if keys are missing
     uploads = Uploads(
         store, settings.data_dir / "uploads", settings.max_upload_bytes, settings.max_audio_minutes * 60

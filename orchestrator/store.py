@@ -1,23 +1,43 @@
-"""SQLite job store: uploads, jobs and every progress event (so WatchJob can replay), which stages
+"""The job store: uploads, jobs and every progress event (so WatchJob can replay), which stages
 of each unfinished job are done (with their small outputs) and the checkpoints of the running
 ones (separation's windows, transcription's passages), the finished stage runs the ETA is
-estimated from, and the API keys. One connection, used from the event loop thread; every write is
-a short transaction. `roar keys` opens the same file from another process while the server runs
-(WAL)."""
+estimated from, and the API keys.
+
+Two databases behind one class: the embedded SQLite file in ROAR_DATA_DIR (the default; one
+orchestrator; `roar keys` opens the same file from another process while the server runs, WAL),
+or PostgreSQL (ROAR_DATABASE_URL), which several orchestrators share. Either way one connection,
+used synchronously from the event loop thread: every statement is short and every write a short
+transaction. The SQL is written once, for both: `?` placeholders (translated for psycopg),
+ON CONFLICT upserts, INTEGER/REAL/TEXT/BLOB columns (widened for PostgreSQL). On PostgreSQL each
+stored event is also announced (NOTIFY) to the other orchestrators, in the same transaction, and a
+job is run by the orchestrator holding its lease (lease_owner until lease_until)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from roar.config import POSTGRES_SCHEMES
 from roar.v1 import orchestrator_pb2 as pb
+
+log = logging.getLogger("roar.orchestrator")
 
 # The store's file in ROAR_DATA_DIR.
 STORE_FILE = "roar.sqlite"
+# PostgreSQL NOTIFY channels: a job's new event(s), and a cancel asked through an orchestrator that
+# does not run the job; the payload is the job id.
+EVENTS_CHANNEL = "roar_events"
+CANCELS_CHANNEL = "roar_cancels"
+# Seconds between attempts to reconnect the LISTEN connection.
+LISTEN_RETRY_SECONDS = 1.0
 TERMINAL_STATES = frozenset(
     {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_PARTIAL, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 )
@@ -114,21 +134,122 @@ class Checkpoint:
     frames_done: int
 
 
+def is_postgres_url(location: Path | str) -> bool:
+    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
+
+
+def store_location(database_url: str, data_dir: Path) -> Path | str:
+    """Where the store is: ROAR_DATABASE_URL when set, else the SQLite file in the data dir."""
+    return database_url or data_dir / STORE_FILE
+
+
+# SQLite column types as PostgreSQL spells them: 64-bit integers, double precision (PostgreSQL's
+# REAL is single precision: seconds since 1970 would lose minutes), bytea.
+_POSTGRES_TYPES = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "BLOB": "BYTEA"}
+_TYPE_WORDS = re.compile(r"\b(" + "|".join(_POSTGRES_TYPES) + r")\b")
+# Held while a PostgreSQL store creates or migrates its tables: orchestrators starting together
+# would otherwise race on CREATE TABLE IF NOT EXISTS.
+_SCHEMA_LOCK = 0x524F4152  # "ROAR"
+
+
+class _Postgres:
+    """A psycopg connection with sqlite3's execute(): `?` placeholders, a cursor back (fetchone,
+    fetchall, iteration, rowcount). Autocommit, like the SQLite connection: transactions are
+    explicit."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg  # only a PostgreSQL store needs it
+
+        self.url = url
+        self._connection = psycopg.connect(url, autocommit=True)
+
+    def execute(self, sql: str, parameters: tuple[Any, ...] | None = None) -> Any:
+        if parameters is None:
+            return self._connection.execute(sql)
+        return self._connection.execute(sql.replace("%", "%%").replace("?", "%s"), parameters)
+
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        return self._connection.transaction()
+
+    def columns(self, table: str) -> set[str]:
+        rows = self.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        )
+        return {row[0] for row in rows}
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+async def listen(url: str, on_notify: Callable[[str, str], None]) -> None:
+    """Calls on_notify(channel, job_id) for every event and cancel any orchestrator announces
+    on the PostgreSQL store, until cancelled; reconnects when the connection breaks (watchers
+    poll meanwhile, see events.py)."""
+    import psycopg
+
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
+                await connection.execute(f"LISTEN {EVENTS_CHANNEL}")
+                await connection.execute(f"LISTEN {CANCELS_CHANNEL}")
+                async for notice in connection.notifies():
+                    on_notify(notice.channel, notice.payload)
+        except psycopg.OperationalError as exc:
+            log.warning("listening for other orchestrators' events failed (%s); reconnecting", exc)
+            await asyncio.sleep(LISTEN_RETRY_SECONDS)
+
+
 class Store:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+    def __init__(self, location: Path | str) -> None:
+        """`location`: the SQLite file, or a postgresql:// URL (store_location)."""
+        self._db: Any
+        self._postgres: _Postgres | None = None
+        if is_postgres_url(location):
+            assert isinstance(location, str)
+            self._db = self._postgres = _Postgres(location)
+            with self._postgres.transaction():
+                self._db.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+                self._db.execute(_TYPE_WORDS.sub(lambda m: _POSTGRES_TYPES[m[1]], _SCHEMA))
+                self._migrate()
+        else:
+            path = Path(location)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._migrate()
+
+    @property
+    def shared(self) -> bool:
+        """Whether several orchestrators may use this store at once (PostgreSQL)."""
+        return self._postgres is not None
+
+    @property
+    def database_url(self) -> str:
+        """The PostgreSQL store's URL ('' for SQLite): what a LISTEN connection connects to."""
+        return self._postgres.url if self._postgres else ""
+
+    def _migrate(self) -> None:
         for table in _OWNER_COLUMNS:  # stores made before API keys have no owner column yet
             self._add_column(table, "owner", "TEXT NOT NULL DEFAULT ''")
         self._db.execute(_OWNER_INDEX)
         self._add_column("jobs", "files_deleted", "REAL")
+        # Which orchestrator runs the job, until when (seconds since 1970), and a cancel asked
+        # through another orchestrator (PostgreSQL).
+        self._add_column("jobs", "lease_owner", "TEXT")
+        self._add_column("jobs", "lease_until", "REAL")
+        self._add_column("jobs", "cancel_requested", "INTEGER NOT NULL DEFAULT 0")
 
     def _add_column(self, table: str, column: str, declaration: str) -> None:
         """Adds a column that stores made before it existed lack."""
-        columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+        if self._postgres is not None:
+            columns = self._postgres.columns(table)
+            declaration = _TYPE_WORDS.sub(lambda m: _POSTGRES_TYPES[m[1]], declaration)
+        else:
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
         if column not in columns:
             self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
@@ -138,6 +259,10 @@ class Store:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         """Statements that land together or not at all (a crash before COMMIT leaves none)."""
+        if self._postgres is not None:
+            with self._postgres.transaction():
+                yield
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -145,6 +270,12 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def _notify(self, channel: str, job_id: str) -> None:
+        """Tells every orchestrator listening (PostgreSQL; delivered when the transaction
+        commits, so a listener that reads then sees what was announced)."""
+        if self._postgres is not None:
+            self._db.execute("SELECT pg_notify(?, ?)", (channel, job_id))
 
     # Uploads.
 
@@ -269,6 +400,10 @@ class Store:
         """Stores a job's next event and its job row, in one transaction. The event's seq is set
         here, one past the last stored event, so it never depends on a row that may be stale."""
         with self._transaction():
+            if self._postgres is not None:
+                # Two orchestrators may write one job's events (one taking over from the other):
+                # the job row's lock makes them take turns, so each seq is one past the last.
+                self._db.execute("SELECT 1 FROM jobs WHERE job_id = ? FOR UPDATE", (event.job_id,))
             event.seq = self.last_seq(event.job_id) + 1
             self._db.execute(
                 "INSERT INTO events (job_id, seq, event) VALUES (?, ?, ?)",
@@ -282,6 +417,7 @@ class Store:
             )
             if updated.rowcount != 1:
                 raise LookupError(f"no job row for job {job.job_id}")
+            self._notify(EVENTS_CHANNEL, job.job_id)
 
     def reconcile(self, job: pb.Job) -> bool:
         """Brings a job row up to its last stored event (a database written before events and
@@ -313,6 +449,59 @@ class Store:
         row = self._db.execute("SELECT MAX(seq) FROM events WHERE job_id = ?", (job_id,)).fetchone()
         return row[0] or 0
 
+    # Leases (PostgreSQL): one orchestrator runs a job at a time, the one holding its lease.
+
+    def take_lease(self, job_id: str, owner: str, seconds: float) -> bool:
+        """Takes the job's lease for `seconds` when it is free, expired or already `owner`'s;
+        False when another orchestrator holds it (or the job ended)."""
+        now = time.time()
+        marks = ",".join("?" * len(TERMINAL_STATES))
+        taken = self._db.execute(
+            "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE job_id = ? "
+            "AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?) "
+            f"AND state NOT IN ({marks})",
+            (owner, now + seconds, job_id, owner, now, *TERMINAL_STATES),
+        )
+        return taken.rowcount == 1
+
+    def renew_lease(self, job_id: str, owner: str, seconds: float) -> bool:
+        """Extends `owner`'s lease; False when it is no longer theirs (it expired and another
+        orchestrator took the job over)."""
+        renewed = self._db.execute(
+            "UPDATE jobs SET lease_until = ? WHERE job_id = ? AND lease_owner = ?",
+            (time.time() + seconds, job_id, owner),
+        )
+        return renewed.rowcount == 1
+
+    def drop_lease(self, job_id: str, owner: str) -> None:
+        """Frees the job for any orchestrator (when `owner` holds it)."""
+        self._db.execute(
+            "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE job_id = ? AND lease_owner = ?",
+            (job_id, owner),
+        )
+
+    def leasable_jobs(self) -> list[pb.Job]:
+        """Unfinished jobs no orchestrator holds: never leased, dropped, or whose lease expired
+        (its orchestrator died), oldest first."""
+        marks = ",".join("?" * len(TERMINAL_STATES))
+        rows = self._db.execute(
+            f"SELECT job FROM jobs WHERE state NOT IN ({marks}) "
+            "AND (lease_owner IS NULL OR lease_until < ?) ORDER BY created",
+            (*TERMINAL_STATES, time.time()),
+        )
+        return [pb.Job.FromString(row[0]) for row in rows]
+
+    def request_cancel(self, job_id: str) -> None:
+        """Records a cancel for whichever orchestrator runs (or next takes) the job, and tells
+        them."""
+        with self._transaction():
+            self._db.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
+            self._notify(CANCELS_CHANNEL, job_id)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        row = self._db.execute("SELECT cancel_requested FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return row is not None and bool(row[0])
+
     # Stages done and checkpoints: what a resumed job or a retried stage call goes on from.
 
     def stages_done(self, job_id: str) -> dict[int, bytes | None]:
@@ -323,7 +512,8 @@ class Store:
         """Records a stage as done, and drops its checkpoint, in one transaction."""
         with self._transaction():
             self._db.execute(
-                "INSERT OR REPLACE INTO stages_done (job_id, stage, output) VALUES (?, ?, ?)",
+                "INSERT INTO stages_done (job_id, stage, output) VALUES (?, ?, ?) "
+                "ON CONFLICT (job_id, stage) DO UPDATE SET output = excluded.output",
                 (job_id, stage, output),
             )
             self._db.execute("DELETE FROM checkpoints WHERE job_id = ? AND stage = ?", (job_id, stage))
@@ -339,8 +529,9 @@ class Store:
 
     def set_checkpoint(self, job_id: str, stage: int, checkpoint: Checkpoint) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO checkpoints (job_id, stage, layout, windows_done, frames_done) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO checkpoints (job_id, stage, layout, windows_done, frames_done) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id, stage) DO UPDATE SET layout = excluded.layout, "
+            "windows_done = excluded.windows_done, frames_done = excluded.frames_done",
             (job_id, stage, checkpoint.layout, checkpoint.windows_done, checkpoint.frames_done),
         )
 
@@ -361,7 +552,8 @@ class Store:
 
     def add_passage(self, job_id: str, index: int, passage: bytes) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO passages (job_id, idx, passage) VALUES (?, ?, ?)",
+            "INSERT INTO passages (job_id, idx, passage) VALUES (?, ?, ?) "
+            "ON CONFLICT (job_id, idx) DO UPDATE SET passage = excluded.passage",
             (job_id, index, passage),
         )
 
@@ -406,15 +598,17 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?)",
                 (stage, kind, audio_seconds, seconds, time.time()),
             )
+            # Older than the keep-th newest (none when there are fewer).
             self._db.execute(
-                "DELETE FROM stage_runs WHERE stage = ? AND kind = ? AND rowid NOT IN ("
-                "SELECT rowid FROM stage_runs WHERE stage = ? AND kind = ? "
-                "ORDER BY finished_at DESC, rowid DESC LIMIT ?)",
-                (stage, kind, stage, kind, keep),
+                "DELETE FROM stage_runs WHERE stage = ? AND kind = ? AND finished_at < ("
+                "SELECT finished_at FROM stage_runs WHERE stage = ? AND kind = ? "
+                "ORDER BY finished_at DESC LIMIT 1 OFFSET ?)",
+                (stage, kind, stage, kind, keep - 1),
             )
 
     def stage_runs(self) -> list[tuple[int, str, float, float]]:
         """(stage, kind, audio_seconds, seconds) of the kept runs, newest first."""
-        return self._db.execute(
-            "SELECT stage, kind, audio_seconds, seconds FROM stage_runs ORDER BY finished_at DESC, rowid DESC"
-        ).fetchall()
+        rows = self._db.execute(
+            "SELECT stage, kind, audio_seconds, seconds FROM stage_runs ORDER BY finished_at DESC"
+        )
+        return [tuple(row) for row in rows]

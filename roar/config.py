@@ -41,6 +41,18 @@ def _env_list(name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
 
 
+# ROAR_DATABASE_URL schemes that mean PostgreSQL.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _database_url() -> str:
+    url = _env("ROAR_DATABASE_URL", "")
+    if url and not url.startswith(POSTGRES_SCHEMES):
+        # Never echo the value: it may hold a password.
+        raise SystemExit("ROAR_DATABASE_URL must be a postgresql:// URL (unset: the embedded SQLite store)")
+    return url
+
+
 def port_of(address: str) -> int:
     """The port of a "host:port" address."""
     return int(address.rsplit(":", 1)[1])
@@ -111,6 +123,12 @@ class Settings:
     # How long the orchestrator keeps retrying a stage call that broke (a crashed or restarting
     # replica) before the stage fails.
     stage_retry_seconds: float = 60.0
+    # The job store: empty, the embedded SQLite file in data_dir (one orchestrator); a
+    # postgresql:// URL, a PostgreSQL database several orchestrators share (with one data_dir on
+    # storage they all reach). A job is run by the orchestrator holding its lease, renewed every
+    # third of lease_seconds; another takes the job over once it expires.
+    database_url: str = ""
+    lease_seconds: float = 15.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -149,6 +167,8 @@ class Settings:
             upload_ttl_hours=_env_float("ROAR_UPLOAD_TTL_HOURS", d.upload_ttl_hours),
             retention_days=_env_float("ROAR_RETENTION_DAYS", d.retention_days),
             stage_retry_seconds=_env_float("ROAR_STAGE_RETRY_SECONDS", d.stage_retry_seconds),
+            database_url=_database_url(),
+            lease_seconds=_env_float("ROAR_LEASE_SECONDS", d.lease_seconds),
         )
 
 

@@ -1,9 +1,12 @@
 """A job's progress events: each is stored (with its job row) the moment it is made, and wakes
-every watcher, who can follow a job from any seq."""
+every watcher, who can follow a job from any seq. On a shared (PostgreSQL) store the events of a
+job another orchestrator runs wake this one's watchers through wake(), called for each NOTIFY
+(orchestrator/jobs.py listens)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -14,6 +17,9 @@ from roar.v1 import orchestrator_pb2 as pb
 
 # Progress updates closer together than this, with the same message, are merged.
 MIN_EVENT_INTERVAL = 0.25
+# On a shared store watchers also look every this many seconds, in case an announcement was lost
+# (the LISTEN connection broke and is reconnecting).
+SHARED_WATCH_POLL_SECONDS = 5.0
 
 
 def now() -> Timestamp:
@@ -58,10 +64,14 @@ class Events:
             event.artifacts.extend(job.artifacts)
             event.errors.extend(job.errors)
         self._store.record(event, job)
-        signal = self._signals.pop(job.job_id, None)
+        self.wake(job.job_id)
+        return event
+
+    def wake(self, job_id: str) -> None:
+        """Wakes the job's watchers to read its new events."""
+        signal = self._signals.pop(job_id, None)
         if signal is not None:
             signal.set()
-        return event
 
     async def watch(self, job_id: str, after_seq: int) -> AsyncIterator[pb.ProgressEvent]:
         """Every event after `after_seq`, then live ones until the job's last event."""
@@ -80,4 +90,8 @@ class Events:
                 job = self._store.get_job(job_id)
                 if job is None or job.state in TERMINAL_STATES:
                     return
-                await signal.wait()
+                if self._store.shared:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(signal.wait(), SHARED_WATCH_POLL_SECONDS)
+                else:
+                    await signal.wait()

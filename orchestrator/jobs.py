@@ -1,13 +1,21 @@
 """Jobs: submitting, listing, cancelling, following and downloading them. Each job runs the
 pipeline (orchestrator/pipeline.py) in its own task, at most max_running_jobs at once and
 max_queued_jobs waiting; jobs survive an orchestrator restart: unfinished ones resume from the
-stage, and the checkpoint, they had reached."""
+stage, and the checkpoint, they had reached.
+
+On a shared (PostgreSQL) store several orchestrators run jobs: each job is run by the one holding
+its lease (taken when the job is submitted or taken over, renewed every third of
+ROAR_LEASE_SECONDS, dropped when the job ends or the orchestrator stops). Every orchestrator
+looks as often for unfinished jobs whose lease expired (their orchestrator died) and resumes
+them, the way a restarted orchestrator resumes its own. A cancel asked through an orchestrator
+that does not run the job is recorded in the store and announced to the one that does."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,7 +24,7 @@ from orchestrator.artifacts import JobFiles, read_range
 from orchestrator.events import Events, now
 from orchestrator.pipeline import Pipeline
 from orchestrator.stages import StageClients
-from orchestrator.store import TERMINAL_STATES, Store
+from orchestrator.store import CANCELS_CHANNEL, EVENTS_CHANNEL, TERMINAL_STATES, Store, listen
 from orchestrator.uploads import Uploads
 from roar.audio import format_name
 from roar.catalog import separation_catalog, transcription_catalog
@@ -36,6 +44,10 @@ MAX_PAGE_SIZE = 500
 MAX_PAGE_BYTES = 1024 * 1024
 # A page_token is an offset into the listing: a decimal number of at most this many digits.
 MAX_PAGE_TOKEN_DIGITS = 9
+# The first event of a resumed job: after this orchestrator restarted, or taken over from another
+# one that stopped (a shared store).
+RESTARTED_NOTE = "resuming after a restart"
+TAKEN_OVER_NOTE = "resuming: taken over from an orchestrator that stopped"
 
 
 class Jobs:
@@ -49,6 +61,9 @@ class Jobs:
         self._slots = asyncio.Semaphore(settings.max_running_jobs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
+        # Who holds this orchestrator's leases: the same after a restart on the same host and
+        # port, so a restarted orchestrator takes its own jobs back at once.
+        self._lease_owner = f"{socket.gethostname()}:{settings.orchestrator_port}"
         # The models jobs may name: the same catalogs the stages build from the same settings.
         self.separation_models = separation_catalog(settings)
         self.transcription_models = transcription_catalog(settings)
@@ -129,6 +144,9 @@ class Jobs:
             updated=created,
         )
         self._store.put_job(upload_id, job, owner)
+        # Taken before anything else: another orchestrator looking for leasable jobs could take
+        # it first, and then that one runs it.
+        runs_here = not self._store.shared or self._take_lease(job.job_id)
         minutes, seconds = divmod(int(upload.audio.duration_seconds), 60)
         self._events.emit(
             job,
@@ -136,7 +154,8 @@ class Jobs:
             100.0,
             f"received {upload.filename} ({upload.size / 1e6:.1f} MB, {minutes}:{seconds:02d})",
         )
-        self._start(job, resumed=False)
+        if runs_here:
+            self._start(job, None)
         return job
 
     def _check_options(self, options: pb.JobOptions) -> None:
@@ -162,57 +181,126 @@ class Jobs:
 
     def cancel(self, job_id: str) -> pb.Job:
         job = self.get(job_id)
-        task = self._tasks.get(job_id)
-        if job.state not in TERMINAL_STATES and task is not None:
-            self._cancelling.add(job_id)
-            task.cancel()
+        if job.state in TERMINAL_STATES:
+            return job
+        if job_id in self._tasks:
+            self._cancel_task(job_id)
+        elif self._store.shared:  # another orchestrator runs it, or will take it over
+            self._store.request_cancel(job_id)
         return job
 
+    def _cancel_task(self, job_id: str) -> None:
+        self._cancelling.add(job_id)
+        self._tasks[job_id].cancel()
+
     def resume_unfinished(self) -> None:
-        for job in self._store.unfinished_jobs():
-            if self._store.reconcile(job):
-                log.warning(
-                    "job %s: its row lagged its events; brought up to seq %d", job.job_id, job.last_event.seq
-                )
-            if job.state in TERMINAL_STATES:
-                continue  # its final event was stored: it finished
-            log.info("resuming job %s", job.job_id)
-            self._start(job, resumed=True)
+        if not self._store.shared:
+            for job in self._store.unfinished_jobs():
+                self._resume(job, RESTARTED_NOTE)
+            return
+        self._take_over(RESTARTED_NOTE)
+
+    def _resume(self, job: pb.Job, note: str) -> None:
+        if self._store.reconcile(job):
+            seq = job.last_event.seq
+            log.warning("job %s: its row lagged its events; brought up to seq %d", job.job_id, seq)
+        if job.state in TERMINAL_STATES:  # its final event was stored: it finished
+            if self._store.shared:
+                self._store.drop_lease(job.job_id, self._lease_owner)
+            return
+        log.info("resuming job %s", job.job_id)
+        self._start(job, note)
 
     async def shutdown(self) -> None:
-        """Stops the running jobs without marking them: the next start resumes them."""
+        """Stops the running jobs without marking them: the next start (or, on a shared store,
+        another orchestrator) resumes them."""
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    # Several orchestrators on a shared store.
+
+    def _take_lease(self, job_id: str) -> bool:
+        return self._store.take_lease(job_id, self._lease_owner, self._settings.lease_seconds)
+
+    def _take_over(self, note: str) -> None:
+        """Resumes the unfinished jobs no orchestrator holds, as many as this one has room for."""
+        limit = self._settings.max_running_jobs + self._settings.max_queued_jobs
+        for job in self._store.leasable_jobs():
+            if len(self._tasks) >= limit:
+                return
+            if job.job_id not in self._tasks and self._take_lease(job.job_id):
+                self._resume(job, note)
+
+    def _renew_leases(self) -> None:
+        """Renews the lease of every job here; a job whose lease another orchestrator took (this
+        one stalled past ROAR_LEASE_SECONDS) is stopped here without an event, and a cancel
+        recorded by another orchestrator is carried out (in case its announcement was lost)."""
+        for job_id, task in list(self._tasks.items()):
+            if not self._store.renew_lease(job_id, self._lease_owner, self._settings.lease_seconds):
+                log.warning("job %s: its lease went to another orchestrator; stopping it here", job_id)
+                task.cancel()
+            elif job_id not in self._cancelling and self._store.cancel_requested(job_id):
+                self._cancel_task(job_id)
+
+    async def coordinate(self) -> None:
+        """A shared store's work, until cancelled: keeps this orchestrator's leases, takes over
+        jobs whose lease expired, and follows the events and cancels other orchestrators
+        announce."""
+        await asyncio.gather(self._keep_leases(), listen(self._store.database_url, self._on_notify))
+
+    async def _keep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.lease_seconds / 3)
+            try:
+                self._renew_leases()
+                self._take_over(TAKEN_OVER_NOTE)
+            except Exception:  # the store was unreachable: the next round tries again
+                log.exception("renewing leases or taking jobs over failed")
+
+    def _on_notify(self, channel: str, job_id: str) -> None:
+        if channel == EVENTS_CHANNEL:
+            self._events.wake(job_id)
+        elif channel == CANCELS_CHANNEL and job_id in self._tasks and job_id not in self._cancelling:
+            self._cancel_task(job_id)
+
     # Running.
 
-    def _start(self, job: pb.Job, resumed: bool) -> None:
-        task = asyncio.create_task(self._run(job, resumed))
+    def _start(self, job: pb.Job, resume_note: str | None) -> None:
+        """Runs the job in a task; `resume_note` is the first event of a resumed job."""
+        task = asyncio.create_task(self._run(job, resume_note))
         self._tasks[job.job_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job.job_id, None))
 
-    async def _run(self, job: pb.Job, resumed: bool) -> None:
+    async def _run(self, job: pb.Job, resume_note: str | None) -> None:
         try:
+            if self._store.shared and self._store.cancel_requested(job.job_id):
+                # Cancelled through another orchestrator while none ran it.
+                self._finish_cancelled(job)
+                return
             if self._slots.locked():
                 self._events.emit(job, pb.STAGE_UPLOAD, 100.0, "queued: waiting for a free worker")
             async with self._slots:
                 job.state = pb.JOB_STATE_RUNNING
-                if resumed:
-                    self._events.emit(
-                        job, job.last_event.stage, job.last_event.stage_percent, "resuming after a restart"
-                    )
+                if resume_note:
+                    self._events.emit(job, job.last_event.stage, job.last_event.stage_percent, resume_note)
                 song = self._uploads.audio_path(self._store.upload_of(job.job_id))
                 await self._pipeline.run(job, song)
         except asyncio.CancelledError:
             if job.job_id not in self._cancelling:
                 raise  # the server is stopping: the job resumes at the next start
             self._cancelling.discard(job.job_id)
-            job.errors.add(code="CANCELLED", message="cancelled by the user", stage=job.last_event.stage)
-            self._pipeline.finish(job, pb.JOB_STATE_CANCELLED, "cancelled")
+            self._finish_cancelled(job)
         except Exception as exc:  # never leave a job hanging: report what broke
             log.exception("job %s failed", job.job_id)
             message = internal_message(exc)
             job.errors.add(code="INTERNAL", message=message, stage=job.last_event.stage)
             self._pipeline.finish(job, pb.JOB_STATE_FAILED, f"failed: {message}")
+        finally:
+            if self._store.shared:  # free for another orchestrator (only while it is this one's)
+                self._store.drop_lease(job.job_id, self._lease_owner)
+
+    def _finish_cancelled(self, job: pb.Job) -> None:
+        job.errors.add(code="CANCELLED", message="cancelled by the user", stage=job.last_event.stage)
+        self._pipeline.finish(job, pb.JOB_STATE_CANCELLED, "cancelled")

@@ -169,6 +169,8 @@ async def run(settings: Settings, host: str) -> None:
         web_task = asyncio.create_task(web.serve())
         jobs.resume_unfinished()
         janitor_task = asyncio.create_task(janitor.run())
+        # Several orchestrators share a PostgreSQL store: leases, take-overs, others' events.
+        coordinating = asyncio.create_task(jobs.coordinate()) if store.shared else None
         scheme = "https" if settings.tls_cert else "http"
         log.info("web page and grpc-web on %s://%s:%d/", scheme, host, settings.web_port)
         try:
@@ -176,6 +178,9 @@ async def run(settings: Settings, host: str) -> None:
         finally:
             web.should_exit = True
             janitor_task.cancel()
+            if coordinating is not None:  # no job taken over while stopping
+                coordinating.cancel()
+                await asyncio.gather(coordinating, return_exceptions=True)
             await jobs.shutdown()
             await web_task
             await clients.close()

@@ -7,17 +7,28 @@ a job and free it when that one dies."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from orchestrator.jobs import TAKEN_OVER_NOTE
 from orchestrator.store import CANCELS_CHANNEL, EVENTS_CHANNEL, Checkpoint, Store, listen
+from roar import client
+from roar.service import is_serving
 from roar.v1 import common_pb2
 from roar.v1 import orchestrator_pb2 as pb
+from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.support.postgres import PostgresServer, running_postgres
+from tests.support.songs import write_song
+from tests.support.suite import REPO, free_port
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +239,206 @@ async def test_events_and_cancels_are_announced_to_every_listener(postgres: Post
         listener.cancel()
         store.close()
     assert heard == [(EVENTS_CHANNEL, "j"), (CANCELS_CHANNEL, "j")]
+
+
+# The must-show: two orchestrator processes sharing the PostgreSQL store and one data dir, in
+# front of one set of stage services (tiny random models).
+
+# Long enough for many windows of the tiny Demucs, so a kill lands mid-stage.
+SONG_SECONDS = 60.0
+# Short, so a take-over comes soon; each orchestrator renews every third of it.
+LEASE_SECONDS = 4.0
+STAGE_SERVICES = ("separation", "transcription", "karaoke")
+ORCHESTRATORS = ("a", "b")
+
+
+@dataclass
+class Site:
+    """The services as separate processes: the three stages, and orchestrators "a" and "b"."""
+
+    database_url: str
+    log_path: Path
+    env: dict[str, str]
+    ports: dict[str, int]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str) -> None:
+        if name in ORCHESTRATORS:
+            module = "orchestrator.server"
+            args = ["--port", str(self.ports[name]), "--web-port", str(self.ports[f"{name}-web"])]
+        else:
+            module, args = f"services.{name}.server", ["--port", str(self.ports[name])]
+        with self.log_path.open("ab") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", module, *args], cwd=REPO, env=self.env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 180
+        while not is_serving(f"127.0.0.1:{self.ports[name]}"):
+            assert self.processes[name].poll() is None, self.log()
+            assert time.monotonic() < deadline, f"{name} not serving:\n{self.log()}"
+            time.sleep(0.3)
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.kill()  # SIGKILL: no clean-up, its lease is left to expire
+        process.wait(30)
+
+    def stop_all(self) -> None:
+        for name, process in list(self.processes.items()):
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            del self.processes[name]
+
+    def address(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name]}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def windows_done(self, job_id: str) -> int:
+        """The separation windows committed for the job (-1 before any)."""
+        import psycopg
+
+        with psycopg.connect(self.database_url) as connection:
+            row = connection.execute(
+                "SELECT windows_done FROM checkpoints WHERE job_id = %s", (job_id,)
+            ).fetchone()
+        return -1 if row is None else row[0]
+
+
+@pytest.fixture(scope="module")
+def site(
+    postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, str]
+) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("site")
+    names = [*STAGE_SERVICES, *ORCHESTRATORS, *(f"{o}-web" for o in ORCHESTRATORS)]
+    ports = {name: free_port() for name in names}
+    url = postgres.new_database()
+    env = {
+        **os.environ,
+        **tiny_models,
+        "ROAR_DATA_DIR": str(root / "data"),  # one data dir: uploads and job files shared
+        "ROAR_DATABASE_URL": url,
+        "ROAR_LEASE_SECONDS": str(LEASE_SECONDS),
+        "ROAR_SEPARATION_ADDR": f"127.0.0.1:{ports['separation']}",
+        "ROAR_TRANSCRIPTION_ADDR": f"127.0.0.1:{ports['transcription']}",
+        "ROAR_KARAOKE_ADDR": f"127.0.0.1:{ports['karaoke']}",
+        "ROAR_TORCH_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    running = Site(url, root / "services.log", env, ports)
+    try:
+        for name in [*STAGE_SERVICES, *ORCHESTRATORS]:
+            running.start(name)
+        yield running
+    finally:
+        running.stop_all()
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_song(tmp_path_factory.mktemp("song") / "song.wav", SONG_SECONDS)
+
+
+async def _upload(site: Site, through: str, song: Path) -> str:
+    async with client.channel(site.address(through)) as channel:
+        return (await client.upload_file(pb_grpc.OrchestratorStub(channel), song)).upload_id
+
+
+async def _submit(site: Site, through: str, upload_id: str) -> str:
+    """Starts a job through one orchestrator (which runs it) and leaves its stream."""
+    async with client.channel(site.address(through)) as channel:
+        process = pb_grpc.OrchestratorStub(channel).Process(pb.ProcessRequest(upload_id=upload_id))
+        first = await process.read()
+        process.cancel()  # the job runs on without a watcher
+        return first.job_id
+
+
+async def _watch(site: Site, through: str, job_id: str) -> list[pb.ProgressEvent]:
+    """Every event of the job, through one orchestrator, until its last."""
+    async with client.channel(site.address(through)) as channel:
+        stub = pb_grpc.OrchestratorStub(channel)
+        return [e async for e in stub.WatchJob(pb.WatchJobRequest(job_id=job_id))]
+
+
+async def _download(site: Site, through: str, job_id: str) -> dict[str, bytes]:
+    async with client.channel(site.address(through)) as channel:
+        stub = pb_grpc.OrchestratorStub(channel)
+        job = await stub.GetJob(pb.GetJobRequest(job_id=job_id))
+        files = {}
+        for artifact in job.artifacts:
+            chunks = stub.Download(pb.DownloadRequest(job_id=job_id, name=artifact.name))
+            files[artifact.name] = b"".join([chunk.data async for chunk in chunks])
+        return files
+
+
+async def _mid_stage(site: Site, job_id: str) -> None:
+    deadline = time.monotonic() + 120
+    while site.windows_done(job_id) < 1:
+        assert time.monotonic() < deadline, site.log()
+        await asyncio.sleep(0.05)
+
+
+def _assert_each_event_once(events: list[pb.ProgressEvent]) -> None:
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_a_job_run_by_one_orchestrator_is_watched_and_downloaded_through_the_other(
+    site: Site, song: Path
+) -> None:
+    upload_id = await _upload(site, "a", song)  # uploaded through a, processed by b
+    job_id = await _submit(site, "b", upload_id)
+    through_a, through_b = await asyncio.wait_for(
+        asyncio.gather(_watch(site, "a", job_id), _watch(site, "b", job_id)), 300
+    )
+    assert through_a[-1].state == pb.JOB_STATE_SUCCEEDED, (through_a[-1], site.log())
+    _assert_each_event_once(through_a)
+    assert through_a == through_b  # the same events, live, whichever orchestrator one asks
+    assert any(e.stage == pb.STAGE_SEPARATION and 0 < e.stage_percent < 100 for e in through_a)
+    files = await _download(site, "a", job_id)
+    assert files and all(files.values()) and files == await _download(site, "b", job_id)
+
+
+async def test_killing_the_orchestrator_running_a_job_hands_it_to_the_other(site: Site, song: Path) -> None:
+    upload_id = await _upload(site, "a", song)
+    job_id = await _submit(site, "a", upload_id)
+    watching = asyncio.create_task(_watch(site, "b", job_id))
+    await _mid_stage(site, job_id)
+    killed_at = time.time()
+    site.kill("a")
+    try:
+        events = await asyncio.wait_for(watching, 300)
+    finally:
+        site.start("a")
+    assert events[-1].state == pb.JOB_STATE_SUCCEEDED, (events[-1], site.log())
+    _assert_each_event_once(events)  # nothing lost, nothing twice
+    taken_over = [e for e in events if e.message == TAKEN_OVER_NOTE]
+    assert len(taken_over) == 1, [e.message for e in events]
+    waited = taken_over[0].timestamp.ToNanoseconds() / 1e9 - killed_at
+    print(f"taken over {waited:.1f} s after the kill (lease {LEASE_SECONDS} s)")
+    # The lease runs out at most LEASE_SECONDS after the kill; b looks every third of that.
+    assert waited < LEASE_SECONDS * 4 / 3 + 2.0
+    resumed = [e.message for e in events if "resuming from window" in e.message]
+    assert resumed and not resumed[0].startswith("separation resuming from window 0 "), resumed
+    assert await _watch(site, "a", job_id) == events  # the restarted a replays the same
+    files = await _download(site, "a", job_id)
+    assert files and all(files.values())
+
+
+@pytest.mark.parametrize("through", ["a", "b"], ids=["the-runner", "the-other"])
+async def test_a_job_is_cancelled_through_either_orchestrator(site: Site, song: Path, through: str) -> None:
+    upload_id = await _upload(site, "b", song)
+    job_id = await _submit(site, "a", upload_id)
+    watching = asyncio.create_task(_watch(site, "b", job_id))
+    await _mid_stage(site, job_id)
+    async with client.channel(site.address(through)) as channel:
+        await pb_grpc.OrchestratorStub(channel).CancelJob(pb.CancelJobRequest(job_id=job_id))
+    events = await asyncio.wait_for(watching, 60)
+    assert events[-1].state == pb.JOB_STATE_CANCELLED, (events[-1], site.log())
+    assert events[-1].message == "cancelled"
+    _assert_each_event_once(events)

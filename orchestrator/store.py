@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import sqlite3
@@ -161,9 +162,12 @@ class _Postgres:
         import psycopg  # only a PostgreSQL store needs it
 
         self.url = url
-        self._connection = psycopg.connect(url, autocommit=True)
+        self._connect = functools.partial(psycopg.connect, url, autocommit=True)
+        self._connection = self._connect()
 
     def execute(self, sql: str, parameters: tuple[Any, ...] | None = None) -> Any:
+        if self._connection.broken:  # the server restarted: the call that found out failed
+            self._connection = self._connect()
         if parameters is None:
             return self._connection.execute(sql)
         return self._connection.execute(sql.replace("%", "%%").replace("?", "%s"), parameters)
@@ -186,7 +190,7 @@ class _Postgres:
 async def listen(url: str, on_notify: Callable[[str, str], None]) -> None:
     """Calls on_notify(channel, job_id) for every event and cancel any orchestrator announces
     on the PostgreSQL store, until cancelled; reconnects when the connection breaks (watchers
-    poll meanwhile, see events.py)."""
+    poll meanwhile, see events.py). An asyncio connection: it only waits, never blocks the loop."""
     import psycopg
 
     while True:
@@ -196,7 +200,7 @@ async def listen(url: str, on_notify: Callable[[str, str], None]) -> None:
                 await connection.execute(f"LISTEN {CANCELS_CHANNEL}")
                 async for notice in connection.notifies():
                     on_notify(notice.channel, notice.payload)
-        except psycopg.OperationalError as exc:
+        except Exception as exc:  # the server restarted, the network broke: listen again
             log.warning("listening for other orchestrators' events failed (%s); reconnecting", exc)
             await asyncio.sleep(LISTEN_RETRY_SECONDS)
 

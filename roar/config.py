@@ -36,6 +36,13 @@ def _env_float(name: str, default: float) -> float:
     return number
 
 
+def _env_positive(name: str, default: float) -> float:
+    number = _env_float(name, default)
+    if number == 0:
+        raise SystemExit(f"{name} must be more than 0")
+    return number
+
+
 def _env_list(name: str) -> tuple[str, ...]:
     """A comma-separated setting as a tuple of its non-empty items."""
     return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
@@ -168,7 +175,7 @@ class Settings:
             retention_days=_env_float("ROAR_RETENTION_DAYS", d.retention_days),
             stage_retry_seconds=_env_float("ROAR_STAGE_RETRY_SECONDS", d.stage_retry_seconds),
             database_url=_database_url(),
-            lease_seconds=_env_float("ROAR_LEASE_SECONDS", d.lease_seconds),
+            lease_seconds=_env_positive("ROAR_LEASE_SECONDS", d.lease_seconds),
         )
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.jobs import TAKEN_OVER_NOTE
-from orchestrator.store import CANCELS_CHANNEL, EVENTS_CHANNEL, Checkpoint, Store, listen
-from roar import client
+from orchestrator.store import CANCELS_CHANNEL, EVENTS_CHANNEL, STORE_FILE, Checkpoint, Store, listen
+from roar import cli, client
+from roar.config import Settings
 from roar.service import is_serving
 from roar.v1 import common_pb2
 from roar.v1 import orchestrator_pb2 as pb
@@ -188,7 +189,56 @@ def test_a_lease_is_held_by_one_orchestrator_until_dropped_or_expired(store: Sto
     assert store.cancel_requested("j")
 
 
+def test_the_database_settings_refuse_what_they_cannot_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROAR_DATABASE_URL", "mysql://root:secret@db/roar")
+    with pytest.raises(SystemExit) as refused:
+        Settings.from_env()
+    assert "postgresql://" in str(refused.value) and "secret" not in str(refused.value)
+    monkeypatch.setenv("ROAR_DATABASE_URL", "postgresql://roar@db/roar")
+    monkeypatch.setenv("ROAR_LEASE_SECONDS", "0")
+    with pytest.raises(SystemExit, match="ROAR_LEASE_SECONDS"):
+        Settings.from_env()
+    monkeypatch.setenv("ROAR_LEASE_SECONDS", "7.5")
+    settings = Settings.from_env()
+    assert settings.database_url == "postgresql://roar@db/roar" and settings.lease_seconds == 7.5
+
+
 # PostgreSQL only: several connections (orchestrators) at once.
+
+
+def test_roar_keys_manage_the_keys_in_the_postgresql_store(
+    postgres: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = postgres.new_database()
+    monkeypatch.setenv("ROAR_DATABASE_URL", url)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["keys", "create", "--data-dir", str(tmp_path), "--name", "ci"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("roar_")
+    store = Store(url)
+    assert [k.name for k in store.list_keys()] == ["ci"]
+    assert store.has_active_keys()
+    assert not (tmp_path / STORE_FILE).exists()  # not the SQLite file
+    store.close()
+
+
+def test_a_store_whose_connection_broke_reconnects(postgres: PostgresServer) -> None:
+    url = postgres.new_database()
+    store = Store(url)
+    store.put_job("u", _job("j"))
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:  # what a server restart does to it
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    with pytest.raises(psycopg.OperationalError):
+        store.get_job("j")
+    assert store.get_job("j").job_id == "j"
+    store.close()
 
 
 def test_two_orchestrators_writing_one_jobs_events_never_share_or_skip_a_seq(

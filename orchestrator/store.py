@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import re
 import sqlite3
@@ -37,6 +36,8 @@ STORE_FILE = "roar.sqlite"
 # does not run the job; the payload is the job id.
 EVENTS_CHANNEL = "roar_events"
 CANCELS_CHANNEL = "roar_cancels"
+# The longest a PostgreSQL statement waits for a lock, and a session may sit in a transaction.
+LOCK_WAIT_MS = 10_000
 # Seconds between attempts to reconnect the LISTEN connection.
 LISTEN_RETRY_SECONDS = 1.0
 TERMINAL_STATES = frozenset(
@@ -159,11 +160,18 @@ class _Postgres:
     explicit."""
 
     def __init__(self, url: str) -> None:
-        import psycopg  # only a PostgreSQL store needs it
-
         self.url = url
-        self._connect = functools.partial(psycopg.connect, url, autocommit=True)
         self._connection = self._connect()
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        connection = psycopg.connect(self.url, autocommit=True)
+        # An orchestrator whose machine died mid-transaction would hold its row locks until TCP
+        # gave up: the server ends such a session, and no statement here waits on a lock for ever.
+        connection.execute(f"SET idle_in_transaction_session_timeout = {LOCK_WAIT_MS}")
+        connection.execute(f"SET lock_timeout = {LOCK_WAIT_MS}")
+        return connection
 
     def execute(self, sql: str, parameters: tuple[Any, ...] | None = None) -> Any:
         if self._connection.broken:  # the server restarted: the call that found out failed
@@ -455,10 +463,19 @@ class Store:
 
     # Leases (PostgreSQL): one orchestrator runs a job at a time, the one holding its lease.
 
+    def _now(self) -> float:
+        """Seconds since 1970 by the database's clock: every orchestrator's leases are timed by
+        the same clock, whatever their machines' clocks say."""
+        if self._postgres is None:
+            return time.time()
+        return self._db.execute(
+            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+        ).fetchone()[0]
+
     def take_lease(self, job_id: str, owner: str, seconds: float) -> bool:
         """Takes the job's lease for `seconds` when it is free, expired or already `owner`'s;
         False when another orchestrator holds it (or the job ended)."""
-        now = time.time()
+        now = self._now()
         marks = ",".join("?" * len(TERMINAL_STATES))
         taken = self._db.execute(
             "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE job_id = ? "
@@ -473,7 +490,7 @@ class Store:
         orchestrator took the job over)."""
         renewed = self._db.execute(
             "UPDATE jobs SET lease_until = ? WHERE job_id = ? AND lease_owner = ?",
-            (time.time() + seconds, job_id, owner),
+            (self._now() + seconds, job_id, owner),
         )
         return renewed.rowcount == 1
 
@@ -491,7 +508,7 @@ class Store:
         rows = self._db.execute(
             f"SELECT job FROM jobs WHERE state NOT IN ({marks}) "
             "AND (lease_owner IS NULL OR lease_until < ?) ORDER BY created",
-            (*TERMINAL_STATES, time.time()),
+            (*TERMINAL_STATES, self._now()),
         )
         return [pb.Job.FromString(row[0]) for row in rows]
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,24 +271,27 @@ async def test_events_and_cancels_are_announced_to_every_listener(postgres: Post
     store = Store(url)
     store.put_job("u", _job("j"))
     heard: list[tuple[str, str]] = []
-    both = asyncio.Event()
+    listener = asyncio.create_task(listen(url, lambda channel, job_id: heard.append((channel, job_id))))
 
-    def on_notify(channel: str, job_id: str) -> None:
-        heard.append((channel, job_id))
-        if len(heard) == 2:
-            both.set()
+    async def until(condition: Callable[[], bool], action: Callable[[], None]) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, heard
+            action()
+            await asyncio.sleep(0.2)
 
-    listener = asyncio.create_task(listen(url, on_notify))
-    try:
-        await asyncio.sleep(0.5)  # LISTEN is under way
+    def record() -> None:
         job = store.get_job("j")
-        store.record(_event(job, "one"), job)
+        store.record(_event(job, "progress"), job)
+
+    try:
+        await until(lambda: bool(heard), record)  # once LISTEN is under way, each event is heard
         store.request_cancel("j")
-        await asyncio.wait_for(both.wait(), 10)
+        await until(lambda: (CANCELS_CHANNEL, "j") in heard, lambda: None)
     finally:
         listener.cancel()
         store.close()
-    assert heard == [(EVENTS_CHANNEL, "j"), (CANCELS_CHANNEL, "j")]
+    assert heard[-1] == (CANCELS_CHANNEL, "j") and set(heard[:-1]) == {(EVENTS_CHANNEL, "j")}
 
 
 # The must-show: two orchestrator processes sharing the PostgreSQL store and one data dir, in
@@ -472,7 +475,7 @@ async def test_killing_the_orchestrator_running_a_job_hands_it_to_the_other(site
     waited = taken_over[0].timestamp.ToNanoseconds() / 1e9 - killed_at
     print(f"taken over {waited:.1f} s after the kill (lease {LEASE_SECONDS} s)")
     # The lease runs out at most LEASE_SECONDS after the kill; b looks every third of that.
-    assert waited < LEASE_SECONDS * 4 / 3 + 2.0
+    assert waited < LEASE_SECONDS * 4 / 3 + 3.0
     resumed = [e.message for e in events if "resuming from window" in e.message]
     assert resumed and not resumed[0].startswith("separation resuming from window 0 "), resumed
     assert await _watch(site, "a", job_id) == events  # the restarted a replays the same

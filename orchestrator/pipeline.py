@@ -19,7 +19,7 @@ from orchestrator.checkpoints import VOCALS, Passages, StemWindows, VocalsFeed
 from orchestrator.events import MIN_EVENT_INTERVAL, Events
 from orchestrator.progress import HISTORY_RUNS, JobProgress, LearnedSpeeds, StageTime, work_kinds
 from orchestrator.stages import StageClients, StageFailed
-from orchestrator.store import Store
+from orchestrator.store import STAGE_OK, Store
 from roar.audio import format_name
 from roar.config import Settings
 from roar.service import file_request_stream
@@ -359,7 +359,7 @@ class Pipeline:
             if remaining <= 0:
                 raise StageFailed("DEADLINE_EXCEEDED", "the job ran past its time limit")
             output = await stage.run(run, report, remaining)
-            code = "OK"
+            code = STAGE_OK
         except StageFailed as exc:
             code = exc.code
             error = job.errors.add(code=exc.code, message=exc.message, stage=stage.stage)

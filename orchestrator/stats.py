@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from statistics import fmean
 
-from orchestrator.store import TERMINAL_STATES, StageResult, Store
+from orchestrator.store import STAGE_OK, TERMINAL_STATES, StageResult, Store
 from roar.errors import BadInput
 from roar.v1 import orchestrator_pb2 as pb
 
@@ -20,8 +20,6 @@ MAX_DAYS = 366
 MAX_SLOWEST = 10
 MAX_FAILED_JOBS = 20
 DAY_SECONDS = 86_400
-# A stage run's code when it succeeded; otherwise its gRPC status name.
-OK = "OK"
 # The counter of each way a job can end, in Stats and DayStats.
 _ENDED_AS = {
     pb.JOB_STATE_SUCCEEDED: "succeeded",
@@ -87,7 +85,7 @@ def _stage_stats(runs: Iterable[StageResult]) -> list[pb.StageStats]:
         by_stage[run.stage].append(run)
     stages = []
     for stage in sorted(by_stage):
-        ok = [run for run in by_stage[stage] if run.code == OK]
+        ok = [run for run in by_stage[stage] if run.code == STAGE_OK]
         stats = pb.StageStats(stage=stage, runs=len(by_stage[stage]), succeeded=len(ok))
         if ok:
             stats.mean_seconds = fmean(run.seconds for run in ok)

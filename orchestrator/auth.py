@@ -93,6 +93,12 @@ class Authenticator:
             raise Unauthenticated("the API key is unknown or revoked")
         return Caller(owner=row.key_id, admin=row.admin)
 
+    def counted_owner(self, caller: Caller) -> str | None:
+        """Whose jobs GetStats counts: everyone's (None) for an admin, and for anyone on a server
+        without keys (every caller is anonymous there); otherwise only the caller's own."""
+        keyless = self.policy is KeyPolicy.OFF or not (self._admin_key or self._store.has_active_keys())
+        return None if caller.admin or keyless else caller.owner
+
     def check_upload(self, caller: Caller, upload_id: str) -> None:
         """NOT_FOUND unless the upload exists and the caller may see it."""
         if not caller.sees(self._store.upload_owner(upload_id)):

@@ -19,7 +19,7 @@ from orchestrator.checkpoints import VOCALS, Passages, StemWindows, VocalsFeed
 from orchestrator.events import MIN_EVENT_INTERVAL, Events
 from orchestrator.progress import HISTORY_RUNS, JobProgress, LearnedSpeeds, StageTime, work_kinds
 from orchestrator.stages import StageClients, StageFailed
-from orchestrator.store import Store
+from orchestrator.store import STAGE_OK, Store
 from roar.audio import format_name
 from roar.config import Settings
 from roar.service import file_request_stream
@@ -351,16 +351,27 @@ class Pipeline:
             job, stage.stage, 0.0, f"{name} starting", overall=run.pace.overall(), eta=run.pace.eta()
         )
         report = StageReporter(run, stage.stage, run.vocals.share if stage.streams_from is not None else None)
+        # How the run ended, for GetStats; None when it was cancelled (the job was, or the server is
+        # stopping and resumes it later): that says nothing about the stage.
+        started, code = time.time(), None
         try:
-            remaining = deadline - time.time()
+            remaining = deadline - started
             if remaining <= 0:
                 raise StageFailed("DEADLINE_EXCEEDED", "the job ran past its time limit")
             output = await stage.run(run, report, remaining)
+            code = STAGE_OK
         except StageFailed as exc:
+            code = exc.code
             error = job.errors.add(code=exc.code, message=exc.message, stage=stage.stage)
             run.pace.skip(stage.stage)
             self._events.emit(job, stage.stage, report.percent, f"{name} failed: {exc.message}", error=error)
             return False
+        finally:
+            if code is not None:
+                ended = time.time()
+                self._store.add_stage_result(
+                    job.job_id, stage.stage, code, ended - started, job.audio.duration_seconds, ended
+                )
         self._store.finish_stage(job.job_id, stage.stage, output)
         elapsed = run.pace.finish(stage.stage)
         self._events.emit(

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from orchestrator.auth import Authenticator, Caller, authenticator
 from orchestrator.janitor import Janitor
 from orchestrator.jobs import Jobs
 from orchestrator.stages import StageClients
+from orchestrator.stats import stats
 from orchestrator.store import Store, store_location
 from orchestrator.uploads import MAX_CHUNK_BYTES, Uploads
 from orchestrator.web import web_app, web_server
@@ -60,8 +62,11 @@ def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., Async
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServicer):
-    def __init__(self, settings: Settings, uploads: Uploads, jobs: Jobs, auth: Authenticator) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, uploads: Uploads, jobs: Jobs, auth: Authenticator
+    ) -> None:
         self._settings = settings
+        self._store = store
         self._uploads = uploads
         self._jobs = jobs
         self.auth = auth
@@ -142,6 +147,10 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
             max_chunk_bytes=MAX_CHUNK_BYTES,
         )
 
+    @_unary
+    async def GetStats(self, request: pb.GetStatsRequest, context: Any, caller: Caller) -> pb.Stats:
+        return stats(self._store, self.auth.counted_owner(caller), request.days, time.time())
+
 
 async def run(settings: Settings, host: str) -> None:
     store = Store(store_location(settings.database_url, settings.data_dir))
@@ -159,7 +168,7 @@ async def run(settings: Settings, host: str) -> None:
     )
     jobs = Jobs(settings, store, uploads, clients)
     janitor = Janitor(settings, store, uploads, jobs.directory)
-    servicer = OrchestratorServicer(settings, uploads, jobs, auth)
+    servicer = OrchestratorServicer(settings, store, uploads, jobs, auth)
     app = web_app()
     pb_grpc.add_OrchestratorServicer_to_server(servicer, RefusingUndecodable(app))
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from roar.config import POSTGRES_SCHEMES
 from roar.v1 import orchestrator_pb2 as pb
@@ -109,6 +109,19 @@ CREATE TABLE IF NOT EXISTS keys (
     created REAL NOT NULL,
     revoked REAL
 );
+-- How each stage run of a job ended (GetStats, orchestrator/stats.py): code "OK" or the stage's
+-- gRPC status name; `owner` is the job's, so that a caller's figures need no join.
+CREATE TABLE IF NOT EXISTS stage_results (
+    job_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    stage INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    audio_seconds REAL NOT NULL,
+    ended_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stage_results_by_end ON stage_results (ended_at);
+CREATE INDEX IF NOT EXISTS stage_results_by_owner ON stage_results (owner, ended_at);
 """
 # Owner: the id of the API key that made an upload or job; '' is the anonymous caller (no key).
 _OWNER_COLUMNS = ("uploads", "jobs")
@@ -134,6 +147,20 @@ class Checkpoint:
     layout: bytes
     windows_done: int
     frames_done: int
+
+
+# A stage run's code when it succeeded; otherwise it is the stage's gRPC status name.
+STAGE_OK = "OK"
+
+
+class StageResult(NamedTuple):
+    """How one stage run of a job ended."""
+
+    stage: int
+    code: str  # STAGE_OK or the stage's gRPC status name
+    seconds: float
+    audio_seconds: float
+    ended_at: float
 
 
 def is_postgres_url(location: Path | str) -> bool:
@@ -633,3 +660,42 @@ class Store:
             "SELECT stage, kind, audio_seconds, seconds FROM stage_runs ORDER BY finished_at DESC"
         )
         return [tuple(row) for row in rows]
+
+    # Stage results and jobs by time: what GetStats counts (orchestrator/stats.py).
+
+    def add_stage_result(
+        self, job_id: str, stage: int, code: str, seconds: float, audio_seconds: float, ended_at: float
+    ) -> None:
+        """Records how a stage run of the job ended (the job's owner with it)."""
+        self._db.execute(
+            "INSERT INTO stage_results (job_id, owner, stage, code, seconds, audio_seconds, ended_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (job_id, self.job_owner(job_id) or "", stage, code, seconds, audio_seconds, ended_at),
+        )
+
+    def stage_results_between(self, start: float, end: float, owner: str | None = None) -> list[StageResult]:
+        """The stage runs that ended in [start, end): every caller's, or only `owner`'s jobs'."""
+        query = (
+            "SELECT stage, code, seconds, audio_seconds, ended_at FROM stage_results "
+            "WHERE ended_at >= ? AND ended_at < ?"
+        )
+        if owner is None:
+            rows = self._db.execute(query, (start, end))
+        else:
+            rows = self._db.execute(query + " AND owner = ?", (start, end, owner))
+        return [StageResult._make(row) for row in rows]
+
+    def jobs_created_between(self, start: float, end: float, owner: str | None = None) -> list[pb.Job]:
+        """The jobs created in [start, end), newest first: every caller's, or only `owner`'s."""
+        if owner is None:
+            rows = self._db.execute(
+                "SELECT job FROM jobs WHERE created >= ? AND created < ? ORDER BY created DESC, job_id",
+                (start, end),
+            )
+        else:
+            rows = self._db.execute(
+                "SELECT job FROM jobs WHERE owner = ? AND created >= ? AND created < ? "
+                "ORDER BY created DESC, job_id",
+                (owner, start, end),
+            )
+        return [pb.Job.FromString(row[0]) for row in rows]

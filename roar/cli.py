@@ -363,6 +363,75 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_stats(args: argparse.Namespace) -> int:
+    async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
+        stats = await pb_grpc.OrchestratorStub(ch).GetStats(pb.GetStatsRequest(days=args.days))
+    print(format_stats(stats), end="")
+    return 0
+
+
+# The stages GetStats reports on, in Stage order.
+STATS_STAGES = (pb.STAGE_SEPARATION, pb.STAGE_TRANSCRIPTION, pb.STAGE_KARAOKE)
+DAY_BAR_WIDTH = 30
+
+
+def format_stats(stats: pb.Stats) -> str:
+    """`roar stats`: GetStats as text tables, a bar of jobs per day."""
+    days = len(stats.days)
+    whose = "every caller's jobs" if stats.all_callers else "your jobs"
+    lines = [
+        f"{days} days from {stats.since.ToDatetime():%Y-%m-%d} (UTC), {whose}",
+        "",
+        f"jobs {stats.jobs}  succeeded {stats.succeeded}  partial {stats.partial}  "
+        f"failed {stats.failed}  cancelled {stats.cancelled}",
+        "",
+        f"{'STAGE':<13} {'RUNS':>6} {'OK':>6} {'SUCCESS':>8} {'MEAN S':>8} {'S/AUDIO MIN':>12}",
+    ]
+    for stage in stats.stages:
+        lines.append(
+            f"{STAGE_LABELS[stage.stage]:<13} {stage.runs:>6} {stage.succeeded:>6} "
+            f"{_rate(stage.succeeded, stage.runs):>8} {stage.mean_seconds:>8.1f} "
+            f"{stage.seconds_per_audio_minute:>12.1f}"
+        )
+    if not stats.stages:
+        lines.append("(no stage ran)")
+    stage_heads = " ".join(f"{STAGE_LABELS[s][:3].upper():>5}" for s in STATS_STAGES)
+    lines += [
+        "",
+        "jobs created per day by how they ended; SEP, TRA, KAR: successful/all runs of each stage",
+        f"{'DAY':<10} {'JOBS':>5} {'OK':>4} {'PART':>4} {'FAIL':>4} {'CANC':>4} {stage_heads}",
+    ]
+    busiest = max((day.jobs for day in stats.days), default=0)
+    for day in stats.days:
+        ran = {s.stage: f"{s.succeeded}/{s.runs}" for s in day.stages}
+        runs = " ".join(f"{ran.get(s, '-'):>5}" for s in STATS_STAGES)
+        bar = "#" * round(DAY_BAR_WIDTH * day.jobs / busiest) if busiest else ""
+        lines.append(
+            f"{day.day.ToDatetime():%Y-%m-%d} {day.jobs:>5} {day.succeeded:>4} {day.partial:>4} "
+            f"{day.failed:>4} {day.cancelled:>4} {runs}  {bar}".rstrip()
+        )
+    lines += ["", "slowest jobs (seconds per second of audio)"]
+    lines.append(f"{'JOB':<32}  {'STATE':<10} {'SECONDS':>8} {'AUDIO S':>8} {'S/S':>6}  FILE")
+    for job in stats.slowest:
+        lines.append(
+            f"{job.job_id:<32}  {STATE_LABELS[job.state]:<10} {job.seconds:>8.1f} {job.audio_seconds:>8.1f} "
+            f"{job.seconds / job.audio_seconds:>6.2f}  {job.filename}"
+        )
+    lines += ["", "failed jobs, newest first"]
+    lines.append(f"{'JOB':<32}  {'STATE':<10} {'CREATED':<19}  FILE")
+    for job in stats.failed_jobs:
+        lines.append(
+            f"{job.job_id:<32}  {STATE_LABELS[job.state]:<10} "
+            f"{job.created.ToDatetime():%Y-%m-%d %H:%M:%S}  {job.filename}"
+        )
+        lines += [f"  {STAGE_LABELS.get(e.stage, '?')}: {e.code}: {e.message}" for e in job.errors]
+    return "\n".join(lines) + "\n"
+
+
+def _rate(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
 async def cmd_cancel(args: argparse.Namespace) -> int:
     async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
         job = await pb_grpc.OrchestratorStub(ch).CancelJob(pb.CancelJobRequest(job_id=args.job_id))
@@ -412,7 +481,10 @@ def _parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="cancel a job")
     cancel.add_argument("job_id")
 
-    for sub in (process, watch, jobs, cancel):
+    stats = commands.add_parser("stats", help="processing statistics: jobs per day, stage speeds, failures")
+    stats.add_argument("--days", type=int, default=0, help="days back from today (default 30, at most 366)")
+
+    for sub in (process, watch, jobs, cancel, stats):
         sub.add_argument(
             "--server", default=default_server, help=f"orchestrator address (default {default_server})"
         )
@@ -456,9 +528,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(cmd_up(args))
     if args.command == "keys":
         sys.exit(cmd_keys(args))
-    command = {"process": cmd_process, "watch": cmd_watch, "jobs": cmd_jobs, "cancel": cmd_cancel}[
-        args.command
-    ]
+    command = {
+        "process": cmd_process,
+        "watch": cmd_watch,
+        "jobs": cmd_jobs,
+        "cancel": cmd_cancel,
+        "stats": cmd_stats,
+    }[args.command]
     try:
         sys.exit(asyncio.run(command(args)))
     except grpc.aio.AioRpcError as exc:

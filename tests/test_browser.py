@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
+from roar.client import TERMINAL_STATES
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.support.songs import write_song
@@ -346,3 +347,63 @@ def test_the_page_rides_out_a_server_restart(page: Any, suite: Suite, tmp_path: 
     assert remembered[job_id]["lastSeq"] == str(job.last_event.seq)
     for name in STAGES:
         expect(stage(item, name)).to_have_attribute("data-state", "done")
+
+
+def test_the_analytics_view_counts_the_jobs_run(page: Any, suite: Suite, tmp_path: Path) -> None:
+    with grpc.insecure_channel(suite.address) as channel:
+        before = pb_grpc.OrchestratorStub(channel).GetStats(pb.GetStatsRequest(), timeout=10)
+    item = upload(page, write_song(tmp_path / "counted.wav", 6.0, seed=3))
+    item.get_by_test_id("process-button").click()
+    expect(stage(item, "complete")).to_have_attribute("data-state", "done", timeout=JOB_SECONDS)
+    # A listed separation model whose files are missing (conftest): the job fails in separation.
+    item = upload(page, write_song(tmp_path / "no-model.wav", 3.0, seed=4))
+    item.get_by_test_id("opt-separation-model").select_option("broken")
+    item.get_by_test_id("process-button").click()
+    expect(item.get_by_test_id("job-state")).to_have_attribute("data-state", "failed", timeout=JOB_SECONDS)
+    failed_id = item.get_attribute("data-job-id")
+
+    page.get_by_test_id("analytics-link").click()
+    view = page.get_by_test_id("analytics")
+    expect(view).to_have_attribute("data-state", "loaded")
+    expect(page.get_by_test_id("drop-zone")).to_be_hidden()
+    expect(page.get_by_test_id("stats-scope")).to_contain_text("Every caller's jobs")
+    # The totals against every job the server lists (all of them made within the 30 days shown).
+    with grpc.insecure_channel(suite.address) as channel:
+        jobs = pb_grpc.OrchestratorStub(channel).ListJobs(pb.ListJobsRequest(page_size=500), timeout=10).jobs
+    states = [job.state for job in jobs]
+    expect(page.get_by_test_id("total-jobs")).to_have_text(str(len(jobs)))
+    for name in ("succeeded", "partial", "failed", "cancelled"):
+        count = states.count(getattr(pb, f"JOB_STATE_{name.upper()}"))
+        expect(page.get_by_test_id(f"total-{name}")).to_have_text(str(count))
+
+    # Stage runs: both jobs separated (one failed); only the first transcribed and built lyrics.
+    runs_before = {s.stage: (s.runs, s.succeeded) for s in before.stages}
+    for stage_id, name, added_runs in (
+        (pb.STAGE_SEPARATION, "separation", 2),
+        (pb.STAGE_TRANSCRIPTION, "transcription", 1),
+        (pb.STAGE_KARAOKE, "karaoke", 1),
+    ):
+        runs, succeeded = runs_before.get(stage_id, (0, 0))
+        row = page.locator(f"[data-testid=stage-row][data-stage={name}]")
+        expect(row.locator("[data-field=runs]")).to_have_text(str(runs + added_runs))
+        expect(row.locator("[data-field=succeeded]")).to_have_text(str(succeeded + 1))
+        expect(row.locator("[data-field=seconds-per-audio-minute]")).to_have_text(re.compile(r"^\d+\.\d$"))
+
+    # One bar per day, the newest (today) holding both jobs more than before; success bars today.
+    bars = page.get_by_test_id("day-bar")
+    expect(bars).to_have_count(30)
+    expect(bars.last).to_have_attribute("data-jobs", str(before.days[-1].jobs + 2))
+    assert bars.last.locator("rect").count() >= 2  # succeeded and failed, stacked
+    assert page.get_by_test_id("success-bar").count() >= 3
+    finished = sum(state in TERMINAL_STATES for state in states)
+    expect(page.get_by_test_id("slowest-row")).to_have_count(min(10, finished))
+    failed_first = page.get_by_test_id("failed-row").first
+    expect(failed_first).to_have_attribute("data-job-id", failed_id)
+    expect(failed_first.locator("[data-field=errors]")).to_contain_text("Separation: FAILED_PRECONDITION: ")
+
+    page.set_viewport_size({"width": 1280, "height": 1900})
+    screenshot(page, "analytics.png")
+    # Back to the songs: the jobs are still listed there.
+    page.get_by_test_id("songs-link").click()
+    expect(page.get_by_test_id("drop-zone")).to_be_visible()
+    expect(page.get_by_test_id("job-entry")).to_have_count(2)

@@ -295,7 +295,9 @@ class Rig:
             s.separation_addr, s.transcription_addr, s.karaoke_addr, retry_seconds=s.stage_retry_seconds
         )
         self.jobs = Jobs(s, self.store, uploads, self.clients)
-        servicer = OrchestratorServicer(s, uploads, self.jobs, authenticator(s, self.store, "127.0.0.1"))
+        servicer = OrchestratorServicer(
+            s, self.store, uploads, self.jobs, authenticator(s, self.store, "127.0.0.1")
+        )
         self.server = grpc.aio.server()
         pb_grpc.add_OrchestratorServicer_to_server(servicer, self.server)
         port = self.server.add_insecure_port("127.0.0.1:0")

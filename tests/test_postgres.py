@@ -20,7 +20,16 @@ from pathlib import Path
 import pytest
 
 from orchestrator.jobs import TAKEN_OVER_NOTE
-from orchestrator.store import CANCELS_CHANNEL, EVENTS_CHANNEL, STORE_FILE, Checkpoint, Store, listen
+from orchestrator.store import (
+    CANCELS_CHANNEL,
+    EVENTS_CHANNEL,
+    STAGE_OK,
+    STORE_FILE,
+    Checkpoint,
+    StageResult,
+    Store,
+    listen,
+)
 from roar import cli, client
 from roar.config import Settings
 from roar.service import is_serving
@@ -167,6 +176,20 @@ def test_the_newest_stage_runs_of_each_kind_are_kept(store: Store) -> None:
     runs = store.stage_runs()
     assert [r[3] for r in runs if r[1] == "htdemucs"] == [14.0, 13.0, 12.0]
     assert (pb.STAGE_TRANSCRIPTION, "lyrics", 60.0, 2.0) in runs
+
+
+def test_stage_results_and_jobs_by_time(store: Store) -> None:
+    base = 1_700_000_000.0
+    store.put_job("u", _job("mine", created=base), owner="k1")
+    store.put_job("u", _job("theirs", created=base + 10), owner="k2")
+    store.add_stage_result("mine", pb.STAGE_SEPARATION, STAGE_OK, 12.5, 60.0, base + 20)
+    store.add_stage_result("theirs", pb.STAGE_TRANSCRIPTION, "UNAVAILABLE", 3.0, 30.0, base + 30)
+    assert store.stage_results_between(base, base + 30) == [
+        StageResult(pb.STAGE_SEPARATION, STAGE_OK, 12.5, 60.0, base + 20)
+    ]
+    assert [r.code for r in store.stage_results_between(base, base + 31, owner="k2")] == ["UNAVAILABLE"]
+    assert [j.job_id for j in store.jobs_created_between(base, base + 11)] == ["theirs", "mine"]
+    assert [j.job_id for j in store.jobs_created_between(base + 1, base + 11, owner="k2")] == ["theirs"]
 
 
 def test_a_lease_is_held_by_one_orchestrator_until_dropped_or_expired(store: Store) -> None:

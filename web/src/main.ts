@@ -1,4 +1,5 @@
 // The page: the connection badge, the drop zone, the job list and the selected song's details.
+import { AnalyticsView } from "./analytics";
 import { client, errorText } from "./api";
 import { Connection, type ConnectionState } from "./connection";
 import { Item, stateLabel, type ItemHost } from "./item";
@@ -148,3 +149,20 @@ function notifyFinished(view: JobView): void {
   if (!("Notification" in window) || !notificationsOn()) return;
   new Notification(`Roar: ${view.filename}`, { body: stateLabel(view), tag: view.jobId });
 }
+
+// Two views: the songs, and #analytics, whose figures are fetched afresh each time it is opened.
+const analytics = new AnalyticsView(byId("analytics"), connection);
+
+function showView(): void {
+  const view = window.location.hash === "#analytics" ? "analytics" : "songs";
+  byId("songs").hidden = view !== "songs";
+  analytics.element.hidden = view !== "analytics";
+  for (const link of document.querySelectorAll<HTMLAnchorElement>("[data-view]")) {
+    if (link.dataset.view === view) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (view === "analytics") void analytics.load();
+}
+
+window.addEventListener("hashchange", showView);
+showView();

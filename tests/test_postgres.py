@@ -518,3 +518,23 @@ async def test_a_job_is_cancelled_through_either_orchestrator(site: Site, song: 
     assert events[-1].state == pb.JOB_STATE_CANCELLED, (events[-1], site.log())
     assert events[-1].message == "cancelled"
     _assert_each_event_once(events)
+
+
+async def test_a_job_cancelled_while_no_orchestrator_runs_it_ends_cancelled_when_taken_over(
+    site: Site, song: Path
+) -> None:
+    upload_id = await _upload(site, "a", song)
+    job_id = await _submit(site, "a", upload_id)
+    watching = asyncio.create_task(_watch(site, "b", job_id))
+    await _mid_stage(site, job_id)
+    site.kill("a")
+    try:
+        async with client.channel(site.address("b")) as channel:
+            job = await pb_grpc.OrchestratorStub(channel).CancelJob(pb.CancelJobRequest(job_id=job_id))
+        assert job.state == pb.JOB_STATE_RUNNING  # recorded; nobody runs it until its lease expires
+        events = await asyncio.wait_for(watching, 60)
+    finally:
+        site.start("a")
+    assert events[-1].state == pb.JOB_STATE_CANCELLED, (events[-1], site.log())
+    assert TAKEN_OVER_NOTE not in [e.message for e in events]  # ended, not resumed
+    _assert_each_event_once(events)

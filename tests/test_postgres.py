@@ -311,10 +311,22 @@ async def test_events_and_cancels_are_announced_to_every_listener(postgres: Post
         await until(lambda: bool(heard), record)  # once LISTEN is under way, each event is heard
         store.request_cancel("j")
         await until(lambda: (CANCELS_CHANNEL, "j") in heard, lambda: None)
+        assert heard[-1] == (CANCELS_CHANNEL, "j") and set(heard[:-1]) == {(EVENTS_CHANNEL, "j")}
+        # The listening connection is cut (a server restart): the listener connects again.
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as admin:
+            cut = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            ).fetchall()
+        assert cut == [(True,)]
+        heard.clear()
+        await until(lambda: bool(heard), record)
     finally:
         listener.cancel()
         store.close()
-    assert heard[-1] == (CANCELS_CHANNEL, "j") and set(heard[:-1]) == {(EVENTS_CHANNEL, "j")}
+    assert set(heard) == {(EVENTS_CHANNEL, "j")}
 
 
 # The must-show: two orchestrator processes sharing the PostgreSQL store and one data dir, in

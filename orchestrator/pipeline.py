@@ -20,6 +20,7 @@ from orchestrator.events import MIN_EVENT_INTERVAL, Events
 from orchestrator.progress import HISTORY_RUNS, JobProgress, LearnedSpeeds, StageTime, work_kinds
 from orchestrator.stages import StageClients, StageFailed
 from orchestrator.store import Store
+from roar import metrics
 from roar.audio import format_name
 from roar.config import Settings
 from roar.service import file_request_stream
@@ -60,6 +61,7 @@ class Pace:
         """Marks the stage done and stores its run; returns how long it took."""
         run = self._progress.finish(stage)
         self._store.add_stage_run(*run, keep=HISTORY_RUNS)
+        metrics.stage_completed(STAGE_NAMES[stage], run.seconds, run.audio_seconds)
         return run.seconds
 
     def overall(self) -> float:
@@ -358,10 +360,12 @@ class Pipeline:
             output = await stage.run(run, report, remaining)
         except StageFailed as exc:
             error = job.errors.add(code=exc.code, message=exc.message, stage=stage.stage)
+            metrics.STAGE_RESULTS.labels(name, exc.code).inc()
             run.pace.skip(stage.stage)
             self._events.emit(job, stage.stage, report.percent, f"{name} failed: {exc.message}", error=error)
             return False
         self._store.finish_stage(job.job_id, stage.stage, output)
+        metrics.STAGE_RESULTS.labels(name, metrics.OK).inc()
         elapsed = run.pace.finish(stage.stage)
         self._events.emit(
             job,
@@ -387,6 +391,7 @@ class Pipeline:
         self._events.emit(
             job, pb.STAGE_COMPLETE, 100.0, message, overall=overall, eta=0.0, error=error, final=True
         )
+        metrics.job_ended(pb.JobState.Name(state), time.time() - job.created.ToNanoseconds() / 1e9)
         # Only after the last event: a crash before it resumes the job from its stages.
         self._files.remove_scratch(job.job_id)
         self._store.forget_stages(job.job_id)

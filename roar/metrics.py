@@ -16,6 +16,7 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from prometheus_client import (
@@ -262,21 +263,22 @@ def metrics_app() -> Callable[..., Awaitable[None]]:
     return make_asgi_app()
 
 
-def serve_metrics(settings: Settings, host: str, port: int) -> None:
+def serve_metrics(settings: Settings, host: str, port: int) -> WSGIServer:
     """Serves this process's metrics over HTTP on host:port (any path), on a thread of its own,
     over TLS with the process's certificate when it has one (client certificates required when
-    ROAR_TLS_CLIENT_CA is set, as on the gRPC port)."""
+    ROAR_TLS_CLIENT_CA is set, as on the gRPC port). Returns the server (for shutdown())."""
     tls: dict[str, Any] = {}
     if settings.tls_cert and settings.tls_key:
         tls = {"certfile": settings.tls_cert, "keyfile": settings.tls_key}
         if settings.tls_client_ca:
             tls |= {"client_cafile": settings.tls_client_ca, "client_auth_required": True}
     try:
-        start_http_server(port, addr=host, **tls)
+        server, _ = start_http_server(port, addr=host, **tls)
     except OSError as exc:
         raise SystemExit(
             f"cannot serve metrics on {host}:{port} (ROAR_METRICS_PORT): {exc.strerror}"
         ) from exc
+    return server
 
 
 class RequestMetrics(grpc.aio.ServerInterceptor):

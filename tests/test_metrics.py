@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import socket
+import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from roar.v1 import karaoke_pb2, karaoke_pb2_grpc
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from services.karaoke.server import KaraokeServicer
+from tests.support.certs import issue, make_ca
 from tests.support.prometheus import Prometheus
 from tests.support.songs import write_song
 from tests.support.suite import Suite, free_port
@@ -346,3 +350,34 @@ async def test_a_stage_that_stays_down_counts_retries_not_failovers() -> None:
     assert failed.value.code == "UNAVAILABLE"
     assert sample(metrics.STAGE_RETRIES, labels, "_total") > retries
     assert sample(metrics.STAGE_FAILOVERS, labels, "_total") == failovers  # it never answered
+
+
+def test_stage_metrics_are_served_over_mutual_tls_when_the_service_has_a_certificate(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path, "ca")
+    stage, scraper = issue(ca, tmp_path, "stage"), issue(ca, tmp_path, "scraper")
+    settings = Settings(tls_cert=str(stage.cert), tls_key=str(stage.key), tls_client_ca=str(ca.cert))
+    port = free_port()
+    server = metrics.serve_metrics(settings, "127.0.0.1", port)
+    try:
+        trusted = ssl.create_default_context(cafile=ca.cert)
+        trusted.load_cert_chain(scraper.cert, scraper.key)
+        with urllib.request.urlopen(
+            f"https://127.0.0.1:{port}/metrics", context=trusted, timeout=10
+        ) as reply:
+            assert reply.status == 200 and b"# TYPE " in reply.read()
+        anonymous = ssl.create_default_context(cafile=ca.cert)  # no client certificate
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=anonymous, timeout=10).read()
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()  # plaintext
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_taken_metrics_port_stops_the_service_with_the_setting_named() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(SystemExit, match="ROAR_METRICS_PORT"):
+            metrics.serve_metrics(Settings(), "127.0.0.1", taken.getsockname()[1])

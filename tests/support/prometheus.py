@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.suite import free_port
 
@@ -120,3 +121,14 @@ class Prometheus:
         """The one value of `promql` once `expected` accepts it (see wait_for)."""
         result = self.wait_for(promql, lambda r: len(r) == 1 and expected(float(r[0]["value"][1])), timeout)
         return float(result[0]["value"][1])
+
+
+def scraped_value(url: str, name: str, labels: dict[str, str]) -> float | None:
+    """One sample of the metrics page at `url` (what Prometheus would scrape), None when absent."""
+    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_SECONDS) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None

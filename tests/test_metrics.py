@@ -188,6 +188,7 @@ async def get(port: int, path: str, method: str = "GET", host: str = "") -> tupl
 async def test_web_port_answers_health_readiness_and_metrics(web_port: tuple[int, asyncio.Event]) -> None:
     port, taking_jobs = web_port
     assert (await get(port, "/healthz"))[0] == 200
+    assert (await get(port, "/healthz", method="HEAD"))[0] == 200
     status, _, body = await get(port, "/readyz")
     assert status == 503 and "not ready" in body
     taking_jobs.set()

@@ -18,6 +18,7 @@ from orchestrator.pipeline import Pipeline
 from orchestrator.stages import StageClients
 from orchestrator.store import TERMINAL_STATES, Store
 from orchestrator.uploads import Uploads
+from roar import metrics
 from roar.audio import format_name
 from roar.catalog import separation_catalog, transcription_catalog
 from roar.config import Settings
@@ -197,7 +198,7 @@ class Jobs:
         try:
             if self._slots.locked():
                 self._events.emit(job, pb.STAGE_UPLOAD, 100.0, "queued: waiting for a free worker")
-            async with self._slots:
+            async with metrics.job_slot(self._slots):
                 job.state = pb.JOB_STATE_RUNNING
                 if resumed:
                     self._events.emit(

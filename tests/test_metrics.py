@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.events import Events
 from orchestrator.stages import StageClients, StageFailed
@@ -199,7 +200,13 @@ async def test_web_port_answers_health_readiness_and_metrics(web_port: tuple[int
     metrics.UPLOAD_BYTES.inc(7)
     status, content_type, body = await get(port, "/metrics")
     assert status == 200 and content_type.startswith("text/plain")
-    assert f"roar_upload_bytes_total {sample(metrics.UPLOAD_BYTES, suffix='_total')}" in body
+    # Read back as Prometheus reads it: a large count is written 1.058495e+06.
+    exposed = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+    assert exposed[("roar_upload_bytes_total", ())] == sample(metrics.UPLOAD_BYTES, suffix="_total")
     assert 'roar_jobs_total{state="succeeded"}' in body  # known series start at 0
     assert "# TYPE roar_stage_duration_seconds histogram" in body
     # Scrapers and probes reach a pod by its IP: a Host the page refuses still gets them.

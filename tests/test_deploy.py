@@ -31,6 +31,7 @@ KUBE_VERSION = "1.37.0"
 NAMESPACE = "roar"
 IMAGE_REPOSITORY = "ghcr.io/roar-karaoke"
 REPO_PACKAGES = {"roar", "orchestrator", "services"}
+MONITORING_NAMESPACE = {"kubernetes.io/metadata.name": "monitoring"}
 CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "StorageClass", "ClusterRole", "ClusterRoleBinding"}
 
 MANIFESTS = sorted(p for p in KUBE_DIR.glob("*.yaml") if p.name != "kustomization.yaml")
@@ -211,11 +212,28 @@ def test_service_reaches_its_deployment_on_the_container_port(name: str) -> None
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
-def test_probes_check_grpc_health_on_the_served_port(name: str) -> None:
+def test_probes_check_health_on_the_served_ports(name: str) -> None:
     container = _container(DEPLOYMENTS[name])
-    grpc_port = _ports(container)["grpc"]
+    ports = _ports(container)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == grpc_port, f"{name} {probe}"
+        check = container[probe]
+        if "httpGet" in check:  # the orchestrator's readiness: /readyz on its web port
+            assert check["httpGet"] == {"path": "/readyz", "port": "http"} and "http" in ports, name
+        else:
+            assert check["grpc"]["port"] == ports["grpc"], f"{name} {probe}"
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
+def test_metrics_are_scraped_where_they_are_served(name: str) -> None:
+    deployment = DEPLOYMENTS[name]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    container = _container(deployment)
+    ports = _ports(container)
+    # The orchestrator serves /metrics on its web port, a stage on ROAR_METRICS_PORT.
+    port = ports["http"] if "http" in ports else int(_env(container)["ROAR_METRICS_PORT"])
+    assert int(annotations["prometheus.io/port"]) == port
+    assert port in ports.values(), f"{name} does not declare its metrics port"
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
@@ -288,13 +306,17 @@ def test_only_the_orchestrator_reaches_the_stages() -> None:
         for rule in rules:
             # A rule without `from` admits every source; namespaceSelector and ipBlock admit others.
             assert rule.get("from"), f"{name} admits every source"
+            ports = {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])}
+            if ports == {("TCP", _ports(_container(stage))["metrics"])}:
+                # Prometheus' namespace may scrape, and nothing else reaches the metrics port.
+                assert rule["from"] == [{"namespaceSelector": {"matchLabels": MONITORING_NAMESPACE}}], name
+                continue
             for peer in rule["from"]:
                 assert set(peer) == {"podSelector"}, f"{name} admits {peer}"
                 admitted = [
                     d for d in DEPLOYMENTS if _selects(peer["podSelector"], _pod_labels(DEPLOYMENTS[d]))
                 ]
                 assert admitted == [orchestrator["metadata"]["name"]], f"{name} admits {admitted}"
-            ports = {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])}
             assert ports == {("TCP", _ports(_container(stage))["grpc"])}, f"{name} opens {ports}"
     # The orchestrator is the entry point: no policy closes it.
     assert not [p for p in policies if _selects(p["spec"]["podSelector"], _pod_labels(orchestrator))]

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orchestrator.store import TERMINAL_STATES, Store
+from roar import metrics
 from roar.errors import NotFound
 from roar.v1 import orchestrator_pb2 as pb
 
@@ -77,11 +78,14 @@ class Events:
         """Every event after `after_seq`, then live ones until the job's last event."""
         if self._store.get_job(job_id) is None:
             raise NotFound(f"no job {job_id!r}")
+        live = False  # after the first wait, every event read was made while this watcher waited
         while True:
             # Take the signal before reading, so an event stored after the read still wakes us.
             signal = self._signals.setdefault(job_id, asyncio.Event())
             events = self._store.events_after(job_id, after_seq)
             for event in events:
+                if live:
+                    metrics.event_delivered(event.timestamp.ToNanoseconds() / 1e9)
                 yield event
                 after_seq = event.seq
                 if event.state in TERMINAL_STATES:
@@ -95,3 +99,4 @@ class Events:
                         await asyncio.wait_for(signal.wait(), SHARED_WATCH_POLL_SECONDS)
                 else:
                     await signal.wait()
+                live = True

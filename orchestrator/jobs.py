@@ -26,6 +26,7 @@ from orchestrator.pipeline import Pipeline
 from orchestrator.stages import StageClients
 from orchestrator.store import CANCELS_CHANNEL, EVENTS_CHANNEL, TERMINAL_STATES, Store, listen
 from orchestrator.uploads import Uploads
+from roar import metrics
 from roar.audio import format_name
 from roar.catalog import separation_catalog, transcription_catalog
 from roar.config import Settings
@@ -281,7 +282,7 @@ class Jobs:
                 return
             if self._slots.locked():
                 self._events.emit(job, pb.STAGE_UPLOAD, 100.0, "queued: waiting for a free worker")
-            async with self._slots:
+            async with metrics.job_slot(self._slots):
                 job.state = pb.JOB_STATE_RUNNING
                 if resume_note:
                     self._events.emit(job, job.last_event.stage, job.last_event.stage_percent, resume_note)

@@ -19,7 +19,8 @@ from orchestrator.checkpoints import VOCALS, Passages, StemWindows, VocalsFeed
 from orchestrator.events import MIN_EVENT_INTERVAL, Events
 from orchestrator.progress import HISTORY_RUNS, JobProgress, LearnedSpeeds, StageTime, work_kinds
 from orchestrator.stages import StageClients, StageFailed
-from orchestrator.store import STAGE_OK, Store
+from orchestrator.store import Store
+from roar import metrics
 from roar.audio import format_name
 from roar.config import Settings
 from roar.service import file_request_stream
@@ -60,6 +61,7 @@ class Pace:
         """Marks the stage done and stores its run; returns how long it took."""
         run = self._progress.finish(stage)
         self._store.add_stage_run(*run, keep=HISTORY_RUNS)
+        metrics.stage_completed(STAGE_NAMES[stage], run.seconds, run.audio_seconds)
         return run.seconds
 
     def overall(self) -> float:
@@ -351,15 +353,15 @@ class Pipeline:
             job, stage.stage, 0.0, f"{name} starting", overall=run.pace.overall(), eta=run.pace.eta()
         )
         report = StageReporter(run, stage.stage, run.vocals.share if stage.streams_from is not None else None)
-        # How the run ended, for GetStats; None when it was cancelled (the job was, or the server is
-        # stopping and resumes it later): that says nothing about the stage.
+        # How the run ended, for GetStats and /metrics; None when it was cancelled (the job was, or
+        # the server is stopping and resumes it later): that says nothing about the stage.
         started, code = time.time(), None
         try:
             remaining = deadline - started
             if remaining <= 0:
                 raise StageFailed("DEADLINE_EXCEEDED", "the job ran past its time limit")
             output = await stage.run(run, report, remaining)
-            code = STAGE_OK
+            code = metrics.OK
         except StageFailed as exc:
             code = exc.code
             error = job.errors.add(code=exc.code, message=exc.message, stage=stage.stage)
@@ -369,6 +371,7 @@ class Pipeline:
         finally:
             if code is not None:
                 ended = time.time()
+                metrics.STAGE_RESULTS.labels(name, code).inc()
                 self._store.add_stage_result(
                     job.job_id, stage.stage, code, ended - started, job.audio.duration_seconds, ended
                 )
@@ -398,6 +401,7 @@ class Pipeline:
         self._events.emit(
             job, pb.STAGE_COMPLETE, 100.0, message, overall=overall, eta=0.0, error=error, final=True
         )
+        metrics.job_ended(pb.JobState.Name(state), time.time() - job.created.ToNanoseconds() / 1e9)
         # Only after the last event: a crash before it resumes the job from its stages.
         self._files.remove_scratch(job.job_id)
         self._store.forget_stages(job.job_id)

@@ -20,7 +20,7 @@ from orchestrator.stats import stats
 from orchestrator.store import Store, store_location
 from orchestrator.uploads import MAX_CHUNK_BYTES, Uploads
 from orchestrator.web import web_app, web_server
-from roar import __version__
+from roar import __version__, metrics
 from roar.config import Settings
 from roar.errors import RoarError
 from roar.service import RefusingUndecodable, abort_with, serve, setup_logging
@@ -129,6 +129,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
     ) -> AsyncIterator[pb.DownloadChunk]:
         self.auth.check_job(caller, request.job_id)
         for chunk in self._jobs.download(request.job_id, request.name, request.offset):
+            metrics.DOWNLOAD_BYTES.inc(len(chunk.data))
             yield chunk
 
     @_unary
@@ -172,11 +173,25 @@ async def run(settings: Settings, host: str) -> None:
     app = web_app()
     pb_grpc.add_OrchestratorServicer_to_server(servicer, RefusingUndecodable(app))
 
+    taking_jobs = asyncio.Event()  # from when unfinished jobs are resumed until shutdown begins
+
+    async def ready() -> bool:
+        """Readiness (/readyz): the orchestrator takes jobs and its store answers."""
+        if not taking_jobs.is_set():
+            return False
+        try:
+            store.last_seq("")
+        except Exception:
+            log.warning("readiness: the store does not answer", exc_info=True)
+            return False
+        return True
+
     @contextlib.asynccontextmanager
     async def running() -> AsyncIterator[None]:
-        web = web_server(app, host, settings.web_port, settings)
+        web = web_server(app, host, settings.web_port, settings, ready)
         web_task = asyncio.create_task(web.serve())
         jobs.resume_unfinished()
+        taking_jobs.set()
         janitor_task = asyncio.create_task(janitor.run())
         # Several orchestrators share a PostgreSQL store: leases, take-overs, others' events.
         coordinating = asyncio.create_task(jobs.coordinate()) if store.shared else None
@@ -185,6 +200,7 @@ async def run(settings: Settings, host: str) -> None:
         try:
             yield
         finally:
+            taking_jobs.clear()
             web.should_exit = True
             janitor_task.cancel()
             if coordinating is not None:  # no job taken over while stopping

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from roar import metrics
 from roar.auth import bearer_metadata
 from roar.errors import RoarError
 from roar.service import CHANNEL_OPTIONS, file_request_stream
@@ -175,6 +176,7 @@ class StageClients:
                         "(ROAR_STAGE_RETRY_SECONDS)",
                     ) from exc
                 attempt += 1
+                metrics.stage_retried(service.name, failover=exc.answered)
                 what = "the service restarted" if exc.answered else "the service is not up"
                 note = receiver.retry_note()
                 await on_progress(

@@ -11,7 +11,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from statistics import fmean
 
-from orchestrator.store import STAGE_OK, TERMINAL_STATES, StageResult, Store
+from orchestrator.store import TERMINAL_STATES, StageResult, Store
+from roar import metrics
 from roar.errors import BadInput
 from roar.v1 import orchestrator_pb2 as pb
 
@@ -85,7 +86,7 @@ def _stage_stats(runs: Iterable[StageResult]) -> list[pb.StageStats]:
         by_stage[run.stage].append(run)
     stages = []
     for stage in sorted(by_stage):
-        ok = [run for run in by_stage[stage] if run.code == STAGE_OK]
+        ok = [run for run in by_stage[stage] if run.code == metrics.OK]
         stats = pb.StageStats(stage=stage, runs=len(by_stage[stage]), succeeded=len(ok))
         if ok:
             stats.mean_seconds = fmean(run.seconds for run in ok)

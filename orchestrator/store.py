@@ -149,15 +149,11 @@ class Checkpoint:
     frames_done: int
 
 
-# A stage run's code when it succeeded; otherwise it is the stage's gRPC status name.
-STAGE_OK = "OK"
-
-
 class StageResult(NamedTuple):
     """How one stage run of a job ended."""
 
     stage: int
-    code: str  # STAGE_OK or the stage's gRPC status name
+    code: str  # the gRPC status name: OK (roar.metrics.OK) when it succeeded
     seconds: float
     audio_seconds: float
     ended_at: float

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from orchestrator.store import Store
-from roar import audio
+from roar import audio, metrics
 from roar.errors import BadInput, DiskFull, FailedPrecondition, NotFound, ResourceExhausted, is_disk_full
 from roar.v1 import orchestrator_pb2 as pb
 
@@ -116,6 +116,7 @@ class Uploads:
                     raise DiskFull("the chunk") from exc
                 raise
             upload.committed += len(new)
+            metrics.UPLOAD_BYTES.inc(len(new))
             self._store.set_committed(upload_id, upload.committed)
         return upload
 

@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 
 from roar.config import Settings
 from roar.errors import internal_message
+from roar.metrics import metrics_app
 from roar.service import CHANNEL_OPTIONS
 from roar.tls import web_ssl_options
 
@@ -352,6 +353,40 @@ def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
     return sending
 
 
+# The operator's endpoints (Kubernetes probes, Prometheus): the process runs; it takes jobs; its metrics.
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+METRICS_PATH = "/metrics"
+PROBE_METHODS = ("GET", "HEAD")
+
+
+class Probes:
+    """ASGI middleware answering /healthz (200 while the process runs), /readyz (200 when `ready()`
+    says it takes jobs, else 503) and /metrics (Prometheus' text format) before WebGuard, whose
+    Host check would refuse them: probes and scrapers address a pod by its IP. They only read, run
+    nothing a caller chooses, and show counts, never jobs, files or keys."""
+
+    def __init__(self, app: Asgi, ready: Callable[[], Awaitable[bool]]) -> None:
+        self._app = app
+        self._ready = ready
+        self._metrics = metrics_app()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path") if scope["type"] == "http" else None
+        if path not in (HEALTH_PATH, READY_PATH, METRICS_PATH):
+            await self._app(scope, receive, send)
+        elif scope["method"] not in PROBE_METHODS:
+            await _plain(send, 405, b"GET only", [(b"allow", ", ".join(PROBE_METHODS).encode())])
+        elif path == METRICS_PATH:
+            await self._metrics(scope, receive, send)
+        elif path == HEALTH_PATH:
+            await _plain(send, 200, b"ok\n")
+        elif await self._ready():
+            await _plain(send, 200, b"ready\n")
+        else:
+            await _plain(send, 503, b"not ready: starting, stopping, or its store does not answer\n")
+
+
 class _QuietServer(uvicorn.Server):
     # The gRPC server owns SIGTERM/SIGINT; uvicorn must not take them over.
     @contextlib.contextmanager
@@ -359,12 +394,15 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def web_server(app: GrpcWebApp, host: str, port: int, settings: Settings) -> uvicorn.Server:
-    """The web port: the page and grpc-web behind WebGuard, over TLS when settings name a certificate."""
+def web_server(
+    app: GrpcWebApp, host: str, port: int, settings: Settings, ready: Callable[[], Awaitable[bool]]
+) -> uvicorn.Server:
+    """The web port: the page and grpc-web behind WebGuard, and the Probes (readiness from
+    `ready`), over TLS when settings name a certificate."""
     guarded = WebGuard(app, allowed_host_entries(settings.allowed_hosts, host), settings.cors_origins)
     # Open grpc-web streams (browsers watching jobs) must not hold up a shutdown.
     config = uvicorn.Config(
-        guarded,
+        Probes(guarded, ready),
         host=host,
         port=port,
         log_level="warning",

@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,14 +42,19 @@ RESTART_FIRST_DELAY = 1.0
 RESTART_MAX_DELAY = 30.0
 RESTART_RESET_SECONDS = 60.0
 SUPERVISE_INTERVAL_SECONDS = 0.3
+# `roar up` lists where each service serves /metrics in this file of its data dir, in the format of
+# Prometheus' file_sd_configs (re-read by Prometheus whenever it changes).
+METRICS_TARGETS_FILE = "metrics-targets.json"
+STAGE_SERVICES = ("separation", "transcription", "karaoke")
 
 
 # roar up
 
 
-def _service_commands(settings: Settings) -> dict[str, list[str]]:
+def _service_commands(settings: Settings, metrics_ports: dict[str, int]) -> dict[str, list[str]]:
+    """The command of each service; a stage with a port in `metrics_ports` serves /metrics on it."""
     python = sys.executable
-    return {
+    commands = {
         "separation": [
             python,
             "-m",
@@ -74,6 +80,27 @@ def _service_commands(settings: Settings) -> dict[str, list[str]]:
             str(settings.web_port),
         ],
     }
+    for name, port in metrics_ports.items():
+        commands[name] += ["--metrics-port", str(port)]
+    return commands
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_metrics_targets(path: Path, targets: dict[str, str], tls: bool) -> None:
+    """Writes `targets` (service -> host:port of its /metrics) as a Prometheus file_sd file, each
+    target labelled `component` (`service` is a label of the metrics themselves)."""
+    labels = {"__scheme__": "https"} if tls else {}
+    groups = [
+        {"targets": [address], "labels": {"component": name, **labels}} for name, address in targets.items()
+    ]
+    partial = path.with_suffix(".part")
+    partial.write_text(json.dumps(groups, indent=2) + "\n")
+    partial.replace(path)  # Prometheus never reads a half-written file
 
 
 class Child:
@@ -189,14 +216,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     health = suite_credentials(settings, starts_stages=bool(local - {"orchestrator"}))
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Each stage started here serves /metrics on a free port of its own; the orchestrator on its web port.
+    metrics_ports = {name: _free_port() for name in STAGE_SERVICES if name in local}
     children = [
         Child(name, command, addresses[name], env, health)
-        for name, command in _service_commands(settings).items()
+        for name, command in _service_commands(settings, metrics_ports).items()
         if name in local
     ]
+    metrics_targets = {name: f"127.0.0.1:{port}" for name, port in metrics_ports.items()}
+    metrics_targets["orchestrator"] = f"127.0.0.1:{settings.web_port}"
+    targets_file = settings.data_dir / METRICS_TARGETS_FILE
+    _write_metrics_targets(targets_file, metrics_targets, tls=health is not None)
     for child in children:
         child.start()
     print(f"roar: starting {', '.join(c.name for c in children)} (data in {settings.data_dir})", flush=True)
+    scheme = "https" if health else "http"
+    listing = ", ".join(f"{name} {scheme}://{address}/metrics" for name, address in metrics_targets.items())
+    print(f"roar: metrics: {listing} (Prometheus file_sd targets: {targets_file})", flush=True)
     try:
         # Until each child has served once; one that dies meanwhile is restarted like later on.
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS

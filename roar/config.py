@@ -80,6 +80,9 @@ class Settings:
     separation_addr: str = "127.0.0.1:50052"
     transcription_addr: str = "127.0.0.1:50053"
     karaoke_addr: str = "127.0.0.1:50054"
+    # A stage service's HTTP port for Prometheus' /metrics (0: none). The orchestrator serves
+    # /metrics on its web port instead; `roar up` gives each stage it starts a free port.
+    metrics_port: int = 0
     # "auto" picks CUDA when present, else CPU.
     device: str = "auto"
     # CPU threads for torch in each model service; 0: all cores.
@@ -149,6 +152,7 @@ class Settings:
             separation_addr=_env("ROAR_SEPARATION_ADDR", d.separation_addr),
             transcription_addr=_env("ROAR_TRANSCRIPTION_ADDR", d.transcription_addr),
             karaoke_addr=_env("ROAR_KARAOKE_ADDR", d.karaoke_addr),
+            metrics_port=_env_int("ROAR_METRICS_PORT", d.metrics_port),
             device=_env("ROAR_DEVICE", d.device),
             torch_threads=_env_int("ROAR_TORCH_THREADS", d.torch_threads),
             max_running_jobs=_env_int("ROAR_MAX_RUNNING_JOBS", d.max_running_jobs),

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from roar import metrics
 from roar.catalog import ModelCatalog
 from roar.errors import ModelUnavailable
 from roar.progress import ProgressCallback, no_progress
@@ -46,11 +47,13 @@ class ModelCache(Generic[M]):
                     victim = next((n for n in self._models if n != self.default), None)
                     if victim is not None:
                         del self._models[victim]
+                        metrics.model_unloaded(self.catalog.stage, victim)
                 source = self.catalog.source_of(name)
                 log.info("loading model %s from %s", name, source)
                 hint = f"set {self.catalog.setting_of(name)} to a model that loads"
                 try:
-                    self._models[name] = self._loader(name, source)
+                    with metrics.model_loading(self.catalog.stage, name):
+                        self._models[name] = self._loader(name, source)
                 except ModelUnavailable as exc:  # its message is written for clients: no paths
                     log.error("model %s (%s) unavailable: %s", name, source, exc.message)
                     raise ModelUnavailable(

@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from roar import audio
+from roar import audio, metrics
 from roar.config import Settings
 from roar.errors import RoarError, internal_message, is_disk_full
 from roar.progress import StageRun
@@ -314,6 +314,7 @@ async def serve(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     stopping: asyncio.Event | None = None,
     grace: float = STOP_GRACE_SECONDS,
+    metrics_port: int = 0,
 ) -> None:
     """Runs a gRPC server until SIGTERM/SIGINT, then drains it: health turns NOT_SERVING, new
     calls are refused, `stopping` is set (calls that work in steps watch it, finish their current
@@ -323,16 +324,21 @@ async def serve(
     Health reports NOT_SERVING until `warm_up` (model loading) has finished, then SERVING.
     `running()` is entered once the server serves and left before it stops (the orchestrator
     runs its web front end and its jobs inside it). `interceptors` see every call first (the stage
-    services' key check, roar.auth).
+    services' key check, roar.auth), after the one that counts calls (roar.metrics). `metrics_port`
+    (0: none): where the process's metrics are served over HTTP, from start-up on.
     """
-    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=interceptors)
+    metrics.export(name)
+    server = grpc.aio.server(
+        options=CHANNEL_OPTIONS, interceptors=[metrics.RequestMetrics(name), *interceptors]
+    )
     register(RefusingUndecodable(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    credentials = server_credentials(Settings.from_env())
+    settings = Settings.from_env()
+    credentials = server_credentials(settings)
     if credentials is None:
         bound = server.add_insecure_port(f"{host}:{port}")
     else:
@@ -347,6 +353,10 @@ async def serve(
     await set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     log.info("%s listening on %s:%d%s", name, host, bound, " (TLS)" if credentials else "")
+    if metrics_port:
+        metrics.serve_metrics(settings, host, metrics_port)
+        scheme = "https" if credentials else "http"
+        log.info("%s metrics on %s://%s:%d/metrics", name, scheme, host, metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -12,13 +12,17 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from roar import healthcheck
 from roar.config import Settings, port_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +31,7 @@ KUBE_VERSION = "1.37.0"
 NAMESPACE = "roar"
 IMAGE_REPOSITORY = "ghcr.io/roar-karaoke"
 REPO_PACKAGES = {"roar", "orchestrator", "services"}
+MONITORING_NAMESPACE = {"kubernetes.io/metadata.name": "monitoring"}
 CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "StorageClass", "ClusterRole", "ClusterRoleBinding"}
 
 MANIFESTS = sorted(p for p in KUBE_DIR.glob("*.yaml") if p.name != "kustomization.yaml")
@@ -160,11 +165,13 @@ def test_every_resource_is_in_the_roar_namespace() -> None:
             assert r["metadata"].get("namespace") == NAMESPACE, f"{r['kind']}/{r['metadata']['name']}"
 
 
+# Every ROAR_ setting roar/config.py reads: a misspelt one elsewhere would be silently ignored.
+SETTINGS_READ = set(re.findall(r'"(ROAR_[A-Z_]+)"', (REPO / "roar" / "config.py").read_text()))
+
+
 def test_roar_settings_in_the_manifests_are_ones_the_code_reads() -> None:
-    # A misspelt ROAR_ variable would be silently ignored.
-    read = set(re.findall(r'"(ROAR_[A-Z_]+)"', (REPO / "roar" / "config.py").read_text()))
     for name, deployment in DEPLOYMENTS.items():
-        unknown = {k for k in _env(_container(deployment)) if k.startswith("ROAR_")} - read
+        unknown = {k for k in _env(_container(deployment)) if k.startswith("ROAR_")} - SETTINGS_READ
         assert not unknown, f"{name} sets {unknown}, which roar/config.py does not read"
 
 
@@ -190,11 +197,7 @@ def test_keys_come_from_the_secret_and_ship_empty() -> None:
 def test_service_reaches_its_deployment_on_the_container_port(name: str) -> None:
     service = SERVICES[name]
     selector = service["spec"]["selector"]
-    selected = [
-        d
-        for d in DEPLOYMENTS.values()
-        if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
-    ]
+    selected = [d for d in DEPLOYMENTS.values() if selector.items() <= _pod_labels(d).items()]
     assert len(selected) == 1, f"service {name} selects {len(selected)} deployments"
     assert selected[0]["spec"]["selector"]["matchLabels"].items() <= selector.items()
     ports = _ports(_container(selected[0]))
@@ -209,11 +212,28 @@ def test_service_reaches_its_deployment_on_the_container_port(name: str) -> None
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
-def test_probes_check_grpc_health_on_the_served_port(name: str) -> None:
+def test_probes_check_health_on_the_served_ports(name: str) -> None:
     container = _container(DEPLOYMENTS[name])
-    grpc_port = _ports(container)["grpc"]
+    ports = _ports(container)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == grpc_port, f"{name} {probe}"
+        check = container[probe]
+        if "httpGet" in check:  # the orchestrator's readiness: /readyz on its web port
+            assert check["httpGet"] == {"path": "/readyz", "port": "http"} and "http" in ports, name
+        else:
+            assert check["grpc"]["port"] == ports["grpc"], f"{name} {probe}"
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
+def test_metrics_are_scraped_where_they_are_served(name: str) -> None:
+    deployment = DEPLOYMENTS[name]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    container = _container(deployment)
+    ports = _ports(container)
+    # The orchestrator serves /metrics on its web port, a stage on ROAR_METRICS_PORT.
+    port = ports["http"] if "http" in ports else int(_env(container)["ROAR_METRICS_PORT"])
+    assert int(annotations["prometheus.io/port"]) == port
+    assert port in ports.values(), f"{name} does not declare its metrics port"
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
@@ -286,13 +306,17 @@ def test_only_the_orchestrator_reaches_the_stages() -> None:
         for rule in rules:
             # A rule without `from` admits every source; namespaceSelector and ipBlock admit others.
             assert rule.get("from"), f"{name} admits every source"
+            ports = {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])}
+            if ports == {("TCP", _ports(_container(stage))["metrics"])}:
+                # Prometheus' namespace may scrape, and nothing else reaches the metrics port.
+                assert rule["from"] == [{"namespaceSelector": {"matchLabels": MONITORING_NAMESPACE}}], name
+                continue
             for peer in rule["from"]:
                 assert set(peer) == {"podSelector"}, f"{name} admits {peer}"
                 admitted = [
                     d for d in DEPLOYMENTS if _selects(peer["podSelector"], _pod_labels(DEPLOYMENTS[d]))
                 ]
                 assert admitted == [orchestrator["metadata"]["name"]], f"{name} admits {admitted}"
-            ports = {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])}
             assert ports == {("TCP", _ports(_container(stage))["grpc"])}, f"{name} opens {ports}"
     # The orchestrator is the entry point: no policy closes it.
     assert not [p for p in policies if _selects(p["spec"]["podSelector"], _pod_labels(orchestrator))]
@@ -336,7 +360,7 @@ def test_dockerfile_runs_a_module_it_copies_with_flags_it_accepts(path: Path) ->
         assert not missing, f"{path}: {package} imports {missing}, which the image does not copy"
     port = built.served_port({})
     for check in built.all("HEALTHCHECK"):
-        assert f"127.0.0.1:{port}'" in check, f"{path}: HEALTHCHECK does not ask port {port}"
+        assert f'"roar.healthcheck", "127.0.0.1:{port}"]' in check, f"{path}: HEALTHCHECK asks another port"
 
 
 def test_orchestrator_image_ships_the_web_page(tmp_path: Path) -> None:
@@ -373,3 +397,118 @@ def test_orchestrator_image_ships_the_web_page(tmp_path: Path) -> None:
     shipped = set(zipfile.ZipFile(wheel).namelist())
     page = {p.relative_to(REPO).as_posix() for p in static.rglob("*") if p.is_file()}
     assert page <= shipped, f"the wheel lacks {sorted(page - shipped)}: pyproject.toml's package-data"
+
+
+# --- compose.yaml ---
+
+COMPOSE_FILE = REPO / "compose.yaml"
+COMPOSE = yaml.safe_load(COMPOSE_FILE.read_text())
+# What compose.yaml demands from the environment (or an .env file).
+COMPOSE_ENV = {"ROAR_STAGE_KEY": "s" * 64, "ROAR_ADMIN_KEY": "a" * 64}
+
+
+@pytest.mark.parametrize("profile", [None, "postgres"])
+def test_compose_file_is_valid(profile: str | None, tmp_path: Path) -> None:
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("needs Debian's docker-compose (make system-deps installs it)")
+    command = [compose, "-f", str(COMPOSE_FILE), *(["--profile", profile] if profile else []), "config"]
+    env = {"PATH": "/usr/bin:/bin", **COMPOSE_ENV}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout)
+    services = resolved["services"]
+    assert {"separation", "transcription", "karaoke", "orchestrator"} <= set(services)
+    # PostgreSQL runs only when asked for (compose v1's `config` lists it either way).
+    assert services["postgres"]["profiles"] == ["postgres"]
+    # Without the keys it refuses to start at all, rather than run servers that refuse every call.
+    missing = subprocess.run(command, cwd=tmp_path, env={"PATH": env["PATH"]}, capture_output=True, text=True)
+    assert missing.returncode != 0 and "ROAR_STAGE_KEY" in missing.stderr
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.parent.relative_to(REPO)))
+def test_compose_builds_each_image_and_checks_its_served_port(path: Path) -> None:
+    name = path.parent.name
+    service = COMPOSE["services"][name]
+    assert REPO / service["build"]["dockerfile"] == path
+    assert service["image"] == _container(DEPLOYMENTS[name])["image"]
+    port = Dockerfile.read(path).served_port({})
+    assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "roar.healthcheck", f"127.0.0.1:{port}"]
+
+
+def test_compose_orchestrator_reaches_the_stages_by_their_service_names() -> None:
+    orchestrator = COMPOSE["services"]["orchestrator"]
+    for stage in ("separation", "transcription", "karaoke"):
+        port = Dockerfile.read(REPO / "services" / stage / "Dockerfile").served_port({})
+        assert orchestrator["environment"][f"ROAR_{stage.upper()}_ADDR"] == f"{stage}:{port}"
+        assert orchestrator["depends_on"][stage] == {"condition": "service_healthy"}
+    for name, service in COMPOSE["services"].items():
+        unknown = {n for n in service.get("environment", {}) if n.startswith("ROAR_")} - SETTINGS_READ
+        assert not unknown, f"compose.yaml's {name} sets {unknown}, which roar/config.py does not read"
+
+
+def test_healthcheck_exits_0_only_for_a_serving_server() -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        address = f"127.0.0.1:{port}"
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert healthcheck.main([address]) == 1  # e.g. a model service still loading its model
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert healthcheck.main([address]) == 0
+    finally:
+        server.stop(None)
+    assert healthcheck.main([address]) == 1  # nothing listens there now
+    assert healthcheck.main([]) == 2
+
+
+# --- autoscaling and disruption budgets ---
+
+AUTOSCALERS = _named("HorizontalPodAutoscaler")
+BUDGETS = _named("PodDisruptionBudget")
+KEDA_EXAMPLE = KUBE_DIR / "examples" / "keda-scaledobject.yaml"
+
+
+def _selected_deployment(selector: dict[str, str]) -> str:
+    (name,) = (n for n, d in DEPLOYMENTS.items() if selector.items() <= _pod_labels(d).items())
+    return name
+
+
+def _pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    return deployment["spec"]["template"]["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("name", sorted(AUTOSCALERS))
+def test_autoscaler_scales_a_stage_on_cpu_it_requests(name: str) -> None:
+    spec = AUTOSCALERS[name]["spec"]
+    target = spec["scaleTargetRef"]
+    assert target["kind"] == "Deployment" and target["name"] in DEPLOYMENTS
+    assert "orchestrator" not in target["name"], "orchestrators scale by hand: each holds upload streams"
+    # Utilization is a share of the request: without one the autoscaler never acts.
+    assert _container(DEPLOYMENTS[target["name"]])["resources"]["requests"]["cpu"]
+    assert 1 <= spec["minReplicas"] <= spec["maxReplicas"]
+
+
+def test_every_deployment_has_a_budget_that_still_lets_a_node_drain() -> None:
+    budgeted = {_selected_deployment(b["spec"]["selector"]["matchLabels"]): b for b in BUDGETS.values()}
+    assert set(budgeted) == set(DEPLOYMENTS)
+    for name, budget in budgeted.items():
+        autoscaler = AUTOSCALERS.get(name)
+        fewest = autoscaler["spec"]["minReplicas"] if autoscaler else DEPLOYMENTS[name]["spec"]["replicas"]
+        # minAvailable equal to the replicas would block every voluntary eviction forever.
+        assert budget["spec"]["minAvailable"] < fewest, name
+
+
+def test_keda_example_scales_a_deployment_here_on_a_metric_roar_exports() -> None:
+    (scaled,) = yaml.safe_load_all(KEDA_EXAMPLE.read_text())
+    assert scaled["kind"] == "ScaledObject" and scaled["metadata"]["namespace"] == NAMESPACE
+    assert scaled["spec"]["scaleTargetRef"]["name"] in DEPLOYMENTS
+    assert scaled["spec"]["scaleTargetRef"]["name"] in AUTOSCALERS, "the example replaces that HPA"
+    exported = set(re.findall(r'"(roar_[a-z_]+)"', (REPO / "roar" / "metrics.py").read_text()))
+    for trigger in scaled["spec"]["triggers"]:
+        assert trigger["type"] == "prometheus"
+        queried = set(re.findall(r"roar_[a-z_]+", trigger["metadata"]["query"]))
+        assert queried and queried <= exported, f"the query asks for {queried - exported}, not exported"

@@ -27,6 +27,7 @@ from roar import client
 from roar.service import is_serving
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
+from tests.support.prometheus import scraped_value
 from tests.support.songs import write_song
 from tests.support.suite import REPO, free_port
 
@@ -218,6 +219,9 @@ async def test_killing_the_busy_separation_replica_fails_over_to_the_other(
     assert results == uninterrupted  # bit-exact
     redone = re.findall(r"separation broke in window (\d+)", cluster.log())
     assert len(redone) <= 1, redone
+    # The orchestrator's /metrics counts the failover.
+    metrics_url = f"http://127.0.0.1:{cluster.ports['web']}/metrics"
+    assert (scraped_value(metrics_url, "roar_stage_failovers_total", {"stage": "separation"}) or 0) >= 1
 
 
 async def test_a_replica_stopping_mid_stage_hands_over_after_its_window(

@@ -23,7 +23,6 @@ from orchestrator.jobs import TAKEN_OVER_NOTE
 from orchestrator.store import (
     CANCELS_CHANNEL,
     EVENTS_CHANNEL,
-    STAGE_OK,
     STORE_FILE,
     Checkpoint,
     StageResult,
@@ -32,6 +31,7 @@ from orchestrator.store import (
 )
 from roar import cli, client
 from roar.config import Settings
+from roar.metrics import OK
 from roar.service import is_serving
 from roar.v1 import common_pb2
 from roar.v1 import orchestrator_pb2 as pb
@@ -182,10 +182,10 @@ def test_stage_results_and_jobs_by_time(store: Store) -> None:
     base = 1_700_000_000.0
     store.put_job("u", _job("mine", created=base), owner="k1")
     store.put_job("u", _job("theirs", created=base + 10), owner="k2")
-    store.add_stage_result("mine", pb.STAGE_SEPARATION, STAGE_OK, 12.5, 60.0, base + 20)
+    store.add_stage_result("mine", pb.STAGE_SEPARATION, OK, 12.5, 60.0, base + 20)
     store.add_stage_result("theirs", pb.STAGE_TRANSCRIPTION, "UNAVAILABLE", 3.0, 30.0, base + 30)
     assert store.stage_results_between(base, base + 30) == [
-        StageResult(pb.STAGE_SEPARATION, STAGE_OK, 12.5, 60.0, base + 20)
+        StageResult(pb.STAGE_SEPARATION, OK, 12.5, 60.0, base + 20)
     ]
     assert [r.code for r in store.stage_results_between(base, base + 31, owner="k2")] == ["UNAVAILABLE"]
     assert [j.job_id for j in store.jobs_created_between(base, base + 11)] == ["theirs", "mine"]

@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> None:
         help="from ROAR_KARAOKE_ADDR",
     )
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=settings.metrics_port,
+        help="HTTP port of /metrics (ROAR_METRICS_PORT)",
+    )
     args = parser.parse_args(argv)
     setup_logging("karaoke")
     guard = stage_interceptors(settings, "karaoke", args.host)  # before any model loads
@@ -56,7 +62,17 @@ def main(argv: list[str] | None = None) -> None:
     def register(server: grpc.aio.Server) -> None:
         karaoke_pb2_grpc.add_KaraokeServicer_to_server(KaraokeServicer(slots), server)
 
-    asyncio.run(serve("karaoke", args.port, register, [SERVICE_NAME], host=args.host, interceptors=guard))
+    asyncio.run(
+        serve(
+            "karaoke",
+            args.port,
+            register,
+            [SERVICE_NAME],
+            host=args.host,
+            interceptors=guard,
+            metrics_port=args.metrics_port,
+        )
+    )
 
 
 if __name__ == "__main__":

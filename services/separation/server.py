@@ -17,6 +17,7 @@ from roar.auth import stage_interceptors
 from roar.catalog import separation_catalog
 from roar.config import Settings, port_of, torch_device
 from roar.errors import BadInput
+from roar.metrics import WINDOWS_PROCESSED
 from roar.models import ModelCache
 from roar.progress import ProgressCallback, StageRun, check_cancelled
 from roar.service import abort_with, options_and_file, serve, setup_logging
@@ -98,6 +99,7 @@ class SeparationServicer(separation_pb2_grpc.SeparationServicer):
                             )
                             yield separation_pb2.SeparateResponse(window=window)
                         in_flight.release()
+                        WINDOWS_PROCESSED.labels("separation").inc()
                         next_window = item.index + 1
                         if self._stopping.is_set():
                             await _abort_stopping(context, next_window)
@@ -165,6 +167,12 @@ def main() -> None:
         "--port", type=int, default=port_of(settings.separation_addr), help="port to listen on"
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=settings.metrics_port,
+        help="HTTP port of /metrics (ROAR_METRICS_PORT)",
+    )
+    parser.add_argument(
         "--model",
         default=settings.separation_model,
         help="default model, a name from ROAR_SEPARATION_MODELS or a source (ROAR_SEPARATION_MODEL)",
@@ -198,6 +206,7 @@ def main() -> None:
             interceptors=guard,
             stopping=stopping,
             grace=WINDOW_GRACE_SECONDS,
+            metrics_port=args.metrics_port,
         )
     )
 

@@ -18,6 +18,7 @@ from roar.auth import stage_interceptors
 from roar.catalog import transcription_catalog
 from roar.config import Settings, port_of, torch_device
 from roar.errors import BadInput, Cancelled, DiskFull, ResourceExhausted, RoarError, is_disk_full
+from roar.metrics import WINDOWS_PROCESSED
 from roar.models import ModelCache
 from roar.progress import ProgressCallback, StageRun
 from roar.service import abort_with, options_and_file, progress_responses, serve, setup_logging
@@ -125,6 +126,7 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
         passages: asyncio.Queue[transcription_pb2.Passage] = asyncio.Queue()
 
         def publish(passage: transcription_pb2.Passage) -> None:
+            WINDOWS_PROCESSED.labels("transcription").inc()
             loop.call_soon_threadsafe(passages.put_nowait, passage)
 
         def work(progress: ProgressCallback) -> common_pb2.Transcript:
@@ -196,6 +198,12 @@ def main() -> None:
         "--port", type=int, default=port_of(settings.transcription_addr), help="port to listen on"
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=settings.metrics_port,
+        help="HTTP port of /metrics (ROAR_METRICS_PORT)",
+    )
+    parser.add_argument(
         "--model",
         default=settings.transcription_model,
         help="default model, a name from ROAR_TRANSCRIPTION_MODELS or a source: a hub id or a local dir "
@@ -227,6 +235,7 @@ def main() -> None:
             warm_up=warm_up,
             host=args.host,
             interceptors=guard,
+            metrics_port=args.metrics_port,
         )
     )
 

@@ -4,7 +4,9 @@ port, trusting local connections. Tests skip with the reason when the server bin
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -71,8 +73,13 @@ def running_postgres() -> Iterator[PostgresServer]:
     is missing."""
     if not (PG_BIN / "initdb").exists():
         pytest.skip(f"needs PostgreSQL 15 server binaries in {PG_BIN} (Debian package `postgresql`)")
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        pytest.skip("running as root needs `runuser` to start PostgreSQL as the postgres user")
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root needs `runuser` to start PostgreSQL as the postgres user")
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root needs the `postgres` user (made by Debian's `postgresql` package)")
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -83,6 +90,7 @@ def running_postgres() -> Iterator[PostgresServer]:
     try:
         server.start()
         yield server
-        server.stop()
     finally:
+        with contextlib.suppress(RuntimeError):  # it may never have started
+            server.stop()
         shutil.rmtree(root, ignore_errors=True)

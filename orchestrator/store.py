@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from roar.config import POSTGRES_SCHEMES
+from roar.errors import Unavailable
 from roar.v1 import orchestrator_pb2 as pb
 
 log = logging.getLogger("roar.orchestrator")
@@ -197,14 +198,29 @@ class _Postgres:
         return connection
 
     def execute(self, sql: str, parameters: tuple[Any, ...] | None = None) -> Any:
-        if self._connection.broken:  # the server restarted: the call that found out failed
-            self._connection = self._connect()
-        if parameters is None:
-            return self._connection.execute(sql)
-        return self._connection.execute(sql.replace("%", "%%").replace("?", "%s"), parameters)
+        with self._answering():
+            if parameters is None:
+                return self._connection.execute(sql)
+            return self._connection.execute(sql.replace("%", "%%").replace("?", "%s"), parameters)
 
-    def transaction(self) -> contextlib.AbstractContextManager[Any]:
-        return self._connection.transaction()
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._answering(), self._connection.transaction():
+            yield
+
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Reconnects a connection that broke (the server restarted: the call that found out
+        failed); a database that does not answer is UNAVAILABLE to the caller, who may retry."""
+        import psycopg
+
+        try:
+            if self._connection.broken:
+                self._connection = self._connect()
+            yield
+        except psycopg.OperationalError as exc:
+            log.warning("the PostgreSQL store does not answer: %s", exc)
+            raise Unavailable("the job store (PostgreSQL) does not answer; try again shortly") from exc
 
     def columns(self, table: str) -> set[str]:
         rows = self.execute(

@@ -54,6 +54,12 @@ class ResourceExhausted(RoarError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class Unavailable(RoarError):
+    """Something the server needs does not answer now (its database); the call may be retried."""
+
+    code = "UNAVAILABLE"
+
+
 class OutOfRange(RoarError):
     code = "OUT_OF_RANGE"
 

@@ -31,6 +31,7 @@ from orchestrator.store import (
 )
 from roar import cli, client
 from roar.config import Settings
+from roar.errors import Unavailable
 from roar.metrics import OK
 from roar.service import is_serving
 from roar.v1 import common_pb2
@@ -250,17 +251,28 @@ def test_roar_keys_manage_the_keys_in_the_postgresql_store(
 def test_a_store_whose_connection_broke_reconnects(postgres: PostgresServer) -> None:
     url = postgres.new_database()
     store = Store(url)
-    store.put_job("u", _job("j"))
-    import psycopg
+    job = _job("j")
+    store.put_job("u", job)
 
-    with psycopg.connect(url, autocommit=True) as admin:  # what a server restart does to it
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    with pytest.raises(psycopg.OperationalError):
+    def cut() -> None:  # what a server restart does to the store's connection
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+    cut()
+    with pytest.raises(Unavailable):  # a clear status for the one call that found out
         store.get_job("j")
     assert store.get_job("j").job_id == "j"
+    store.record(_event(job, "one"), job)
+    cut()
+    with pytest.raises(Unavailable):  # a transaction too, and it left nothing behind
+        store.record(_event(job, "lost"), job)
+    store.record(_event(job, "two"), job)
+    assert [(e.seq, e.message) for e in store.events_after("j", 0)] == [(1, "one"), (2, "two")]
     store.close()
 
 

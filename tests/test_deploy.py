@@ -175,22 +175,36 @@ def test_roar_settings_in_the_manifests_are_ones_the_code_reads() -> None:
         assert not unknown, f"{name} sets {unknown}, which roar/config.py does not read"
 
 
-def test_keys_come_from_the_secret_and_ship_empty() -> None:
-    secret = _named("Secret")["roar-keys"]
-    # Nothing usable is committed: the servers refuse to listen beyond the pod until it is filled in.
-    assert secret["stringData"] == {"ROAR_ADMIN_KEY": "", "ROAR_STAGE_KEY": ""}
+def test_secrets_come_from_secrets_that_ship_empty() -> None:
+    # Nothing usable is committed: the servers refuse to listen beyond the pod until the keys are
+    # filled in, and the orchestrators to start until the database URL is.
+    assert _named("Secret")["roar-keys"]["stringData"] == {"ROAR_ADMIN_KEY": "", "ROAR_STAGE_KEY": ""}
+    assert _named("Secret")["roar-database"]["stringData"] == {"ROAR_DATABASE_URL": ""}
     for name, deployment in DEPLOYMENTS.items():
         container = _container(deployment)
         refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
         # Every stage checks the stage key the orchestrator presents; only the orchestrator holds the
-        # admin key.
+        # admin key and the database's URL (with its password).
         assert refs["ROAR_STAGE_KEY"] == {"name": "roar-keys", "key": "ROAR_STAGE_KEY"}, name
         expected = (
-            {"ROAR_ADMIN_KEY", "ROAR_STAGE_KEY"}
+            {"ROAR_ADMIN_KEY", "ROAR_STAGE_KEY", "ROAR_DATABASE_URL"}
             if "orchestrator" in container["image"]
             else {"ROAR_STAGE_KEY"}
         )
         assert set(refs) == expected, name
+
+
+def test_several_orchestrators_share_a_database_and_a_volume() -> None:
+    (orchestrator,) = (d for d in DEPLOYMENTS.values() if "orchestrator" in _container(d)["image"])
+    assert orchestrator["spec"]["replicas"] >= 2
+    env = {e["name"]: e for e in _container(orchestrator)["env"]}
+    assert env["ROAR_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "roar-database"
+    assert float(env["ROAR_LEASE_SECONDS"]["value"]) > 0
+    volumes = _pod_volumes(orchestrator)
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v]
+    assert claims
+    for claim in claims:
+        assert CLAIMS[claim]["spec"]["accessModes"] == ["ReadWriteMany"], f"{claim}: every replica writes it"
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -282,6 +296,10 @@ def test_orchestrator_reaches_every_stage_through_a_headless_service() -> None:
         assert int(match["port"]) in {p["port"] for p in service["spec"]["ports"]}, variable
         # Without it the round_robin channel sees one address and every call goes to one replica.
         assert service["spec"].get("clusterIP") == "None", f"service {match['host']} should be headless"
+
+
+def _pod_volumes(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    return deployment["spec"]["template"]["spec"]["volumes"]
 
 
 def _pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
@@ -475,6 +493,10 @@ KEDA_EXAMPLE = KUBE_DIR / "examples" / "keda-scaledobject.yaml"
 def _selected_deployment(selector: dict[str, str]) -> str:
     (name,) = (n for n, d in DEPLOYMENTS.items() if selector.items() <= _pod_labels(d).items())
     return name
+
+
+def _pod_volumes(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    return deployment["spec"]["template"]["spec"]["volumes"]
 
 
 def _pod_labels(deployment: dict[str, Any]) -> dict[str, str]:

@@ -51,6 +51,7 @@ from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from roar.v1 import separation_pb2, separation_pb2_grpc, transcription_pb2, transcription_pb2_grpc
 from services.separation.separator import Separator
+from tests.support.processes import stop_process
 from tests.support.suite import Suite, free_port
 
 OVERLAP_LIMIT = 0.8
@@ -163,12 +164,7 @@ class StageService:
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
             self.process = None
 
 

@@ -27,6 +27,7 @@ from roar import client
 from roar.service import is_serving
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
+from tests.support.processes import stop_process
 from tests.support.prometheus import scraped_value
 from tests.support.songs import write_song
 from tests.support.suite import REPO, free_port
@@ -74,12 +75,7 @@ class Cluster:
 
     def stop_all(self) -> None:
         for name, process in list(self.processes.items()):
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
             del self.processes[name]
 
     def log(self) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from roar.v1 import common_pb2
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.support.postgres import PostgresServer, running_postgres
+from tests.support.processes import stop_process
 from tests.support.songs import write_song
 from tests.support.suite import REPO, free_port
 
@@ -385,12 +385,7 @@ class Site:
 
     def stop_all(self) -> None:
         for name, process in list(self.processes.items()):
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
             del self.processes[name]
 
     def address(self, name: str) -> str:

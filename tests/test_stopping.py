@@ -29,6 +29,7 @@ from services.transcription.transcriber import load_transcriber, prepare_audio
 from services.transcription.whisper import WhisperTranscriber
 from services.transcription.windows import TranscriptionOptions, windows
 from services.transcription.word_alignment import BAND_WORDS, _alignment_moves, align_words, alignment_band
+from tests.support.processes import stop_process
 from tests.support.stopping import stop_at_first_update
 from tests.support.suite import free_port
 from tests.support.tiny_demucs import HTDEMUCS_KWARGS, build_tiny_demucs
@@ -91,12 +92,7 @@ class Service:
         return [float(seconds) for seconds in _STOPPED.findall(self.log.read_text())]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, grace=10)
 
 
 @pytest.fixture(scope="module")

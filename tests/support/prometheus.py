@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.processes import stop_process
 from tests.support.suite import free_port
 
 PROMETHEUS = Path("/usr/bin/prometheus")
@@ -85,12 +86,7 @@ class Prometheus:
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def log(self, tail: int = 6000) -> str:

@@ -6,7 +6,8 @@ import { client, errorText } from "./api";
 import type { Connection } from "./connection";
 import { h } from "./dom";
 import { formatDuration } from "./format";
-import { JobState, Stage, type JobStats, type StageStats, type Stats } from "./gen/roar/v1/orchestrator_pb";
+import { stateByProto } from "./jobstate";
+import { Stage, type JobStats, type StageStats, type Stats } from "./gen/roar/v1/orchestrator_pb";
 
 const periods = [7, 30, 90, 366];
 const defaultPeriod = 30;
@@ -16,15 +17,6 @@ const stageKeys: [Stage, string, string][] = [
   [Stage.TRANSCRIPTION, "transcription", "Transcription"],
   [Stage.KARAOKE, "karaoke", "Karaoke"],
 ];
-
-const stateNames: Partial<Record<JobState, string>> = {
-  [JobState.QUEUED]: "queued",
-  [JobState.RUNNING]: "running",
-  [JobState.SUCCEEDED]: "succeeded",
-  [JobState.PARTIAL]: "partial",
-  [JobState.FAILED]: "failed",
-  [JobState.CANCELLED]: "cancelled",
-};
 
 // How the jobs of a day ended, bottom to top in its bar; "other" is still queued or running.
 const endings = ["succeeded", "partial", "failed", "cancelled", "other"] as const;
@@ -271,7 +263,7 @@ function jobRow(job: JobStats, testId: string, extra: HTMLTableCellElement): HTM
     "tr",
     { "data-testid": testId, "data-job-id": job.jobId },
     h("th", { scope: "row" }, job.filename),
-    cell("state", stateNames[job.state] ?? "?"),
+    cell("state", stateByProto[job.state] ?? "?"),
     cell("created", utcTime(job.created)),
     cell("seconds", seconds(job.seconds)),
     cell("audio", formatDuration(job.audioSeconds)),

@@ -60,7 +60,7 @@ const waitsFor: Record<StageName, readonly StageName[]> = {
   complete: [],
 };
 
-const stateByProto: Partial<Record<JobState, JobStateName>> = {
+export const stateByProto: Partial<Record<JobState, JobStateName>> = {
   [JobState.QUEUED]: "queued",
   [JobState.RUNNING]: "running",
   [JobState.SUCCEEDED]: "succeeded",

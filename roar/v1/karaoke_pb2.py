@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from roar.v1 import common_pb2 as roar_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15roar/v1/karaoke.proto\x12\x07roar.v1\x1a\x14roar/v1/common.proto\"\xb3\x01\n\x0eKaraokeOptions\x12\'\n\ntranscript\x18\x01 \x01(\x0b\x32\x13.roar.v1.Transcript\x12&\n\x07\x66ormats\x18\x03 \x03(\x0e\x32\x15.roar.v1.LyricsFormat\x12\r\n\x05title\x18\x05 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01J\x04\x08\x02\x10\x03J\x04\x08\x04\x10\x05R\x06lyricsR\x13instrumental_format\"L\n\x0c\x42uildRequest\x12(\n\x07options\x18\x01 \x01(\x0b\x32\x17.roar.v1.KaraokeOptionsJ\x04\x08\x02\x10\x03R\x0cinstrumental\"k\n\rBuildResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.roar.v1.StageProgressH\x00\x12\"\n\x04\x66ile\x18\x02 \x01(\x0b\x32\x12.roar.v1.FileChunkH\x00\x42\n\n\x08response2C\n\x07Karaoke\x12\x38\n\x05\x42uild\x12\x15.roar.v1.BuildRequest\x1a\x16.roar.v1.BuildResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15roar/v1/karaoke.proto\x12\x07roar.v1\x1a\x14roar/v1/common.proto\"\xb3\x01\n\x0eKaraokeOptions\x12\'\n\ntranscript\x18\x01 \x01(\x0b\x32\x13.roar.v1.Transcript\x12&\n\x07\x66ormats\x18\x03 \x03(\x0e\x32\x15.roar.v1.LyricsFormat\x12\r\n\x05title\x18\x05 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01J\x04\x08\x02\x10\x03J\x04\x08\x04\x10\x05R\x06lyricsR\x13instrumental_format\"L\n\x0c\x42uildRequest\x12(\n\x07options\x18\x01 \x01(\x0b\x32\x17.roar.v1.KaraokeOptionsJ\x04\x08\x02\x10\x03R\x0cinstrumental\"k\n\rBuildResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.roar.v1.StageProgressH\x00\x12\"\n\x04\x66ile\x18\x02 \x01(\x0b\x32\x12.roar.v1.FileChunkH\x00\x42\n\n\x08response\"W\n\x0cVideoOptions\x12(\n\x07karaoke\x18\x01 \x01(\x0b\x32\x17.roar.v1.KaraokeOptions\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\"Z\n\x12RenderVideoRequest\x12(\n\x07options\x18\x01 \x01(\x0b\x32\x15.roar.v1.VideoOptionsH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request2\x8b\x01\n\x07Karaoke\x12\x38\n\x05\x42uild\x12\x15.roar.v1.BuildRequest\x1a\x16.roar.v1.BuildResponse0\x01\x12\x46\n\x0bRenderVideo\x12\x1b.roar.v1.RenderVideoRequest\x1a\x16.roar.v1.BuildResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUILDREQUEST']._serialized_end=314
   _globals['_BUILDRESPONSE']._serialized_start=316
   _globals['_BUILDRESPONSE']._serialized_end=423
-  _globals['_KARAOKE']._serialized_start=425
-  _globals['_KARAOKE']._serialized_end=492
+  _globals['_VIDEOOPTIONS']._serialized_start=425
+  _globals['_VIDEOOPTIONS']._serialized_end=512
+  _globals['_RENDERVIDEOREQUEST']._serialized_start=514
+  _globals['_RENDERVIDEOREQUEST']._serialized_end=604
+  _globals['_KARAOKE']._serialized_start=607
+  _globals['_KARAOKE']._serialized_end=746
 # @@protoc_insertion_point(module_scope)

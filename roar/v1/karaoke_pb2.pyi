@@ -32,3 +32,21 @@ class BuildResponse(_message.Message):
     progress: _common_pb2.StageProgress
     file: _common_pb2.FileChunk
     def __init__(self, progress: _Optional[_Union[_common_pb2.StageProgress, _Mapping]] = ..., file: _Optional[_Union[_common_pb2.FileChunk, _Mapping]] = ...) -> None: ...
+
+class VideoOptions(_message.Message):
+    __slots__ = ("karaoke", "width", "height")
+    KARAOKE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    karaoke: KaraokeOptions
+    width: int
+    height: int
+    def __init__(self, karaoke: _Optional[_Union[KaraokeOptions, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class RenderVideoRequest(_message.Message):
+    __slots__ = ("options", "audio")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    options: VideoOptions
+    audio: bytes
+    def __init__(self, options: _Optional[_Union[VideoOptions, _Mapping]] = ..., audio: _Optional[bytes] = ...) -> None: ...

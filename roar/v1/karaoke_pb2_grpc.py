@@ -40,6 +40,11 @@ class KaraokeStub:
                 request_serializer=roar_dot_v1_dot_karaoke__pb2.BuildRequest.SerializeToString,
                 response_deserializer=roar_dot_v1_dot_karaoke__pb2.BuildResponse.FromString,
                 _registered_method=True)
+        self.RenderVideo = channel.stream_stream(
+                '/roar.v1.Karaoke/RenderVideo',
+                request_serializer=roar_dot_v1_dot_karaoke__pb2.RenderVideoRequest.SerializeToString,
+                response_deserializer=roar_dot_v1_dot_karaoke__pb2.BuildResponse.FromString,
+                _registered_method=True)
 
 
 class KaraokeServicer:
@@ -53,12 +58,25 @@ class KaraokeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenderVideo(self, request_iterator, context):
+        """Renders karaoke.mp4: the instrumental, streamed in after the options, with the lyrics drawn
+        over it (libass through ffmpeg). Responses are progress updates and the video as FileChunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KaraokeServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Build': grpc.unary_stream_rpc_method_handler(
                     servicer.Build,
                     request_deserializer=roar_dot_v1_dot_karaoke__pb2.BuildRequest.FromString,
+                    response_serializer=roar_dot_v1_dot_karaoke__pb2.BuildResponse.SerializeToString,
+            ),
+            'RenderVideo': grpc.stream_stream_rpc_method_handler(
+                    servicer.RenderVideo,
+                    request_deserializer=roar_dot_v1_dot_karaoke__pb2.RenderVideoRequest.FromString,
                     response_serializer=roar_dot_v1_dot_karaoke__pb2.BuildResponse.SerializeToString,
             ),
     }
@@ -89,6 +107,33 @@ class Karaoke:
             target,
             '/roar.v1.Karaoke/Build',
             roar_dot_v1_dot_karaoke__pb2.BuildRequest.SerializeToString,
+            roar_dot_v1_dot_karaoke__pb2.BuildResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenderVideo(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/roar.v1.Karaoke/RenderVideo',
+            roar_dot_v1_dot_karaoke__pb2.RenderVideoRequest.SerializeToString,
             roar_dot_v1_dot_karaoke__pb2.BuildResponse.FromString,
             options,
             channel_credentials,

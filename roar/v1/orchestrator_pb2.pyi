@@ -94,7 +94,7 @@ class Upload(_message.Message):
     def __init__(self, upload_id: _Optional[str] = ..., filename: _Optional[str] = ..., size: _Optional[int] = ..., committed: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., finished: _Optional[bool] = ..., audio: _Optional[_Union[_common_pb2.AudioInfo, _Mapping]] = ...) -> None: ...
 
 class JobOptions(_message.Message):
-    __slots__ = ("separation_model", "all_stems", "audio_format", "transcription_model", "language", "lyrics", "lyrics_formats", "timeout_seconds")
+    __slots__ = ("separation_model", "all_stems", "audio_format", "transcription_model", "language", "lyrics", "lyrics_formats", "timeout_seconds", "karaoke_video")
     SEPARATION_MODEL_FIELD_NUMBER: _ClassVar[int]
     ALL_STEMS_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class JobOptions(_message.Message):
     LYRICS_FIELD_NUMBER: _ClassVar[int]
     LYRICS_FORMATS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    KARAOKE_VIDEO_FIELD_NUMBER: _ClassVar[int]
     separation_model: str
     all_stems: bool
     audio_format: _common_pb2.AudioFormat
@@ -111,7 +112,8 @@ class JobOptions(_message.Message):
     lyrics: str
     lyrics_formats: _containers.RepeatedScalarFieldContainer[_common_pb2.LyricsFormat]
     timeout_seconds: float
-    def __init__(self, separation_model: _Optional[str] = ..., all_stems: _Optional[bool] = ..., audio_format: _Optional[_Union[_common_pb2.AudioFormat, str]] = ..., transcription_model: _Optional[str] = ..., language: _Optional[str] = ..., lyrics: _Optional[str] = ..., lyrics_formats: _Optional[_Iterable[_Union[_common_pb2.LyricsFormat, str]]] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    karaoke_video: bool
+    def __init__(self, separation_model: _Optional[str] = ..., all_stems: _Optional[bool] = ..., audio_format: _Optional[_Union[_common_pb2.AudioFormat, str]] = ..., transcription_model: _Optional[str] = ..., language: _Optional[str] = ..., lyrics: _Optional[str] = ..., lyrics_formats: _Optional[_Iterable[_Union[_common_pb2.LyricsFormat, str]]] = ..., timeout_seconds: _Optional[float] = ..., karaoke_video: _Optional[bool] = ...) -> None: ...
 
 class ProcessRequest(_message.Message):
     __slots__ = ("upload_id", "options")

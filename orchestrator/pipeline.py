@@ -386,7 +386,7 @@ class Pipeline:
         )
         return True
 
-    def finish(self, job: pb.Job, state: int, message: str, error: pb.Error | None = None) -> None:
+    def finish(self, job: pb.Job, state: int, message: str, error: pb.JobError | None = None) -> None:
         """The job's last event, with its files; what only an unfinished job needs is dropped. A
         job that did not succeed shows `error`, or else the last error it had (several stages may
         fail at once)."""

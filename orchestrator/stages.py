@@ -15,8 +15,9 @@ import grpc
 
 from roar import metrics
 from roar.auth import bearer_metadata
+from roar.channel_options import CHANNEL_OPTIONS
 from roar.errors import RoarError
-from roar.service import CHANNEL_OPTIONS, file_request_stream
+from roar.service import file_request_stream
 from roar.v1 import (
     common_pb2,
     karaoke_pb2,

@@ -25,10 +25,10 @@ from starlette.datastructures import Headers
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from roar.channel_options import CHANNEL_OPTIONS
 from roar.config import Settings
 from roar.errors import internal_message
 from roar.metrics import metrics_app
-from roar.service import CHANNEL_OPTIONS
 from roar.tls import web_ssl_options
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"

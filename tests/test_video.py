@@ -1,5 +1,6 @@
 """karaoke.mp4: the karaoke service's RenderVideo (ffmpeg + libass, real processes) checked with
-ffprobe and by the colours of a frame at a known word time; its refusal without ffmpeg."""
+ffprobe and by the colours of a frame at a known word time; its refusal without ffmpeg; jobs with
+karaoke_video through a real suite, with and without ffmpeg."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from roar import client
 from roar.service import FileAssembler, chunked
 from roar.v1 import common_pb2, karaoke_pb2
+from roar.v1 import orchestrator_pb2 as pb
+from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from services.karaoke import video
+from tests.support.songs import write_song
+from tests.support.suite import Suite
 from tests.test_karaoke import karaoke_stub, line
 
 needs_ffmpeg = pytest.mark.skipif(
@@ -158,3 +164,62 @@ async def test_render_video_refuses_odd_or_huge_frames(tmp_path: Path, width: in
             await render(stub, song(tmp_path / "a.wav"), options)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "even pixel counts" in error.value.details()
+
+
+# The orchestrator's side: jobs through `roar up` (real processes on loopback, tiny models).
+JOB_SONG_SECONDS = 6.0
+LYRICS = "one two three four\nfive six seven eight"
+
+
+async def video_job(address: str, song_path: Path) -> tuple[list[pb.ProgressEvent], bytes | None]:
+    """Runs a job with karaoke_video; its events and karaoke.mp4 (None when it has none)."""
+    async with client.channel(address) as channel:
+        stub = pb_grpc.OrchestratorStub(channel)
+        upload = await client.upload_file(stub, song_path)
+        options = pb.JobOptions(karaoke_video=True, lyrics=LYRICS)
+        events = [e async for e in client.process(stub, upload.upload_id, options)]
+        if "karaoke.mp4" not in {a.name for a in events[-1].artifacts}:
+            return events, None
+        request = pb.DownloadRequest(job_id=events[-1].job_id, name="karaoke.mp4")
+        return events, b"".join([c.data async for c in stub.Download(request)])
+
+
+@needs_ffmpeg
+async def test_job_with_karaoke_video_delivers_karaoke_mp4(suite: Suite, tmp_path: Path):
+    events, mp4 = await video_job(suite.address, write_song(tmp_path / "song.wav", JOB_SONG_SECONDS))
+
+    final = events[-1]
+    assert final.state == pb.JOB_STATE_SUCCEEDED, final
+    artifact = next(a for a in final.artifacts if a.name == "karaoke.mp4")
+    assert (artifact.kind, artifact.content_type) == ("video", "video/mp4")
+    assert {"lyrics.ass", "instrumental.wav"} <= {a.name for a in final.artifacts}
+    assert mp4 is not None and len(mp4) == artifact.size
+    (tmp_path / "karaoke.mp4").write_bytes(mp4)
+    info = probe(tmp_path / "karaoke.mp4")
+    assert sorted(s["codec_name"] for s in info["streams"]) == ["aac", "h264"]
+    assert float(info["format"]["duration"]) == pytest.approx(JOB_SONG_SECONDS, abs=0.15)
+    # The video's progress is part of the karaoke stage's: it rises to 100 with the video's messages.
+    karaoke = [e for e in events if e.stage == pb.STAGE_KARAOKE]
+    assert any(e.message == "rendering the karaoke video" for e in karaoke)
+    percents = [e.stage_percent for e in karaoke]
+    assert percents == sorted(percents) and percents[-1] == 100.0
+
+
+async def test_job_without_ffmpeg_keeps_the_lyrics_and_says_why_there_is_no_video(
+    tiny_models: dict[str, str], tmp_path: Path
+):
+    # No ffmpeg on the suite's PATH (its processes start from sys.executable, wav needs no ffmpeg).
+    running = Suite(tmp_path / "data", {**tiny_models, "PATH": str(tmp_path)}, tmp_path / "roar-up.log")
+    running.start()
+    try:
+        events, mp4 = await video_job(running.address, write_song(tmp_path / "song.wav", JOB_SONG_SECONDS))
+    finally:
+        running.stop()
+
+    final = events[-1]
+    assert final.state == pb.JOB_STATE_PARTIAL, final
+    assert mp4 is None
+    assert {"lyrics.ass", "lyrics.lrc", "instrumental.wav"} <= {a.name for a in final.artifacts}
+    [error] = final.errors
+    assert error.code == "FAILED_PRECONDITION" and error.stage == pb.STAGE_KARAOKE
+    assert error.message == f"karaoke video failed: {video.VIDEO_UNAVAILABLE}"

@@ -4,9 +4,12 @@ karaoke_video through a real suite, with and without ffmpeg."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
@@ -164,6 +167,42 @@ async def test_render_video_refuses_odd_or_huge_frames(tmp_path: Path, width: in
             await render(stub, song(tmp_path / "a.wav"), options)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "even pixel counts" in error.value.details()
+
+
+def ffmpeg_children() -> list[int]:
+    """Process ids of the ffmpeg processes this test process started (the in-process service's)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        name, rest = text.split("(", 1)[1].rsplit(")", 1)
+        if name == "ffmpeg" and int(rest.split()[1]) == os.getpid():  # comm, then state, then ppid
+            found.append(int(stat.parent.name))
+    return found
+
+
+@needs_ffmpeg
+async def test_cancelling_the_call_stops_ffmpeg_promptly(tmp_path: Path):
+    # Five minutes of quiet mono: far longer to render than the test waits.
+    long_song = tmp_path / "long.wav"
+    sf.write(long_song, np.zeros(300 * 8000, np.float32), 8000, subtype="PCM_16")
+    async with karaoke_stub() as stub:
+        call = stub.RenderVideo()
+        await call.write(karaoke_pb2.RenderVideoRequest(options=video_options()))
+        await call.read()  # accepted
+        for piece in chunked(long_song.read_bytes()):
+            await call.write(karaoke_pb2.RenderVideoRequest(audio=piece))
+        await call.done_writing()
+        while (response := await call.read()) is not grpc.aio.EOF and response.progress.percent <= 0:
+            pass
+        assert ffmpeg_children(), "ffmpeg is not rendering"
+        call.cancel()
+        stopped_by = time.monotonic() + 2.0
+        while ffmpeg_children() and time.monotonic() < stopped_by:
+            await asyncio.sleep(0.05)
+        assert not ffmpeg_children(), "ffmpeg still runs 2 s after the call was cancelled"
 
 
 # The orchestrator's side: jobs through `roar up` (real processes on loopback, tiny models).

@@ -25,7 +25,14 @@ import {
   type StageName,
 } from "./jobstate";
 import { KaraokePlayer } from "./player";
-import { forgetJob, loadOptions, rememberUpload, saveJob, saveOptions } from "./store";
+import {
+  forgetJob,
+  loadOptions,
+  rememberUpload,
+  saveJob,
+  saveOptions,
+  type RememberedOptions,
+} from "./store";
 import { uploadFile } from "./upload";
 
 export interface ItemHost {
@@ -303,6 +310,11 @@ export class Item {
       checked: Boolean(remembered?.allStems),
       "data-testid": "opt-all-stems",
     });
+    const karaokeVideo = h("input", {
+      type: "checkbox",
+      checked: Boolean(remembered?.karaokeVideo),
+      "data-testid": "opt-karaoke-video",
+    });
     const lyrics = h("textarea", {
       rows: 5,
       "data-testid": "opt-lyrics",
@@ -328,6 +340,7 @@ export class Item {
       ),
       h("label", {}, "Transcription model", transcription),
       h("label", {}, "Your lyrics", lyrics),
+      h("label", { class: "inline" }, karaokeVideo, "Also a karaoke video (karaoke.mp4)"),
       h("div", { class: "actions" }, processButton),
     );
     form.addEventListener("submit", (event) => {
@@ -336,29 +349,20 @@ export class Item {
         separationModel: separation.value,
         transcriptionModel: transcription.value,
         allStems: allStems.checked,
+        karaokeVideo: karaokeVideo.checked,
       };
       saveOptions(chosen);
       form
         .querySelectorAll("select, input, textarea, button")
         .forEach((el) => el.setAttribute("disabled", ""));
-      void this.process(
-        chosen.separationModel,
-        chosen.transcriptionModel,
-        chosen.allStems,
-        lyrics.value.trim(),
-      );
+      void this.process(chosen, lyrics.value.trim());
     });
     return form;
   }
 
-  private async process(
-    separationModel: string,
-    transcriptionModel: string,
-    allStems: boolean,
-    lyrics: string,
-  ): Promise<void> {
+  private async process(chosen: RememberedOptions, lyrics: string): Promise<void> {
     const upload = this.upload as Upload;
-    const options = create(JobOptionsSchema, { separationModel, transcriptionModel, allStems, lyrics });
+    const options = create(JobOptionsSchema, { ...chosen, lyrics });
     this.phase = "starting";
     this.errorMessage = "";
     this.render();

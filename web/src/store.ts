@@ -13,6 +13,8 @@ export interface RememberedOptions {
   separationModel: string;
   transcriptionModel: string;
   allStems: boolean;
+  // Absent in what older pages remembered.
+  karaokeVideo?: boolean;
 }
 
 function read<T>(key: string, fallback: T): T {

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC
 from pathlib import Path
 
@@ -348,7 +349,11 @@ class UserError(Exception):
     """A mistake the user can fix, said in one line (no traceback); exit code 2."""
 
 
-async def _show(events, view: ProgressView, on_first=None) -> pb.ProgressEvent | None:
+async def _show(
+    events: AsyncIterator[pb.ProgressEvent],
+    view: ProgressView,
+    on_first: Callable[[pb.ProgressEvent], None] | None = None,
+) -> pb.ProgressEvent | None:
     last = None
     async for event in events:
         if last is None and on_first is not None:
@@ -379,8 +384,11 @@ def _check_readable(path: Path) -> None:
 
 def _watch_hint(job_id: str, server: str) -> str:
     """The command that follows the job again, naming the server unless it is the default."""
-    default = f"127.0.0.1:{Settings.from_env().orchestrator_port}"
-    return f"roar watch {job_id}" + ("" if server == default else f" --server {server}")
+    return f"roar watch {job_id}" + ("" if server == _default_server() else f" --server {server}")
+
+
+def _default_server() -> str:
+    return f"127.0.0.1:{Settings.from_env().orchestrator_port}"
 
 
 def _refused_option(details: str, args: argparse.Namespace) -> str:
@@ -392,7 +400,7 @@ def _refused_option(details: str, args: argparse.Namespace) -> str:
     return details
 
 
-# The job `roar process` started, for the hint printed when it is interrupted (Ctrl-C).
+# The job `roar process` started or `roar watch` follows, for the hint printed on Ctrl-C.
 _started: dict[str, str] = {}
 
 
@@ -451,6 +459,7 @@ async def cmd_process(args: argparse.Namespace) -> int:
 async def cmd_watch(args: argparse.Namespace) -> int:
     async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
         stub = pb_grpc.OrchestratorStub(ch)
+        _started.update(job_id=args.job_id, hint=_watch_hint(args.job_id, args.server))
         last = await _show(client.follow(stub, args.job_id), ProgressView())
         if last is None:
             return 1
@@ -465,7 +474,7 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_jobs(jobs) -> str:
+def format_jobs(jobs: Iterable[pb.Job]) -> str:
     """`roar jobs`: a row per job with what tells songs of one name apart: when it was created
     (local time), the audio's length and how far it got."""
     lines = [f"{'JOB':<32}  {'CREATED':<14}  {'LENGTH':>6}  {'STATE':<10} {'DONE':>6}  FILE"]
@@ -562,7 +571,7 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     settings = Settings.from_env()
-    default_server = f"127.0.0.1:{settings.orchestrator_port}"
+    default_server = _default_server()
     parser = argparse.ArgumentParser(prog="roar", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -671,7 +680,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"\nroar: interrupted; job {_started['job_id']} still running: {_started['hint']}",
                 file=sys.stderr,
             )
-        else:
+        elif args.command == "process":
             print("\nroar: interrupted before a job started", file=sys.stderr)
         sys.exit(130)
 
@@ -681,8 +690,8 @@ def _rpc_error(exc: grpc.aio.AioRpcError, server: str) -> str:
     details = exc.details() or ""
     if exc.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details:
         return (
-            f"no Roar server answers at {server}; start one with `roar up`, or name the right one with "
-            f"--server HOST:PORT (the default port is ROAR_PORT's)"
+            f"no Roar server answers at {server}; start one with `roar up`, or point to a running one with "
+            "--server HOST:PORT (default: 127.0.0.1 and the port in ROAR_PORT)"
         )
     return f"{exc.code().name}: {details}"
 

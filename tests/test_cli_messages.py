@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from roar import audio
+from roar.errors import BadInput
 from roar.text import LANGUAGE_RULE, is_language_code
 from tests.support.songs import write_song
 from tests.support.suite import REPO, Suite, free_port
@@ -178,3 +181,17 @@ def test_an_invalid_language_is_refused_before_anything_is_sent(tmp_path: Path) 
 )
 def test_language_codes(language: str, valid: bool) -> None:
     assert is_language_code(language) is valid
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg (Debian package) to make a video")
+def test_a_video_without_sound_is_said_to_hold_no_audio(tmp_path: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    made = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=duration=1:size=64x64:rate=5", str(video)]
+    subprocess.run(made, check=True)
+    for decode in (
+        lambda: audio.decode(video.read_bytes()),
+        lambda: audio.normalise(video, tmp_path / "out.flac", max_seconds=60),
+    ):
+        with pytest.raises(BadInput) as refused:
+            decode()
+        assert refused.value.message == f"{audio.NOT_AUDIO} (it holds no audio stream)"

@@ -46,7 +46,8 @@ import grpc
 from bench.memory import MODELS, REPO, commit, song
 from orchestrator.store import STORE_FILE
 from roar import client
-from roar.service import CHANNEL_OPTIONS, CHUNK_BYTES, is_serving
+from roar.channel_options import CHANNEL_OPTIONS
+from roar.service import CHUNK_BYTES, is_serving
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from roar.v1 import separation_pb2, separation_pb2_grpc, transcription_pb2, transcription_pb2_grpc

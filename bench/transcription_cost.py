@@ -40,7 +40,8 @@ import soundfile as sf
 
 from bench.pipeline import StageService
 from roar.audio import encode
-from roar.service import CHANNEL_OPTIONS, request_stream
+from roar.channel_options import CHANNEL_OPTIONS
+from roar.service import request_stream
 from roar.v1 import transcription_pb2, transcription_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]

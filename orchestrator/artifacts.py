@@ -35,6 +35,8 @@ def artifact_kind(name: str) -> str:
         return "lyrics"
     if name.endswith(".json"):
         return "words"
+    if name.endswith(".mp4"):
+        return "video"
     return "stem"
 
 

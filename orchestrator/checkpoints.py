@@ -24,7 +24,7 @@ log = logging.getLogger("roar.orchestrator")
 STAGE = pb.STAGE_SEPARATION
 VOCALS = "vocals"
 # The most bytes of passages kept as the transcription's checkpoint: a retry sends them all in its
-# options message (16 MiB at most, roar.service.CHANNEL_OPTIONS). Past it, passages are not
+# options message (16 MiB at most, roar.channel_options.CHANNEL_OPTIONS). Past it, passages are not
 # committed and a retry transcribes from the last one committed.
 MAX_PASSAGE_BYTES = 4 * 1024 * 1024
 

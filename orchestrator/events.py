@@ -44,7 +44,7 @@ class Events:
         *,
         overall: float | None = None,
         eta: float | None = None,
-        error: pb.Error | None = None,
+        error: pb.JobError | None = None,
         final: bool = False,
     ) -> pb.ProgressEvent:
         """Stores the job's next event (the job row follows it) and wakes its watchers."""

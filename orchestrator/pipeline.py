@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from orchestrator.artifacts import PCM_DTYPE, ChunkFiles, JobFiles, StemCheckpoi
 from orchestrator.checkpoints import VOCALS, Passages, StemWindows, VocalsFeed
 from orchestrator.events import MIN_EVENT_INTERVAL, Events
 from orchestrator.progress import HISTORY_RUNS, JobProgress, LearnedSpeeds, StageTime, work_kinds
-from orchestrator.stages import StageClients, StageFailed
+from orchestrator.stages import OnProgress, StageClients, StageFailed
 from orchestrator.store import Store
 from roar import metrics
 from roar.audio import format_name
@@ -213,7 +213,9 @@ class EncodedVocals:
 
 
 class BuildKaraoke:
-    """Reads the transcript and the song's duration; writes the lyric files."""
+    """Reads the transcript and the song's duration; writes the lyric files, and with
+    karaoke_video karaoke.mp4 over the instrumental (separation wrote it before this stage
+    starts). A failed video alone leaves the lyric files and makes the job PARTIAL."""
 
     stage = pb.STAGE_KARAOKE
     needs = (pb.STAGE_TRANSCRIPTION,)
@@ -225,6 +227,7 @@ class BuildKaraoke:
 
     async def run(self, run: JobRun, report: StageReporter, timeout: float) -> bytes | None:
         job = run.job
+        deadline = time.monotonic() + timeout
         transcript = common_pb2.Transcript.FromString(
             run.store.stages_done(job.job_id)[pb.STAGE_TRANSCRIPTION] or b""
         )
@@ -234,14 +237,72 @@ class BuildKaraoke:
             title=Path(job.filename).stem,
             duration_seconds=job.audio.duration_seconds,
         )
-        files = ChunkFiles(run.directory)
-        try:
-            await run.clients.build_karaoke(request, _FileReceiver(files), report, timeout)
-        except BaseException:
-            files.discard()
-            raise
-        files.commit()
+        video = job.options.karaoke_video
+        lyrics_share = LYRICS_SHARE_WITH_VIDEO if video else 100.0
+        await _receive_files(
+            run,
+            lambda receiver, progress: run.clients.build_karaoke(
+                request, receiver, progress, deadline - time.monotonic()
+            ),
+            _scaled(report, 0.0, lyrics_share),
+        )
+        if video:
+            await self._video(run, request, _scaled(report, lyrics_share, 100.0), report, deadline)
         return None
+
+    async def _video(
+        self,
+        run: JobRun,
+        lyrics: karaoke_pb2.KaraokeOptions,
+        progress: OnProgress,
+        report: StageReporter,
+        deadline: float,
+    ) -> None:
+        """karaoke.mp4; a failure is recorded as the job's error and leaves the stage done."""
+        job = run.job
+        instrumental = run.directory / f"instrumental.{run.ext}"
+        options = karaoke_pb2.VideoOptions(karaoke=lyrics)
+        try:
+            if not instrumental.is_file():
+                raise StageFailed("INTERNAL", "the instrumental the video is made from is missing")
+            await _receive_files(
+                run,
+                lambda receiver, on_progress: run.clients.render_video(
+                    options, instrumental, receiver, on_progress, deadline - time.monotonic()
+                ),
+                progress,
+            )
+        except StageFailed as exc:
+            message = f"karaoke video failed: {exc.message}"
+            error = job.errors.add(code=exc.code, message=message, stage=self.stage)
+            run.events.emit(job, self.stage, report.percent, message, error=error)
+
+
+# With karaoke_video, the lyric files take this part of the karaoke stage's percent, the video the rest.
+LYRICS_SHARE_WITH_VIDEO = 5.0
+
+
+def _scaled(report: StageReporter, start: float, end: float) -> OnProgress:
+    """A stage call's 0-100 percent as [start, end] of the stage's."""
+
+    async def scaled(update: common_pb2.StageProgress) -> None:
+        percent = start + (end - start) * min(max(update.percent, 0.0), 100.0) / 100.0
+        await report(common_pb2.StageProgress(percent=percent, message=update.message))
+
+    return scaled
+
+
+async def _receive_files(
+    run: JobRun, call: Callable[[_FileReceiver, OnProgress], Awaitable[None]], progress: OnProgress
+) -> None:
+    """Makes a stage call whose FileChunks become the job's files once it has ended well."""
+    files = ChunkFiles(run.directory)
+    try:
+        await call(_FileReceiver(files), progress)
+    except BaseException:
+        files.discard()
+        raise
+    files.commit()
 
 
 class _FileReceiver:
@@ -386,7 +447,7 @@ class Pipeline:
         )
         return True
 
-    def finish(self, job: pb.Job, state: int, message: str, error: pb.Error | None = None) -> None:
+    def finish(self, job: pb.Job, state: int, message: str, error: pb.JobError | None = None) -> None:
         """The job's last event, with its files; what only an unfinished job needs is dropped. A
         job that did not succeed shows `error`, or else the last error it had (several stages may
         fail at once)."""

@@ -25,6 +25,10 @@ LYRICS_KIND = "lyrics"
 # Whisper on music), used for a kind of work with no finished runs yet.
 DEFAULT_SPEEDS = {pb.STAGE_SEPARATION: 0.75, pb.STAGE_TRANSCRIPTION: 0.3, pb.STAGE_KARAOKE: 0.002}
 DEFAULT_LYRICS_SPEED = 0.07  # pocketsphinx: about 0.5 s per 7 s
+# The kind of karaoke work that also renders karaoke.mp4, and its starting guess (ffmpeg, libx264
+# veryfast, 1280x720 at 25 frames/s: about 0.2 s per second of song on 2 cores).
+VIDEO_KIND = "video"
+DEFAULT_VIDEO_SPEED = 0.25
 # Fixed seconds per stage whatever the song's length (connection, decoding, a warm model).
 STAGE_OVERHEAD_SECONDS = {pb.STAGE_SEPARATION: 1.0, pb.STAGE_TRANSCRIPTION: 1.0, pb.STAGE_KARAOKE: 0.3}
 # The speed of a kind is the median of its last this many runs.
@@ -50,7 +54,7 @@ def work_kinds(options: pb.JobOptions) -> dict[int, str]:
     return {
         pb.STAGE_SEPARATION: options.separation_model or "default",
         pb.STAGE_TRANSCRIPTION: LYRICS_KIND if options.lyrics else options.transcription_model or "default",
-        pb.STAGE_KARAOKE: "karaoke",
+        pb.STAGE_KARAOKE: VIDEO_KIND if options.karaoke_video else "karaoke",
     }
 
 
@@ -73,7 +77,9 @@ class LearnedSpeeds:
         learned = self._speeds.get((stage, kind))
         if learned is not None:
             return learned
-        return DEFAULT_LYRICS_SPEED if kind == LYRICS_KIND else DEFAULT_SPEEDS[stage]
+        if kind == LYRICS_KIND:
+            return DEFAULT_LYRICS_SPEED
+        return DEFAULT_VIDEO_SPEED if kind == VIDEO_KIND else DEFAULT_SPEEDS[stage]
 
     def expected_seconds(self, stage: int, kind: str, audio_seconds: float) -> float:
         return STAGE_OVERHEAD_SECONDS[stage] + self.speed(stage, kind) * audio_seconds

@@ -15,8 +15,9 @@ import grpc
 
 from roar import metrics
 from roar.auth import bearer_metadata
+from roar.channel_options import CHANNEL_OPTIONS
 from roar.errors import RoarError
-from roar.service import CHANNEL_OPTIONS, file_request_stream
+from roar.service import file_request_stream
 from roar.v1 import (
     common_pb2,
     karaoke_pb2,
@@ -271,3 +272,35 @@ class StageClients:
             return stub.Build(request, timeout=remaining, metadata=self._metadata)
 
         await self._call(self.karaoke, open_call, receiver, on_progress, timeout)
+
+    async def render_video(
+        self,
+        options: karaoke_pb2.VideoOptions,
+        audio: Path,
+        receiver: Receiver,
+        on_progress: OnProgress,
+        timeout: float,
+    ) -> None:
+        """Renders karaoke.mp4 over the audio file; its FileChunks go to `receiver`. Each try
+        sends the options, waits until the service accepts them (its first progress message)
+        and only then streams the audio, so that a refusal arrives as the service's status."""
+        stub = karaoke_pb2_grpc.KaraokeStub(self._channels["karaoke"])
+        accepted = asyncio.Event()
+
+        async def requests() -> AsyncIterator[karaoke_pb2.RenderVideoRequest]:
+            stream = file_request_stream(karaoke_pb2.RenderVideoRequest, options, "audio", audio)
+            yield await anext(stream)  # the options
+            await accepted.wait()
+            async for request in stream:
+                yield request
+
+        def open_call(remaining: float) -> Any:
+            nonlocal accepted
+            accepted = asyncio.Event()
+            return stub.RenderVideo(requests(), timeout=remaining, metadata=self._metadata)
+
+        async def progress(update: common_pb2.StageProgress) -> None:
+            accepted.set()
+            await on_progress(update)
+
+        await self._call(self.karaoke, open_call, receiver, progress, timeout)

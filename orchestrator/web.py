@@ -25,10 +25,10 @@ from starlette.datastructures import Headers
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from roar.channel_options import CHANNEL_OPTIONS
 from roar.config import Settings
 from roar.errors import internal_message
 from roar.metrics import metrics_app
-from roar.service import CHANNEL_OPTIONS
 from roar.tls import web_ssl_options
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -57,7 +57,18 @@ protocol.pack_trailers = _pack_text_trailers
 class GrpcWebApp(grpcASGI):
     """sonora's ASGI app, fixed for streams: an empty stream gets a trailers-only response
     instead of a crash, and an abort after the first message reaches the client as the
-    trailer status (upstream #69) instead of breaking the response."""
+    trailer status (upstream #69) instead of breaking the response. Its answers name the codec
+    they are in as their Content-Type: sonora echoes the request's Accept header instead (any
+    text a caller sends, "*/*" from curl)."""
+
+    def _create_context(self, scope: Scope) -> Any:
+        context = super()._create_context(scope)
+        content_type = Headers(scope=scope).get("content-type", "")
+        context._response_headers = [
+            (b"Content-Type", response_content_type(content_type).encode("ascii")),
+            *(h for h in context._response_headers if h[0].lower() != b"content-type"),
+        ]
+        return context
 
     async def _do_streaming_response(self, rpc_method, receive, send, wrap_message, context, coroutine):
         first = await anext(coroutine, _EMPTY) if coroutine is not None else _EMPTY
@@ -94,7 +105,15 @@ def web_app() -> GrpcWebApp:
 # Browsers send text/plain, form and multipart POSTs to any site without asking first; the grpc-web
 # types need a CORS preflight, which a foreign origin fails. These are the ones sonora reads right.
 GRPC_WEB_TEXT = "application/grpc-web-text"
-GRPC_WEB_CONTENT_TYPES = frozenset({"application/grpc-web", "application/grpc-web+proto", GRPC_WEB_TEXT})
+GRPC_WEB_PROTO = "application/grpc-web+proto"
+GRPC_WEB_CONTENT_TYPES = frozenset({"application/grpc-web", GRPC_WEB_PROTO, GRPC_WEB_TEXT})
+# grpc-web's JSON codec: answered UNIMPLEMENTED (a grpc-web status the client can read), the
+# protobuf codec being the one served.
+GRPC_WEB_JSON_CONTENT_TYPES = frozenset({"application/grpc-web+json", "application/grpc-web-text+json"})
+JSON_CODEC_REFUSAL = (
+    f"the JSON codec is not supported: send binary protobuf messages as {GRPC_WEB_PROTO} "
+    f"(or base64 as {GRPC_WEB_TEXT})"
+)
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 CORS_ALLOW_HEADERS = b"content-type, x-grpc-web, x-user-agent, authorization, grpc-timeout"
@@ -205,6 +224,10 @@ class WebGuard:
             await self._app(scope, receive, _with_headers(send, cors) if cors else send)
             return
         content_type = headers.get("content-type", "").strip()
+        if _media_type(content_type) in GRPC_WEB_JSON_CONTENT_TYPES:
+            # A content type browsers preflight, like the accepted ones: no CSRF path.
+            await _grpc_web_error(send, grpc.StatusCode.UNIMPLEMENTED, JSON_CODEC_REFUSAL, cors, content_type)
+            return
         if content_type not in GRPC_WEB_CONTENT_TYPES:
             await _plain(send, 415, b"grpc-web requests only (application/grpc-web+proto)")
             return
@@ -213,7 +236,7 @@ class WebGuard:
             body = await _whole_body(receive, headers)
             _check_frames(_decoded(body, content_type))
         except Refused as refusal:
-            await _grpc_web_error(send, refusal.code, str(refusal), cors)
+            await _grpc_web_error(send, refusal.code, str(refusal), cors, content_type)
             return
         await self._call_grpc(scope, _replay(body, receive), send, cors)
 
@@ -236,7 +259,8 @@ class WebGuard:
             if started:
                 raise
             message = "the request is not a valid message for this method"
-            await _grpc_web_error(send, grpc.StatusCode.INVALID_ARGUMENT, message, cors)
+            content_type = Headers(scope=scope).get("content-type", "")
+            await _grpc_web_error(send, grpc.StatusCode.INVALID_ARGUMENT, message, cors, content_type)
 
 
 class Refused(Exception):
@@ -330,12 +354,27 @@ async def _plain(
     await send({"type": "http.response.body", "body": body})
 
 
+def _media_type(content_type: str) -> str:
+    """A Content-Type without its parameters, lower case."""
+    return content_type.partition(";")[0].strip().lower()
+
+
+def response_content_type(request_content_type: str) -> str:
+    """The Content-Type of a grpc-web answer to a request of this type: base64 frames answer
+    base64 (grpc-web-text), everything else binary protobuf frames."""
+    return GRPC_WEB_TEXT if _media_type(request_content_type).startswith(GRPC_WEB_TEXT) else GRPC_WEB_PROTO
+
+
 async def _grpc_web_error(
-    send: Send, code: grpc.StatusCode, message: str, headers: list[tuple[bytes, bytes]]
+    send: Send,
+    code: grpc.StatusCode,
+    message: str,
+    headers: list[tuple[bytes, bytes]],
+    request_content_type: str,
 ) -> None:
     """A trailers-only grpc-web answer: the status in the HTTP headers, no body."""
     status = [
-        (b"content-type", b"application/grpc-web+proto"),
+        (b"content-type", response_content_type(request_content_type).encode("ascii")),
         (b"grpc-status", str(code.value[0]).encode()),
         (b"grpc-message", quote(message).encode("ascii")),
         (b"content-length", b"0"),

@@ -332,6 +332,7 @@ def content_type(name: str) -> str:
         "ass": "text/x-ssa",
         "vtt": "text/vtt",
         "json": "application/json",
+        "mp4": "video/mp4",
     }.get(ext, "application/octet-stream")
 
 

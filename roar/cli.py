@@ -412,6 +412,7 @@ async def cmd_process(args: argparse.Namespace) -> int:
     options = pb.JobOptions(
         separation_model=args.separation_model or "",
         all_stems=args.all_stems,
+        karaoke_video=args.video,
         audio_format=FORMATS[args.format],
         transcription_model=args.transcription_model or "",
         language=args.language or "",
@@ -595,6 +596,9 @@ def _parser() -> argparse.ArgumentParser:
     process.add_argument("--lyrics", help="a text file with the song's lyrics, one line per karaoke line")
     process.add_argument("--out", help="output dir (default: <song>-karaoke)")
     process.add_argument("--all-stems", action="store_true", help="every stem, not only vocals/instrumental")
+    process.add_argument(
+        "--video", action="store_true", help="also karaoke.mp4, the instrumental with the lyrics drawn"
+    )
     process.add_argument("--format", choices=sorted(FORMATS), default="wav", help="audio format of the stems")
     process.add_argument("--separation-model", help="a model the server offers (default: its default)")
     process.add_argument("--transcription-model", help="a model the server offers (default: its default)")

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 
 from roar.auth import bearer_metadata
-from roar.service import CHANNEL_OPTIONS
+from roar.channel_options import CHANNEL_OPTIONS
 from roar.tls import channel_credentials
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc

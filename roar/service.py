@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from roar import audio, metrics
+from roar.channel_options import CHANNEL_OPTIONS
 from roar.config import Settings
 from roar.errors import RoarError, internal_message, is_disk_full
 from roar.progress import StageRun
@@ -26,14 +27,6 @@ from roar.tls import server_credentials
 from roar.v1 import common_pb2
 
 CHUNK_BYTES = 1 << 20
-# Stage services receive whole songs as streams of chunks; single messages stay small.
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 16 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    # gRPC's default reconnect backoff grows to 120 s: a service back after a minute down would
-    # then wait ~15 s more for the channel to try again (measured); 2 s keeps recovery prompt.
-    ("grpc.max_reconnect_backoff_ms", 2000),
-]
 # A stage input is held in memory up to this size while it arrives, on disk beyond.
 SPOOL_MEMORY_BYTES = 16 * 1024 * 1024
 # How long a server that got SIGTERM lets running calls go on (new calls are refused at once).

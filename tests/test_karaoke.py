@@ -235,7 +235,7 @@ def test_ass_karaoke_tags_add_up_to_each_line():
 def test_ass_word_starts_follow_the_words():
     text = formats.ass(LINES[:1])
 
-    body = text.strip().splitlines()[-1]
+    [(_, _, body)] = ass_events(text, "Karaoke")
     starts, cursor = [], 100
     for kind, cs in re.findall(r"\{\\(kf?)(\d+)\}", body):
         if kind == "kf":
@@ -405,3 +405,41 @@ async def test_service_rejects_bad_requests(request_options):
                 pass
 
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def ass_events(text: str, style: str) -> list[tuple[int, int, str]]:
+    """(start cs, end cs, text) of every Dialogue of one style."""
+    found = re.findall(rf"^Dialogue: \d+,([\d:.]+),([\d:.]+),{style},,0,0,0,,(.*)$", text, flags=re.MULTILINE)
+    return [(ass_cs(start), ass_cs(end), body) for start, end, body in found]
+
+
+def test_ass_previews_each_line_beneath_the_one_sung_before_it():
+    text = formats.ass(LINES)
+
+    # The first line and the one after the 8-s break are previewed from their lead-in on; the
+    # second from the start of the line before it, while that one is sung.
+    assert ass_events(text, "Next") == [
+        (0, 100, "Hello \\{brave\\} new\\\u2060N world"),
+        (100, 350, "a<b>&c again"),
+        (900, 1200, "after the break"),
+    ]
+    style = {s.split(",")[0]: s.split(",") for s in re.findall(r"^Style: (.*)$", text, flags=re.MULTILINE)}
+    # Dimmer (partly transparent) than the sung line, and beneath it (smaller margin from the bottom).
+    assert int(style["Next"][3][2:4], 16) > int(style["Karaoke"][3][2:4], 16)
+    assert int(style["Next"][21]) < int(style["Karaoke"][21])
+
+
+def test_ass_counts_in_the_first_line_and_lines_after_a_long_break():
+    text = formats.ass(LINES)
+
+    # The first line starts at 1 s: only the last second of its countdown fits in the song; the
+    # line at 12 s (8 s after the last word) gets all three; the one 0.4 s after another gets none.
+    dot = "\u25cf"
+    assert ass_events(text, "Countdown") == [
+        (0, 100, dot),
+        (900, 1000, f"{dot} {dot} {dot}"),
+        (1000, 1100, f"{dot} {dot}"),
+        (1100, 1200, dot),
+    ]
+    later = formats.ass([line(("late", 4.0, 4.5))])
+    assert [events[:2] for events in ass_events(later, "Countdown")] == [(100, 200), (200, 300), (300, 400)]

@@ -21,10 +21,11 @@ from safetensors.torch import load_file
 
 from roar import audio, client
 from roar.catalog import DEMUCS_MODELS, derived_name, separation_catalog, transcription_catalog
+from roar.channel_options import CHANNEL_OPTIONS
 from roar.config import Settings
 from roar.errors import BadInput, ModelUnavailable
 from roar.models import ModelCache
-from roar.service import CHANNEL_OPTIONS, request_stream
+from roar.service import request_stream
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from roar.v1 import separation_pb2, separation_pb2_grpc, transcription_pb2, transcription_pb2_grpc

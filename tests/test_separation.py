@@ -25,10 +25,11 @@ from safetensors.torch import save_file
 
 from roar.audio import encode, resample, resample_blocks
 from roar.catalog import separation_catalog
+from roar.channel_options import CHANNEL_OPTIONS
 from roar.config import Settings
 from roar.errors import BadInput, Cancelled, ModelUnavailable
 from roar.models import ModelCache
-from roar.service import CHANNEL_OPTIONS, is_serving, request_stream
+from roar.service import is_serving, request_stream
 from roar.v1 import separation_pb2, separation_pb2_grpc
 from roar.v1.common_pb2 import AudioInfo
 from services.separation import separate

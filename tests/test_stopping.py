@@ -21,8 +21,9 @@ import pytest
 import torch
 
 from roar import audio
+from roar.channel_options import CHANNEL_OPTIONS
 from roar.progress import check_cancelled, stop_on_cancel
-from roar.service import CHANNEL_OPTIONS, is_serving, request_stream
+from roar.service import is_serving, request_stream
 from roar.v1 import common_pb2, separation_pb2, separation_pb2_grpc, transcription_pb2, transcription_pb2_grpc
 from services.transcription import vad
 from services.transcription.transcriber import load_transcriber, prepare_audio

@@ -26,17 +26,18 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from roar.v1 import common_pb2 as roar_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aroar/v1/orchestrator.proto\x12\x07roar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14roar/v1/common.proto\"J\n\x12StartUploadRequest\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"E\n\x12UploadChunkRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"%\n\x10GetUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"(\n\x13\x46inishUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"\x9c\x01\n\x06Upload\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x11\n\tcommitted\x18\x04 \x01(\x03\x12\x17\n\x0fmax_chunk_bytes\x18\x05 \x01(\x05\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\x12!\n\x05\x61udio\x18\x07 \x01(\x0b\x32\x12.roar.v1.AudioInfo\"\x83\x02\n\nJobOptions\x12\x18\n\x10separation_model\x18\x01 \x01(\t\x12\x11\n\tall_stems\x18\x02 \x01(\x08\x12*\n\x0c\x61udio_format\x18\x03 \x01(\x0e\x32\x14.roar.v1.AudioFormat\x12\x1b\n\x13transcription_model\x18\x04 \x01(\t\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x0e\n\x06lyrics\x18\x06 \x01(\t\x12-\n\x0elyrics_formats\x18\x07 \x03(\x0e\x32\x15.roar.v1.LyricsFormat\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\x15\n\rkaraoke_video\x18\t \x01(\x08\"I\n\x0eProcessRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12$\n\x07options\x18\x02 \x01(\x0b\x32\x13.roar.v1.JobOptions\"E\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1d\n\x05stage\x18\x03 \x01(\x0e\x32\x0e.roar.v1.Stage\"J\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\"\xec\x02\n\rProgressEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x1d\n\x05stage\x18\x03 \x01(\x0e\x32\x0e.roar.v1.Stage\x12\x15\n\rstage_percent\x18\x04 \x01(\x02\x12\x17\n\x0foverall_percent\x18\x05 \x01(\x02\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x1d\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x0e.roar.v1.Error\x12\x18\n\x0b\x65ta_seconds\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x05state\x18\n \x01(\x0e\x32\x11.roar.v1.JobState\x12$\n\tartifacts\x18\x0b \x03(\x0b\x32\x11.roar.v1.Artifact\x12\x1e\n\x06\x65rrors\x18\x0c \x03(\x0b\x32\x0e.roar.v1.ErrorB\x0e\n\x0c_eta_seconds\"4\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xde\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12 \n\x05state\x18\x02 \x01(\x0e\x32\x11.roar.v1.JobState\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12$\n\x07options\x18\x04 \x01(\x0b\x32\x13.roar.v1.JobOptions\x12!\n\x05\x61udio\x18\x05 \x01(\x0b\x32\x12.roar.v1.AudioInfo\x12+\n\x07\x63reated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\nlast_event\x18\x08 \x01(\x0b\x32\x16.roar.v1.ProgressEvent\x12$\n\tartifacts\x18\t \x03(\x0b\x32\x11.roar.v1.Artifact\x12\x1e\n\x06\x65rrors\x18\n \x03(\x0b\x32\x0e.roar.v1.Error\"8\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"G\n\x10ListJobsResponse\x12\x1a\n\x04jobs\x18\x01 \x03(\x0b\x32\x0c.roar.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"?\n\x0f\x44ownloadRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"A\n\rDownloadChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"\x16\n\x14GetServerInfoRequest\"\xd0\x01\n\nServerInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12 \n\x18\x64\x65\x66\x61ult_separation_model\x18\x02 \x01(\t\x12\x19\n\x11separation_models\x18\x03 \x03(\t\x12#\n\x1b\x64\x65\x66\x61ult_transcription_model\x18\x04 \x01(\t\x12\x1c\n\x14transcription_models\x18\x05 \x03(\t\x12\x18\n\x10max_upload_bytes\x18\x06 \x01(\x03\x12\x17\n\x0fmax_chunk_bytes\x18\x07 \x01(\x05\"\x1f\n\x0fGetStatsRequest\x12\x0c\n\x04\x64\x61ys\x18\x01 \x01(\x05\"\x84\x01\n\nStageStats\x12\x1d\n\x05stage\x18\x01 \x01(\x0e\x32\x0e.roar.v1.Stage\x12\x0c\n\x04runs\x18\x02 \x01(\x03\x12\x11\n\tsucceeded\x18\x03 \x01(\x03\x12\x14\n\x0cmean_seconds\x18\x04 \x01(\x01\x12 \n\x18seconds_per_audio_minute\x18\x05 \x01(\x01\"\xad\x01\n\x08\x44\x61yStats\x12\'\n\x03\x64\x61y\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04jobs\x18\x02 \x01(\x03\x12\x11\n\tsucceeded\x18\x03 \x01(\x03\x12\x0f\n\x07partial\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x11\n\tcancelled\x18\x06 \x01(\x03\x12#\n\x06stages\x18\x07 \x03(\x0b\x32\x13.roar.v1.StageStats\"\xc3\x01\n\x08JobStats\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12 \n\x05state\x18\x03 \x01(\x0e\x32\x11.roar.v1.JobState\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\x12\x15\n\raudio_seconds\x18\x06 \x01(\x01\x12\x1e\n\x06\x65rrors\x18\x07 \x03(\x0b\x32\x0e.roar.v1.Error\"\xae\x02\n\x05Stats\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61ll_callers\x18\x02 \x01(\x08\x12\x0c\n\x04jobs\x18\x03 \x01(\x03\x12\x11\n\tsucceeded\x18\x04 \x01(\x03\x12\x0f\n\x07partial\x18\x05 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x03\x12\x11\n\tcancelled\x18\x07 \x01(\x03\x12#\n\x06stages\x18\x08 \x03(\x0b\x32\x13.roar.v1.StageStats\x12\x1f\n\x04\x64\x61ys\x18\t \x03(\x0b\x32\x11.roar.v1.DayStats\x12\"\n\x07slowest\x18\n \x03(\x0b\x32\x11.roar.v1.JobStats\x12&\n\x0b\x66\x61iled_jobs\x18\x0b \x03(\x0b\x32\x11.roar.v1.JobStats*\x86\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_UPLOAD\x10\x01\x12\x14\n\x10STAGE_SEPARATION\x10\x02\x12\x17\n\x13STAGE_TRANSCRIPTION\x10\x03\x12\x11\n\rSTAGE_KARAOKE\x10\x04\x12\x12\n\x0eSTAGE_COMPLETE\x10\x05*\xb1\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11JOB_STATE_PARTIAL\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x32\xe0\x05\n\x0cOrchestrator\x12;\n\x0bStartUpload\x12\x1b.roar.v1.StartUploadRequest\x1a\x0f.roar.v1.Upload\x12;\n\x0bUploadChunk\x12\x1b.roar.v1.UploadChunkRequest\x1a\x0f.roar.v1.Upload\x12\x37\n\tGetUpload\x12\x19.roar.v1.GetUploadRequest\x1a\x0f.roar.v1.Upload\x12=\n\x0c\x46inishUpload\x12\x1c.roar.v1.FinishUploadRequest\x1a\x0f.roar.v1.Upload\x12<\n\x07Process\x12\x17.roar.v1.ProcessRequest\x1a\x16.roar.v1.ProgressEvent0\x01\x12>\n\x08WatchJob\x12\x18.roar.v1.WatchJobRequest\x1a\x16.roar.v1.ProgressEvent0\x01\x12.\n\x06GetJob\x12\x16.roar.v1.GetJobRequest\x1a\x0c.roar.v1.Job\x12?\n\x08ListJobs\x12\x18.roar.v1.ListJobsRequest\x1a\x19.roar.v1.ListJobsResponse\x12\x34\n\tCancelJob\x12\x19.roar.v1.CancelJobRequest\x1a\x0c.roar.v1.Job\x12>\n\x08\x44ownload\x12\x18.roar.v1.DownloadRequest\x1a\x16.roar.v1.DownloadChunk0\x01\x12\x43\n\rGetServerInfo\x12\x1d.roar.v1.GetServerInfoRequest\x1a\x13.roar.v1.ServerInfo\x12\x34\n\x08GetStats\x12\x18.roar.v1.GetStatsRequest\x1a\x0e.roar.v1.Statsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aroar/v1/orchestrator.proto\x12\x07roar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14roar/v1/common.proto\"J\n\x12StartUploadRequest\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"E\n\x12UploadChunkRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"%\n\x10GetUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"(\n\x13\x46inishUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"\x9c\x01\n\x06Upload\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x11\n\tcommitted\x18\x04 \x01(\x03\x12\x17\n\x0fmax_chunk_bytes\x18\x05 \x01(\x05\x12\x10\n\x08\x66inished\x18\x06 \x01(\x08\x12!\n\x05\x61udio\x18\x07 \x01(\x0b\x32\x12.roar.v1.AudioInfo\"\x83\x02\n\nJobOptions\x12\x18\n\x10separation_model\x18\x01 \x01(\t\x12\x11\n\tall_stems\x18\x02 \x01(\x08\x12*\n\x0c\x61udio_format\x18\x03 \x01(\x0e\x32\x14.roar.v1.AudioFormat\x12\x1b\n\x13transcription_model\x18\x04 \x01(\t\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x0e\n\x06lyrics\x18\x06 \x01(\t\x12-\n\x0elyrics_formats\x18\x07 \x03(\x0e\x32\x15.roar.v1.LyricsFormat\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\x15\n\rkaraoke_video\x18\t \x01(\x08\"I\n\x0eProcessRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12$\n\x07options\x18\x02 \x01(\x0b\x32\x13.roar.v1.JobOptions\"H\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1d\n\x05stage\x18\x03 \x01(\x0e\x32\x0e.roar.v1.Stage\"J\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\"\xf2\x02\n\rProgressEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x1d\n\x05stage\x18\x03 \x01(\x0e\x32\x0e.roar.v1.Stage\x12\x15\n\rstage_percent\x18\x04 \x01(\x02\x12\x17\n\x0foverall_percent\x18\x05 \x01(\x02\x12\x0f\n\x07message\x18\x06 \x01(\t\x12 \n\x05\x65rror\x18\x07 \x01(\x0b\x32\x11.roar.v1.JobError\x12\x18\n\x0b\x65ta_seconds\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x05state\x18\n \x01(\x0e\x32\x11.roar.v1.JobState\x12$\n\tartifacts\x18\x0b \x03(\x0b\x32\x11.roar.v1.Artifact\x12!\n\x06\x65rrors\x18\x0c \x03(\x0b\x32\x11.roar.v1.JobErrorB\x0e\n\x0c_eta_seconds\"4\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xe1\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12 \n\x05state\x18\x02 \x01(\x0e\x32\x11.roar.v1.JobState\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12$\n\x07options\x18\x04 \x01(\x0b\x32\x13.roar.v1.JobOptions\x12!\n\x05\x61udio\x18\x05 \x01(\x0b\x32\x12.roar.v1.AudioInfo\x12+\n\x07\x63reated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\nlast_event\x18\x08 \x01(\x0b\x32\x16.roar.v1.ProgressEvent\x12$\n\tartifacts\x18\t \x03(\x0b\x32\x11.roar.v1.Artifact\x12!\n\x06\x65rrors\x18\n \x03(\x0b\x32\x11.roar.v1.JobError\"8\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"G\n\x10ListJobsResponse\x12\x1a\n\x04jobs\x18\x01 \x03(\x0b\x32\x0c.roar.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"?\n\x0f\x44ownloadRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"A\n\rDownloadChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"\x16\n\x14GetServerInfoRequest\"\xd0\x01\n\nServerInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12 \n\x18\x64\x65\x66\x61ult_separation_model\x18\x02 \x01(\t\x12\x19\n\x11separation_models\x18\x03 \x03(\t\x12#\n\x1b\x64\x65\x66\x61ult_transcription_model\x18\x04 \x01(\t\x12\x1c\n\x14transcription_models\x18\x05 \x03(\t\x12\x18\n\x10max_upload_bytes\x18\x06 \x01(\x03\x12\x17\n\x0fmax_chunk_bytes\x18\x07 \x01(\x05\"\x1f\n\x0fGetStatsRequest\x12\x0c\n\x04\x64\x61ys\x18\x01 \x01(\x05\"\x84\x01\n\nStageStats\x12\x1d\n\x05stage\x18\x01 \x01(\x0e\x32\x0e.roar.v1.Stage\x12\x0c\n\x04runs\x18\x02 \x01(\x03\x12\x11\n\tsucceeded\x18\x03 \x01(\x03\x12\x14\n\x0cmean_seconds\x18\x04 \x01(\x01\x12 \n\x18seconds_per_audio_minute\x18\x05 \x01(\x01\"\xad\x01\n\x08\x44\x61yStats\x12\'\n\x03\x64\x61y\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04jobs\x18\x02 \x01(\x03\x12\x11\n\tsucceeded\x18\x03 \x01(\x03\x12\x0f\n\x07partial\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x11\n\tcancelled\x18\x06 \x01(\x03\x12#\n\x06stages\x18\x07 \x03(\x0b\x32\x13.roar.v1.StageStats\"\xc6\x01\n\x08JobStats\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12 \n\x05state\x18\x03 \x01(\x0e\x32\x11.roar.v1.JobState\x12+\n\x07\x63reated\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\x12\x15\n\raudio_seconds\x18\x06 \x01(\x01\x12!\n\x06\x65rrors\x18\x07 \x03(\x0b\x32\x11.roar.v1.JobError\"\xae\x02\n\x05Stats\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61ll_callers\x18\x02 \x01(\x08\x12\x0c\n\x04jobs\x18\x03 \x01(\x03\x12\x11\n\tsucceeded\x18\x04 \x01(\x03\x12\x0f\n\x07partial\x18\x05 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x03\x12\x11\n\tcancelled\x18\x07 \x01(\x03\x12#\n\x06stages\x18\x08 \x03(\x0b\x32\x13.roar.v1.StageStats\x12\x1f\n\x04\x64\x61ys\x18\t \x03(\x0b\x32\x11.roar.v1.DayStats\x12\"\n\x07slowest\x18\n \x03(\x0b\x32\x11.roar.v1.JobStats\x12&\n\x0b\x66\x61iled_jobs\x18\x0b \x03(\x0b\x32\x11.roar.v1.JobStats*\x86\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_UPLOAD\x10\x01\x12\x14\n\x10STAGE_SEPARATION\x10\x02\x12\x17\n\x13STAGE_TRANSCRIPTION\x10\x03\x12\x11\n\rSTAGE_KARAOKE\x10\x04\x12\x12\n\x0eSTAGE_COMPLETE\x10\x05*\xb1\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11JOB_STATE_PARTIAL\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x32\xe0\x05\n\x0cOrchestrator\x12;\n\x0bStartUpload\x12\x1b.roar.v1.StartUploadRequest\x1a\x0f.roar.v1.Upload\x12;\n\x0bUploadChunk\x12\x1b.roar.v1.UploadChunkRequest\x1a\x0f.roar.v1.Upload\x12\x37\n\tGetUpload\x12\x19.roar.v1.GetUploadRequest\x1a\x0f.roar.v1.Upload\x12=\n\x0c\x46inishUpload\x12\x1c.roar.v1.FinishUploadRequest\x1a\x0f.roar.v1.Upload\x12<\n\x07Process\x12\x17.roar.v1.ProcessRequest\x1a\x16.roar.v1.ProgressEvent0\x01\x12>\n\x08WatchJob\x12\x18.roar.v1.WatchJobRequest\x1a\x16.roar.v1.ProgressEvent0\x01\x12.\n\x06GetJob\x12\x16.roar.v1.GetJobRequest\x1a\x0c.roar.v1.Job\x12?\n\x08ListJobs\x12\x18.roar.v1.ListJobsRequest\x1a\x19.roar.v1.ListJobsResponse\x12\x34\n\tCancelJob\x12\x19.roar.v1.CancelJobRequest\x1a\x0c.roar.v1.Job\x12>\n\x08\x44ownload\x12\x18.roar.v1.DownloadRequest\x1a\x16.roar.v1.DownloadChunk0\x01\x12\x43\n\rGetServerInfo\x12\x1d.roar.v1.GetServerInfoRequest\x1a\x13.roar.v1.ServerInfo\x12\x34\n\x08GetStats\x12\x18.roar.v1.GetStatsRequest\x1a\x0e.roar.v1.StatsB{\n\x0b\x64\x65v.roar.v1B\x11OrchestratorProtoP\x01Z2github.com/roar-karaoke/roar/gen/go/roar/v1;roarv1\xa2\x02\x03RXX\xaa\x02\x07Roar.V1\xca\x02\x07Roar\\V1\xea\x02\x08Roar::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'roar.v1.orchestrator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_STAGE']._serialized_start=3154
-  _globals['_STAGE']._serialized_end=3288
-  _globals['_JOBSTATE']._serialized_start=3291
-  _globals['_JOBSTATE']._serialized_end=3468
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\013dev.roar.v1B\021OrchestratorProtoP\001Z2github.com/roar-karaoke/roar/gen/go/roar/v1;roarv1\242\002\003RXX\252\002\007Roar.V1\312\002\007Roar\\V1\352\002\010Roar::V1'
+  _globals['_STAGE']._serialized_start=3169
+  _globals['_STAGE']._serialized_end=3303
+  _globals['_JOBSTATE']._serialized_start=3306
+  _globals['_JOBSTATE']._serialized_end=3483
   _globals['_STARTUPLOADREQUEST']._serialized_start=94
   _globals['_STARTUPLOADREQUEST']._serialized_end=168
   _globals['_UPLOADCHUNKREQUEST']._serialized_start=170
@@ -51,42 +52,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBOPTIONS']._serialized_end=741
   _globals['_PROCESSREQUEST']._serialized_start=743
   _globals['_PROCESSREQUEST']._serialized_end=816
-  _globals['_ERROR']._serialized_start=818
-  _globals['_ERROR']._serialized_end=887
-  _globals['_ARTIFACT']._serialized_start=889
-  _globals['_ARTIFACT']._serialized_end=963
-  _globals['_PROGRESSEVENT']._serialized_start=966
-  _globals['_PROGRESSEVENT']._serialized_end=1330
-  _globals['_WATCHJOBREQUEST']._serialized_start=1332
-  _globals['_WATCHJOBREQUEST']._serialized_end=1384
-  _globals['_GETJOBREQUEST']._serialized_start=1386
-  _globals['_GETJOBREQUEST']._serialized_end=1417
-  _globals['_JOB']._serialized_start=1420
-  _globals['_JOB']._serialized_end=1770
-  _globals['_LISTJOBSREQUEST']._serialized_start=1772
-  _globals['_LISTJOBSREQUEST']._serialized_end=1828
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1830
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1901
-  _globals['_CANCELJOBREQUEST']._serialized_start=1903
-  _globals['_CANCELJOBREQUEST']._serialized_end=1937
-  _globals['_DOWNLOADREQUEST']._serialized_start=1939
-  _globals['_DOWNLOADREQUEST']._serialized_end=2002
-  _globals['_DOWNLOADCHUNK']._serialized_start=2004
-  _globals['_DOWNLOADCHUNK']._serialized_end=2069
-  _globals['_GETSERVERINFOREQUEST']._serialized_start=2071
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=2093
-  _globals['_SERVERINFO']._serialized_start=2096
-  _globals['_SERVERINFO']._serialized_end=2304
-  _globals['_GETSTATSREQUEST']._serialized_start=2306
-  _globals['_GETSTATSREQUEST']._serialized_end=2337
-  _globals['_STAGESTATS']._serialized_start=2340
-  _globals['_STAGESTATS']._serialized_end=2472
-  _globals['_DAYSTATS']._serialized_start=2475
-  _globals['_DAYSTATS']._serialized_end=2648
-  _globals['_JOBSTATS']._serialized_start=2651
-  _globals['_JOBSTATS']._serialized_end=2846
-  _globals['_STATS']._serialized_start=2849
-  _globals['_STATS']._serialized_end=3151
-  _globals['_ORCHESTRATOR']._serialized_start=3471
-  _globals['_ORCHESTRATOR']._serialized_end=4207
+  _globals['_JOBERROR']._serialized_start=818
+  _globals['_JOBERROR']._serialized_end=890
+  _globals['_ARTIFACT']._serialized_start=892
+  _globals['_ARTIFACT']._serialized_end=966
+  _globals['_PROGRESSEVENT']._serialized_start=969
+  _globals['_PROGRESSEVENT']._serialized_end=1339
+  _globals['_WATCHJOBREQUEST']._serialized_start=1341
+  _globals['_WATCHJOBREQUEST']._serialized_end=1393
+  _globals['_GETJOBREQUEST']._serialized_start=1395
+  _globals['_GETJOBREQUEST']._serialized_end=1426
+  _globals['_JOB']._serialized_start=1429
+  _globals['_JOB']._serialized_end=1782
+  _globals['_LISTJOBSREQUEST']._serialized_start=1784
+  _globals['_LISTJOBSREQUEST']._serialized_end=1840
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1842
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1913
+  _globals['_CANCELJOBREQUEST']._serialized_start=1915
+  _globals['_CANCELJOBREQUEST']._serialized_end=1949
+  _globals['_DOWNLOADREQUEST']._serialized_start=1951
+  _globals['_DOWNLOADREQUEST']._serialized_end=2014
+  _globals['_DOWNLOADCHUNK']._serialized_start=2016
+  _globals['_DOWNLOADCHUNK']._serialized_end=2081
+  _globals['_GETSERVERINFOREQUEST']._serialized_start=2083
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=2105
+  _globals['_SERVERINFO']._serialized_start=2108
+  _globals['_SERVERINFO']._serialized_end=2316
+  _globals['_GETSTATSREQUEST']._serialized_start=2318
+  _globals['_GETSTATSREQUEST']._serialized_end=2349
+  _globals['_STAGESTATS']._serialized_start=2352
+  _globals['_STAGESTATS']._serialized_end=2484
+  _globals['_DAYSTATS']._serialized_start=2487
+  _globals['_DAYSTATS']._serialized_end=2660
+  _globals['_JOBSTATS']._serialized_start=2663
+  _globals['_JOBSTATS']._serialized_end=2861
+  _globals['_STATS']._serialized_start=2864
+  _globals['_STATS']._serialized_end=3166
+  _globals['_ORCHESTRATOR']._serialized_start=3486
+  _globals['_ORCHESTRATOR']._serialized_end=4222
 # @@protoc_insertion_point(module_scope)

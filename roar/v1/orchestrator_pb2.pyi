@@ -123,7 +123,7 @@ class ProcessRequest(_message.Message):
     options: JobOptions
     def __init__(self, upload_id: _Optional[str] = ..., options: _Optional[_Union[JobOptions, _Mapping]] = ...) -> None: ...
 
-class Error(_message.Message):
+class JobError(_message.Message):
     __slots__ = ("code", "message", "stage")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -165,13 +165,13 @@ class ProgressEvent(_message.Message):
     stage_percent: float
     overall_percent: float
     message: str
-    error: Error
+    error: JobError
     eta_seconds: float
     timestamp: _timestamp_pb2.Timestamp
     state: JobState
     artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
-    errors: _containers.RepeatedCompositeFieldContainer[Error]
-    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., stage: _Optional[_Union[Stage, str]] = ..., stage_percent: _Optional[float] = ..., overall_percent: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., eta_seconds: _Optional[float] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[Error, _Mapping]]] = ...) -> None: ...
+    errors: _containers.RepeatedCompositeFieldContainer[JobError]
+    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., stage: _Optional[_Union[Stage, str]] = ..., stage_percent: _Optional[float] = ..., overall_percent: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., eta_seconds: _Optional[float] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id", "after_seq")
@@ -208,8 +208,8 @@ class Job(_message.Message):
     updated: _timestamp_pb2.Timestamp
     last_event: ProgressEvent
     artifacts: _containers.RepeatedCompositeFieldContainer[Artifact]
-    errors: _containers.RepeatedCompositeFieldContainer[Error]
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., filename: _Optional[str] = ..., options: _Optional[_Union[JobOptions, _Mapping]] = ..., audio: _Optional[_Union[_common_pb2.AudioInfo, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_event: _Optional[_Union[ProgressEvent, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[Error, _Mapping]]] = ...) -> None: ...
+    errors: _containers.RepeatedCompositeFieldContainer[JobError]
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., filename: _Optional[str] = ..., options: _Optional[_Union[JobOptions, _Mapping]] = ..., audio: _Optional[_Union[_common_pb2.AudioInfo, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_event: _Optional[_Union[ProgressEvent, _Mapping]] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -328,8 +328,8 @@ class JobStats(_message.Message):
     created: _timestamp_pb2.Timestamp
     seconds: float
     audio_seconds: float
-    errors: _containers.RepeatedCompositeFieldContainer[Error]
-    def __init__(self, job_id: _Optional[str] = ..., filename: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., seconds: _Optional[float] = ..., audio_seconds: _Optional[float] = ..., errors: _Optional[_Iterable[_Union[Error, _Mapping]]] = ...) -> None: ...
+    errors: _containers.RepeatedCompositeFieldContainer[JobError]
+    def __init__(self, job_id: _Optional[str] = ..., filename: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., seconds: _Optional[float] = ..., audio_seconds: _Optional[float] = ..., errors: _Optional[_Iterable[_Union[JobError, _Mapping]]] = ...) -> None: ...
 
 class Stats(_message.Message):
     __slots__ = ("since", "all_callers", "jobs", "succeeded", "partial", "failed", "cancelled", "stages", "days", "slowest", "failed_jobs")

@@ -62,7 +62,10 @@ def _lrc_time(seconds: float) -> str:
     return f"{cs // 6000:02d}:{cs // 100 % 60:02d}.{cs % 100:02d}"
 
 
-# ASS colours are &HAABBGGRR. Karaoke text starts in SecondaryColour and fills with PrimaryColour.
+# ASS colours are &HAABBGGRR (alpha 00: opaque). Karaoke text starts in SecondaryColour and
+# fills with PrimaryColour. The current line sits above the preview of the next one (bottom
+# aligned, MarginV from the bottom), the countdown above both; each kind has its own layer, so
+# libass never moves one out of another's way.
 _ASS_HEADER = """\
 [Script Info]
 ; Karaoke lyrics written by Roar
@@ -78,23 +81,57 @@ Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour,
 Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, \
 Alignment, MarginL, MarginR, MarginV, Encoding
 Style: Karaoke,Arial,72,&H0000D7FF,&H00FFFFFF,&H00000000,&H80000000,\
--1,0,0,0,100,100,0,0,1,4,2,2,80,80,90,1
+-1,0,0,0,100,100,0,0,1,4,2,2,80,80,230,1
+Style: Next,Arial,56,&H60C8C8C8,&H60C8C8C8,&H00000000,&H80000000,\
+0,0,0,0,100,100,0,0,1,3,0,2,80,80,90,1
+Style: Countdown,Arial,64,&H0000D7FF,&H0000D7FF,&H00000000,&H80000000,\
+-1,0,0,0,100,100,0,0,1,3,0,2,80,80,360,1
 
 [Events]
 Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
 """
+# A line that follows this many seconds without singing (or opens the song) gets a lead-in: a
+# countdown over the LEAD_IN_SECONDS before it, one dot fewer each second, and its preview only
+# from then on (a preview shown through a long break would only distract).
+LONG_BREAK_SECONDS = 5.0
+LEAD_IN_SECONDS = 3
+COUNTDOWN_DOT = "\u25cf"
 
 
 def ass(lines: Lines, title: str = "") -> str:
     """Advanced SubStation Alpha karaoke: a Dialogue per line, `{\\kf<cs>}` per word (a fill sweep)
-    and `{\\k<cs>}` with no text for the gaps, so every line's tags add up to its duration."""
+    and `{\\k<cs>}` with no text for the gaps, so every line's tags add up to its duration; each
+    line is also shown ahead, dimmer, beneath the one being sung (style Next) and, after a long
+    break or at the song's start, counted in (style Countdown)."""
     events = []
-    for line in sung(lines):
+    timed = sung(lines)
+    for k, line in enumerate(timed):
         start = _centiseconds(line.start)
         text, end = _ass_karaoke(line, start)
         events.append(f"Dialogue: 0,{_ass_time(start)},{_ass_time(end)},Karaoke,,0,0,0,,{text}")
+        previous = timed[k - 1] if k else None
+        if previous is not None and line.start - previous.end < LONG_BREAK_SECONDS:
+            shown_from = _centiseconds(previous.start)
+        else:
+            events.extend(_ass_countdown(start))
+            shown_from = max(start - 100 * LEAD_IN_SECONDS, 0)
+        if shown_from < start:
+            preview = _ass_escape(" ".join(w.text for w in line.words))
+            events.append(f"Dialogue: 1,{_ass_time(shown_from)},{_ass_time(start)},Next,,0,0,0,,{preview}")
     header = _ASS_HEADER.format(title=_one_line(title) or "Karaoke")
     return header + "".join(event + "\n" for event in events)
+
+
+def _ass_countdown(start: int) -> list[str]:
+    """Countdown events before a line starting at `start` (centiseconds): LEAD_IN_SECONDS dots,
+    one fewer each second; the part before the song's start is left out."""
+    events = []
+    for dots in range(LEAD_IN_SECONDS, 0, -1):
+        begin, end = max(start - 100 * dots, 0), start - 100 * (dots - 1)
+        if begin < end:
+            text = " ".join([COUNTDOWN_DOT] * dots)
+            events.append(f"Dialogue: 2,{_ass_time(begin)},{_ass_time(end)},Countdown,,0,0,0,,{text}")
+    return events
 
 
 def _ass_karaoke(line: common_pb2.Segment, line_start: int) -> tuple[str, int]:

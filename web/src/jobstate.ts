@@ -1,6 +1,6 @@
 // What the page shows of a job, folded from its ProgressEvents. Plain JSON, so that it can be kept in
 // localStorage across reloads together with the seq of the last event it has seen.
-import { JobState, Stage, type Error as JobError, type ProgressEvent } from "./gen/roar/v1/orchestrator_pb";
+import { JobState, Stage, type JobError, type ProgressEvent } from "./gen/roar/v1/orchestrator_pb";
 
 export const stageNames = ["separation", "transcription", "karaoke", "complete"] as const;
 export type StageName = (typeof stageNames)[number];

@@ -121,28 +121,35 @@ def decode(data: bytes, max_seconds: float | None = None) -> Decoded:
             # read() stops at the header's frame count, which is within the limit.
             audio = f.read(dtype="float32", always_2d=True).T
             decoded = Decoded(np.ascontiguousarray(audio), f.samplerate, f.format)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        decoded = _decode_with_ffmpeg(data, reason=str(exc), max_seconds=limit)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        decoded = _decode_with_ffmpeg(data, max_seconds=limit)
     if decoded.audio.shape[1] == 0:
         raise BadInput("the audio file holds no samples")
     return decoded
 
 
-def _ffmpeg(reason: str) -> str:
+# How a file no decoder reads is refused, in plain words: clients put the file's name in front
+# ("song.txt is not an audio file Roar can read (...)"). Neither ffmpeg's nor libsndfile's own
+# message is passed on: they name decoder internals and server paths.
+NOT_AUDIO = "not an audio file Roar can read"
+_READABLE = "wav, flac, ogg, opus and mp3 are read directly"
+
+
+def _ffmpeg() -> str:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise BadInput(
-            f"could not decode the audio ({reason}); wav, flac, ogg, opus and mp3 are read "
-            "directly, other formats such as m4a/aac need ffmpeg installed"
+            f"{NOT_AUDIO} ({_READABLE}; other formats such as m4a/aac need ffmpeg installed on the server)"
         )
     return ffmpeg
 
 
-def _ffmpeg_failure(stderr: bytes, reason: str, input_name: str) -> BadInput:
-    """The reason ffmpeg gave, without the input's name (a server path must not reach clients)."""
-    lines = stderr.decode(errors="replace").strip().splitlines()
-    message = lines[-1].removeprefix(f"{input_name}: ") if lines else reason
-    return BadInput(f"could not decode the audio: {message}")
+def _ffmpeg_failure(stderr: bytes) -> BadInput:
+    """Why ffmpeg could not decode a file, in plain words."""
+    text = stderr.decode(errors="replace")
+    if "matches no streams" in text or "does not contain any stream" in text:
+        return BadInput(f"{NOT_AUDIO} (it holds no audio stream)")
+    return BadInput(f"{NOT_AUDIO} ({_READABLE}, m4a, aac and most other formats through ffmpeg)")
 
 
 def _output_limit(max_seconds: float) -> str:
@@ -150,10 +157,10 @@ def _output_limit(max_seconds: float) -> str:
     return f"{max_seconds + 0.5:.3f}"
 
 
-def _decode_with_ffmpeg(data: bytes, reason: str, max_seconds: float) -> Decoded:
+def _decode_with_ffmpeg(data: bytes, max_seconds: float) -> Decoded:
     proc = subprocess.run(
         [
-            *(_ffmpeg(reason), "-v", "error", "-nostdin", "-i", "pipe:0"),
+            *(_ffmpeg(), "-v", "error", "-nostdin", "-i", "pipe:0"),
             *("-t", _output_limit(max_seconds), "-f", "wav", "-acodec", "pcm_f32le", "pipe:1"),
         ],
         input=data,
@@ -161,7 +168,7 @@ def _decode_with_ffmpeg(data: bytes, reason: str, max_seconds: float) -> Decoded
         check=False,
     )
     if proc.returncode != 0 or not proc.stdout:
-        raise _ffmpeg_failure(proc.stderr, reason, "pipe:0")
+        raise _ffmpeg_failure(proc.stderr)
     # ffmpeg cannot seek back on a pipe, so the RIFF sizes are unset: read the frames raw.
     with sf.SoundFile(io.BytesIO(proc.stdout)) as f:
         _check_rate(f.samplerate)
@@ -241,15 +248,13 @@ def normalise(source: Path, target: Path, max_seconds: float) -> common_pb2.Audi
     disk is full."""
     try:
         audio_file = sf.SoundFile(source)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        return _normalise_with_ffmpeg(source, target, max_seconds, reason=str(exc))
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return _normalise_with_ffmpeg(source, target, max_seconds)
     with audio_file:
         return _normalise_open(audio_file, target, max_seconds, audio_file.format)
 
 
-def _normalise_with_ffmpeg(
-    source: Path, target: Path, max_seconds: float, reason: str
-) -> common_pb2.AudioInfo:
+def _normalise_with_ffmpeg(source: Path, target: Path, max_seconds: float) -> common_pb2.AudioInfo:
     """ffmpeg turns the first audio stream into a FLAC (stopping just past the limit), which is
     then normalised like any FLAC."""
     # Beside the source: ffmpeg runs in its directory, with relative names only.
@@ -257,7 +262,7 @@ def _normalise_with_ffmpeg(
     try:
         proc = subprocess.run(
             [
-                *(_ffmpeg(reason), "-v", "error", "-nostdin", "-y", "-i", source.name, "-map", "0:a:0"),
+                *(_ffmpeg(), "-v", "error", "-nostdin", "-y", "-i", source.name, "-map", "0:a:0"),
                 *("-t", _output_limit(max_seconds), "-c:a", "flac", converted.name),
             ],
             cwd=source.parent,
@@ -265,7 +270,7 @@ def _normalise_with_ffmpeg(
             check=False,
         )
         if proc.returncode != 0:
-            raise _ffmpeg_failure(proc.stderr, reason, source.name)
+            raise _ffmpeg_failure(proc.stderr)
         with sf.SoundFile(converted) as audio_file:
             return _normalise_open(audio_file, target, max_seconds, "FFMPEG")
     finally:
@@ -415,9 +420,9 @@ def open_audio(
         try:
             audio_file = sf.SoundFile(path)
             fmt = audio_file.format
-        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        except (sf.LibsndfileError, RuntimeError, TypeError):
             converted = scratch / "ffmpeg.flac"
-            _convert_with_ffmpeg(path, converted, limit, reason=str(exc))
+            _convert_with_ffmpeg(path, converted, limit)
             audio_file, fmt = sf.SoundFile(converted), "FFMPEG"
         with audio_file:
             _check_rate(audio_file.samplerate)
@@ -429,13 +434,13 @@ def open_audio(
             converted.unlink(missing_ok=True)
 
 
-def _convert_with_ffmpeg(source: Path, target: Path, max_seconds: float, reason: str) -> None:
+def _convert_with_ffmpeg(source: Path, target: Path, max_seconds: float) -> None:
     """ffmpeg's first audio stream of source as a FLAC at target (24 bits, its own rate)."""
     # Run in the target's directory with a relative output name; the input's name is taken out
     # of ffmpeg's message, so no server path reaches a client.
     proc = subprocess.run(
         [
-            *(_ffmpeg(reason), "-v", "error", "-nostdin", "-y", "-i", str(source), "-map", "0:a:0"),
+            *(_ffmpeg(), "-v", "error", "-nostdin", "-y", "-i", str(source), "-map", "0:a:0"),
             *("-t", _output_limit(max_seconds), "-c:a", "flac", "-sample_fmt", "s32", target.name),
         ],
         cwd=target.parent,
@@ -443,7 +448,7 @@ def _convert_with_ffmpeg(source: Path, target: Path, max_seconds: float, reason:
         check=False,
     )
     if proc.returncode != 0:
-        raise _ffmpeg_failure(proc.stderr, reason, str(source))
+        raise _ffmpeg_failure(proc.stderr)
 
 
 def mono_blocks(

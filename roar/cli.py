@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC
 from pathlib import Path
 
 import grpc
@@ -21,6 +23,7 @@ from roar import audio, client
 from roar.catalog import separation_catalog, transcription_catalog
 from roar.config import Settings, port_of
 from roar.service import is_serving
+from roar.text import LANGUAGE_RULE, is_language_code
 from roar.tls import suite_credentials
 from roar.v1 import common_pb2
 from roar.v1 import orchestrator_pb2 as pb
@@ -284,9 +287,9 @@ class ProgressView:
         eta = f"ETA {_clock(event.eta_seconds)}" if running and event.HasField("eta_seconds") else ""
         label = STAGE_LABELS.get(event.stage, "?")
         bar = "#" * filled + "-" * (20 - filled)
-        line = f"{label:<13} [{bar}] {event.stage_percent:5.1f}%  {eta:<10} {event.message}"
-        if event.error.code:
-            line += f"  ERROR {event.error.code}: {event.error.message}"
+        # A failed stage's message repeats its error, which the job's summary prints once.
+        message = f"failed ({event.error.code}, see below)" if event.error.code else event.message
+        line = f"{label:<13} [{bar}] {event.stage_percent:5.1f}%  {eta:<10} {message}"
         self._lines[event.stage] = line
         if self._tty:
             if self._drawn:
@@ -316,7 +319,11 @@ async def _finish_job(stub: pb_grpc.OrchestratorStub, last: pb.ProgressEvent, ou
         print(f"wrote {len(last.artifacts)} files to {out}: {', '.join(a.name for a in last.artifacts)}")
         if (out / "lines.json").is_file():
             print_unsung_lines(out / "lines.json")
+    shown: set[tuple[str, str]] = set()
     for error in last.errors:
+        if (error.code, error.message) in shown:
+            continue  # a stage's error that failed the job too is one error
+        shown.add((error.code, error.message))
         print(
             f"error in {STAGE_LABELS.get(error.stage, '?')}: {error.code}: {error.message}", file=sys.stderr
         )
@@ -338,19 +345,70 @@ def print_unsung_lines(lines_json: Path) -> None:
             print(f"  - {text}")
 
 
-async def _show(events, view: ProgressView) -> pb.ProgressEvent | None:
+class UserError(Exception):
+    """A mistake the user can fix, said in one line (no traceback); exit code 2."""
+
+
+async def _show(
+    events: AsyncIterator[pb.ProgressEvent],
+    view: ProgressView,
+    on_first: Callable[[pb.ProgressEvent], None] | None = None,
+) -> pb.ProgressEvent | None:
     last = None
     async for event in events:
+        if last is None and on_first is not None:
+            on_first(event)
         view.update(event)
         last = event
     return last
 
 
+def _read_lyrics(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"the lyrics file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"cannot read the lyrics file {path}: {exc.strerror or exc}") from None
+
+
+def _check_readable(path: Path) -> None:
+    try:
+        with path.open("rb"):
+            pass
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not an audio file") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _watch_hint(job_id: str, server: str) -> str:
+    """The command that follows the job again, naming the server unless it is the default."""
+    return f"roar watch {job_id}" + ("" if server == _default_server() else f" --server {server}")
+
+
+def _default_server() -> str:
+    return f"127.0.0.1:{Settings.from_env().orchestrator_port}"
+
+
+def _refused_option(details: str, args: argparse.Namespace) -> str:
+    """The server's reason for refusing the job's options, naming the flag that set a refused model
+    (the server's message names the models it offers)."""
+    for stage in ("separation", "transcription"):
+        if details.startswith(f"unknown {stage} model"):
+            return f"--{stage}-model {getattr(args, f'{stage}_model')}: {details}"
+    return details
+
+
+# The job `roar process` started or `roar watch` follows, for the hint printed on Ctrl-C.
+_started: dict[str, str] = {}
+
+
 async def cmd_process(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    if not path.is_file():
-        print(f"roar: no such file: {path}", file=sys.stderr)
-        return 2
+    _check_readable(path)
+    if args.language and not is_language_code(args.language):
+        raise UserError(f"--language {args.language}: {LANGUAGE_RULE}")
     options = pb.JobOptions(
         separation_model=args.separation_model or "",
         all_stems=args.all_stems,
@@ -361,7 +419,7 @@ async def cmd_process(args: argparse.Namespace) -> int:
         timeout_seconds=args.timeout or 0,
     )
     if args.lyrics:
-        options.lyrics = Path(args.lyrics).read_text(encoding="utf-8")
+        options.lyrics = _read_lyrics(Path(args.lyrics))
     out = Path(args.out) if args.out else Path(f"{path.stem}-karaoke")
     async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
         stub = pb_grpc.OrchestratorStub(ch)
@@ -371,8 +429,28 @@ async def cmd_process(args: argparse.Namespace) -> int:
             if done == total:
                 sys.stderr.write("\n")
 
-        upload = await client.upload_file(stub, path, on_upload)
-        last = await _show(client.process(stub, upload.upload_id, options), ProgressView())
+        try:
+            upload = await client.upload_file(stub, path, on_upload)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            # The server refused the file itself: name it as the user knows it.
+            details = exc.details() or ""
+            joined = " is " if details.startswith(audio.NOT_AUDIO) else ": "
+            raise UserError(f"{path}{joined}{details}") from None
+
+        def on_accepted(event: pb.ProgressEvent) -> None:
+            _started["job_id"] = event.job_id
+            _started["hint"] = _watch_hint(event.job_id, args.server)
+            print(f"job {event.job_id} started (follow it again with: {_started['hint']})", flush=True)
+
+        events = client.process(stub, upload.upload_id, options)
+        try:
+            last = await _show(events, ProgressView(), on_first=on_accepted)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT or _started:
+                raise
+            raise UserError(_refused_option(exc.details() or "", args)) from None
         if last is None:
             print("roar: the server sent no events", file=sys.stderr)
             return 1
@@ -382,6 +460,7 @@ async def cmd_process(args: argparse.Namespace) -> int:
 async def cmd_watch(args: argparse.Namespace) -> int:
     async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
         stub = pb_grpc.OrchestratorStub(ch)
+        _started.update(job_id=args.job_id, hint=_watch_hint(args.job_id, args.server))
         last = await _show(client.follow(stub, args.job_id), ProgressView())
         if last is None:
             return 1
@@ -392,12 +471,23 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
         stub = pb_grpc.OrchestratorStub(ch)
         reply = await stub.ListJobs(pb.ListJobsRequest(page_size=args.limit))
-    print(f"{'JOB':<32}  {'STATE':<10} {'DONE':>6}  {'CREATED':<19}  FILE")
-    for job in reply.jobs:
-        created = job.created.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
-        done = f"{job.last_event.overall_percent:5.1f}%"
-        print(f"{job.job_id:<32}  {STATE_LABELS[job.state]:<10} {done:>6}  {created:<19}  {job.filename}")
+    print(format_jobs(reply.jobs), end="")
     return 0
+
+
+def format_jobs(jobs: Iterable[pb.Job]) -> str:
+    """`roar jobs`: a row per job with what tells songs of one name apart: when it was created
+    (local time), the audio's length and how far it got."""
+    lines = [f"{'JOB':<32}  {'CREATED':<14}  {'LENGTH':>6}  {'STATE':<10} {'DONE':>6}  FILE"]
+    for job in jobs:
+        created = job.created.ToDatetime(tzinfo=UTC).astimezone().strftime("%b %d %H:%M:%S")
+        length = _clock(job.audio.duration_seconds) if job.audio.duration_seconds else "-"
+        done = f"{job.last_event.overall_percent:5.1f}%"
+        lines.append(
+            f"{job.job_id:<32}  {created:<14}  {length:>6}  {STATE_LABELS[job.state]:<10} {done:>6}  "
+            f"{job.filename}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 async def cmd_stats(args: argparse.Namespace) -> int:
@@ -472,13 +562,17 @@ def _rate(part: int, whole: int) -> str:
 async def cmd_cancel(args: argparse.Namespace) -> int:
     async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
         job = await pb_grpc.OrchestratorStub(ch).CancelJob(pb.CancelJobRequest(job_id=args.job_id))
-    print(f"job {job.job_id}: cancel requested (state {STATE_LABELS[job.state]})")
+    # CancelJob answers with the job as it was before the cancel: a final state means nothing changed.
+    if job.state in client.TERMINAL_STATES:
+        print(f"roar: job {job.job_id} already finished ({STATE_LABELS[job.state]})", file=sys.stderr)
+        return 1
+    print(f"job {job.job_id}: cancel requested")
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
     settings = Settings.from_env()
-    default_server = f"127.0.0.1:{settings.orchestrator_port}"
+    default_server = _default_server()
     parser = argparse.ArgumentParser(prog="roar", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -577,11 +671,33 @@ def main(argv: list[str] | None = None) -> None:
     }[args.command]
     try:
         sys.exit(asyncio.run(command(args)))
+    except UserError as exc:
+        print(f"roar: {exc}", file=sys.stderr)
+        sys.exit(2)
     except grpc.aio.AioRpcError as exc:
-        print(f"roar: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        print(f"roar: {_rpc_error(exc, args.server)}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
+        # The job runs on in the server; say how to find it again.
+        if "hint" in _started:
+            print(
+                f"\nroar: interrupted; job {_started['job_id']} still running: {_started['hint']}",
+                file=sys.stderr,
+            )
+        elif args.command == "process":
+            print("\nroar: interrupted before a job started", file=sys.stderr)
         sys.exit(130)
+
+
+def _rpc_error(exc: grpc.aio.AioRpcError, server: str) -> str:
+    """A failed call in one line; a server that does not answer at all gets what to do about it."""
+    details = exc.details() or ""
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details:
+        return (
+            f"no Roar server answers at {server}; start one with `roar up`, or point to a running one with "
+            "--server HOST:PORT (default: 127.0.0.1 and the port in ROAR_PORT)"
+        )
+    return f"{exc.code().name}: {details}"
 
 
 if __name__ == "__main__":

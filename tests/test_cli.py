@@ -66,7 +66,7 @@ def test_process_exits_non_zero_with_the_error(suite: Suite, tmp_path: Path) -> 
     assert "ROAR_SEPARATION_MODELS" in result.stderr and "failed" in result.stdout
 
     missing = roar("process", str(tmp_path / "absent.wav"), "--server", suite.address)
-    assert missing.returncode != 0 and "no such file" in missing.stderr
+    assert missing.returncode == 2 and "No such file" in missing.stderr
     unknown = roar("cancel", "nope", "--server", suite.address)
     assert unknown.returncode != 0 and "NOT_FOUND" in unknown.stderr
 

@@ -444,7 +444,7 @@ def no_samples() -> bytes:
 @pytest.mark.parametrize(
     ("data", "details"),
     [
-        (lambda: b"not audio" * 100, "could not decode"),
+        (lambda: b"not audio" * 100, "not an audio file"),
         (no_samples, "no samples"),
         # Past the limit, refused from its header (the stage decodes block by block).
         (lambda: audio.encode(np.zeros((2, 44100 * 61), np.float32), 44100, "flac"), audio.LIMIT_SETTING),

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -33,6 +33,7 @@ SPOOL_MEMORY_BYTES = 16 * 1024 * 1024
 STOP_GRACE_SECONDS = 5.0
 
 log = logging.getLogger("roar")
+T = TypeVar("T")
 
 
 def is_serving(address: str, credentials: grpc.ChannelCredentials | None = None) -> bool:
@@ -183,6 +184,14 @@ def request_stream(request_type: type, options: Any, data_field: str, data: byte
     yield request_type(options=options)
     for piece in chunked(data):
         yield request_type(**{data_field: piece})
+
+
+async def with_first(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+    """A request stream whose first message was already read (to check the options) made whole
+    again, for a reader that wants the stream from its start."""
+    yield first
+    async for request in rest:
+        yield request
 
 
 async def file_request_stream(

@@ -23,6 +23,7 @@ from roar.service import (
     progress_responses,
     serve,
     setup_logging,
+    with_first,
 )
 from roar.v1 import common_pb2, karaoke_pb2, karaoke_pb2_grpc
 from services.karaoke.build import build_karaoke
@@ -83,7 +84,7 @@ class KaraokeServicer(karaoke_pb2_grpc.KaraokeServicer):
         yield karaoke_pb2.BuildResponse(
             progress=common_pb2.StageProgress(percent=0.0, message="receiving the instrumental")
         )
-        async with options_and_file(_with_first(first, requests), context, "options", "audio") as (
+        async with options_and_file(with_first(first, requests), context, "options", "audio") as (
             options,
             audio,
         ):
@@ -106,14 +107,6 @@ class KaraokeServicer(karaoke_pb2_grpc.KaraokeServicer):
                 yield response
             for chunk in _file_chunks(video):
                 yield karaoke_pb2.BuildResponse(file=chunk)
-
-
-async def _with_first(
-    first: karaoke_pb2.RenderVideoRequest, rest: AsyncIterator[karaoke_pb2.RenderVideoRequest]
-) -> AsyncIterator[karaoke_pb2.RenderVideoRequest]:
-    yield first
-    async for request in rest:
-        yield request
 
 
 def _frame_size(options: karaoke_pb2.VideoOptions) -> tuple[int, int]:

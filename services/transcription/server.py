@@ -21,7 +21,7 @@ from roar.errors import BadInput, Cancelled, DiskFull, ResourceExhausted, RoarEr
 from roar.metrics import WINDOWS_PROCESSED
 from roar.models import ModelCache
 from roar.progress import ProgressCallback, StageRun
-from roar.service import abort_with, options_and_file, progress_responses, serve, setup_logging
+from roar.service import abort_with, options_and_file, progress_responses, serve, setup_logging, with_first
 from roar.text import LANGUAGE_RULE, is_language_code
 from roar.v1 import common_pb2, transcription_pb2, transcription_pb2_grpc
 from services.transcription import vad
@@ -76,7 +76,7 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
     ) -> AsyncIterator[transcription_pb2.TranscribeResponse]:
         # The vocals wait on disk and are decoded block by block: memory does not grow with the song.
         async with options_and_file(
-            _with_first(transcription_pb2.TranscribeRequest(options=options), requests),
+            with_first(transcription_pb2.TranscribeRequest(options=options), requests),
             context,
             "options",
             "audio",
@@ -152,14 +152,6 @@ class TranscriptionServicer(transcription_pb2_grpc.TranscriptionServicer):
         while not passages.empty():
             yield transcription_pb2.TranscribeResponse(passage=passages.get_nowait())
         yield transcription_pb2.TranscribeResponse(transcript=run.result())
-
-
-async def _with_first(
-    first: transcription_pb2.TranscribeRequest, rest: AsyncIterator[transcription_pb2.TranscribeRequest]
-) -> AsyncIterator[transcription_pb2.TranscribeRequest]:
-    yield first
-    async for request in rest:
-        yield request
 
 
 async def _receive_pcm(requests: AsyncIterator[transcription_pb2.TranscribeRequest], spool: PcmSpool) -> None:

@@ -675,7 +675,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"roar: {exc}", file=sys.stderr)
         sys.exit(2)
     except grpc.aio.AioRpcError as exc:
-        print(f"roar: {_rpc_error(exc, args.server)}", file=sys.stderr)
+        print(f"roar: {_rpc_error(exc, args.server, tls=bool(args.ca))}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         # The job runs on in the server; say how to find it again.
@@ -689,13 +689,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
 
 
-def _rpc_error(exc: grpc.aio.AioRpcError, server: str) -> str:
+def _rpc_error(exc: grpc.aio.AioRpcError, server: str, tls: bool) -> str:
     """A failed call in one line; a server that does not answer at all gets what to do about it."""
     details = exc.details() or ""
     if exc.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details:
+        # A server that speaks TLS to a plaintext client looks the same as no server at all.
+        tls_hint = "" if tls else "; one that serves TLS needs --ca CA.pem (ROAR_TLS_CA)"
         return (
             f"no Roar server answers at {server}; start one with `roar up`, or point to a running one with "
-            "--server HOST:PORT (default: 127.0.0.1 and the port in ROAR_PORT)"
+            f"--server HOST:PORT (default: 127.0.0.1 and the port in ROAR_PORT){tls_hint}"
         )
     return f"{exc.code().name}: {details}"
 

@@ -450,7 +450,7 @@ async def test_server_refuses_bad_requests_with_their_status(tiny_model: str, tm
     one_second = song_file(tmp_path, 1.0)
     without_options = iter([separation_pb2.SeparateRequest(audio=one_second.read_bytes())])
     cases = [
-        (separate_requests(junk), grpc.StatusCode.INVALID_ARGUMENT, "decode"),
+        (separate_requests(junk), grpc.StatusCode.INVALID_ARGUMENT, "not an audio file"),
         (without_options, grpc.StatusCode.INVALID_ARGUMENT, "options"),
         (separate_requests(one_second, model="no_such"), grpc.StatusCode.INVALID_ARGUMENT, "offers tiny"),
         (separate_requests(one_second, first_window=2), grpc.StatusCode.INVALID_ARGUMENT, "first_window"),

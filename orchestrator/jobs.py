@@ -23,6 +23,7 @@ from pathlib import Path
 from orchestrator.artifacts import JobFiles, read_range
 from orchestrator.events import Events, now
 from orchestrator.pipeline import Pipeline
+from orchestrator.progress import LearnedSpeeds, StageTime
 from orchestrator.stages import StageClients
 from orchestrator.store import CANCELS_CHANNEL, EVENTS_CHANNEL, TERMINAL_STATES, Store, listen
 from orchestrator.uploads import Uploads
@@ -62,6 +63,13 @@ class Jobs:
         self._slots = asyncio.Semaphore(settings.max_running_jobs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
+        # The jobs waiting for a slot, first in line first, and the place each was last told;
+        # the jobs holding a slot. On a shared (PostgreSQL) store each orchestrator queues the
+        # jobs it holds the lease of: a place in line is within this orchestrator's queue.
+        self._queue: list[pb.Job] = []
+        self._places: dict[str, int] = {}
+        self._running: dict[str, pb.Job] = {}
+        self._stopping = False
         # Who holds this orchestrator's leases: the same after a restart on the same host and
         # port, so a restarted orchestrator takes its own jobs back at once.
         self._lease_owner = f"{socket.gethostname()}:{settings.orchestrator_port}"
@@ -215,6 +223,7 @@ class Jobs:
     async def shutdown(self) -> None:
         """Stops the running jobs without marking them: the next start (or, on a shared store,
         another orchestrator) resumes them."""
+        self._stopping = True  # the queue empties without telling each job a new place
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -281,8 +290,11 @@ class Jobs:
                 self._finish_cancelled(job)
                 return
             if self._slots.locked():
-                self._events.emit(job, pb.STAGE_UPLOAD, 100.0, "queued: waiting for a free worker")
+                self._queue.append(job)
+                self._tell_places()
             async with metrics.job_slot(self._slots):
+                self._running[job.job_id] = job  # first: the jobs behind count its run
+                self._leave_queue(job)
                 job.state = pb.JOB_STATE_RUNNING
                 if resume_note:
                     self._events.emit(job, job.last_event.stage, job.last_event.stage_percent, resume_note)
@@ -299,9 +311,73 @@ class Jobs:
             job.errors.add(code="INTERNAL", message=message, stage=job.last_event.stage)
             self._pipeline.finish(job, pb.JOB_STATE_FAILED, f"failed: {message}")
         finally:
+            self._leave_queue(job)  # cancelled while it waited
+            self._running.pop(job.job_id, None)
             if self._store.shared:  # free for another orchestrator (only while it is this one's)
                 self._store.drop_lease(job.job_id, self._lease_owner)
+
+    # The queue.
+
+    def _leave_queue(self, job: pb.Job) -> None:
+        """Takes the job out of the queue (it started, or was cancelled while it waited); the jobs
+        behind it are told their new place."""
+        if self._places.pop(job.job_id, None) is not None:  # every job in the queue was told a place
+            self._queue = [queued for queued in self._queue if queued.job_id != job.job_id]
+            if not self._stopping:
+                self._tell_places()
+
+    def _tell_places(self) -> None:
+        """An event for each queued job whose place in line changed: its place, the expected wait
+        (the time left of the running jobs and of the queued ones ahead, over the workers) and an
+        ETA of the wait and its own run. Without a time when any of those jobs has no measured
+        speed to go by."""
+        if not self._queue:
+            return
+        speeds = LearnedSpeeds(StageTime._make(row) for row in self._store.stage_runs())
+        ahead: float | None = 0.0  # seconds of work ahead of the next job in line
+        for running in self._running.values():
+            left = self._time_left(running, speeds)
+            ahead = None if ahead is None or left is None else ahead + left
+        for place, job in enumerate(self._queue, start=1):
+            own = speeds.job_seconds(job.options, job.audio.duration_seconds)
+            if self._places.get(job.job_id) != place:
+                self._places[job.job_id] = place
+                wait = None if ahead is None else ahead / self._settings.max_running_jobs
+                message = f"queued: {_ordinal(place)} in line"
+                if wait is not None:
+                    message += f", about {_duration(wait)} to wait"
+                eta = None if wait is None or own is None else wait + own
+                self._events.emit(job, pb.STAGE_UPLOAD, 100.0, message, eta=eta)
+            ahead = None if ahead is None or own is None else ahead + own
+
+    @staticmethod
+    def _time_left(job: pb.Job, speeds: LearnedSpeeds) -> float | None:
+        """Seconds until a running job ends: its last ETA less the time since, or else (it just
+        started, or a stage just ended) the share of its whole run its overall percent has left;
+        None when its kinds of work have no measured speed (its ETA is a default guess)."""
+        whole = speeds.job_seconds(job.options, job.audio.duration_seconds)
+        if whole is None:
+            return None
+        last = job.last_event
+        if last.state != pb.JOB_STATE_RUNNING:
+            return whole
+        if last.HasField("eta_seconds"):
+            since = now().ToNanoseconds() / 1e9 - last.timestamp.ToNanoseconds() / 1e9
+            return max(last.eta_seconds - since, 0.0)
+        return whole * (1.0 - last.overall_percent / 100.0)
 
     def _finish_cancelled(self, job: pb.Job) -> None:
         job.errors.add(code="CANCELLED", message="cancelled by the user", stage=job.last_event.stage)
         self._pipeline.finish(job, pb.JOB_STATE_CANCELLED, "cancelled")
+
+
+def _ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th, ... 11th, 12th, 13th, ... 21st."""
+    suffix = "th" if number % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def _duration(seconds: float) -> str:
+    """ "1 min 30 s", "45 s": a wait as people say it."""
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"

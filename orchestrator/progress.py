@@ -84,6 +84,19 @@ class LearnedSpeeds:
     def expected_seconds(self, stage: int, kind: str, audio_seconds: float) -> float:
         return STAGE_OVERHEAD_SECONDS[stage] + self.speed(stage, kind) * audio_seconds
 
+    def learned(self, stage: int, kind: str) -> bool:
+        """Whether finished runs of this kind were seen (else its speed is a default guess)."""
+        return (stage, kind) in self._speeds
+
+    def job_seconds(self, options: pb.JobOptions, audio_seconds: float) -> float | None:
+        """How long a job with these options takes from start to end, the stages one after the
+        other (as JobProgress.eta() counts a job not started); None while any of its kinds of work
+        has only a default guess: a queue's wait is told only from speeds this server measured."""
+        kinds = work_kinds(options)
+        if not all(self.learned(stage, kinds[stage]) for stage in STAGES):
+            return None
+        return sum(self.expected_seconds(stage, kinds[stage], audio_seconds) for stage in STAGES)
+
 
 @dataclass
 class _Running:

@@ -282,8 +282,10 @@ class ProgressView:
 
     def update(self, event: pb.ProgressEvent) -> None:
         filled = int(event.stage_percent / 5)
-        # The job's ETA, on the line of a stage still running: a finished stage has nothing left.
+        # The job's ETA, on the line of a stage still running (a finished stage has nothing left)
+        # or of a queued job (its wait and run).
         running = event.stage != pb.STAGE_COMPLETE and event.stage_percent < 100.0 and not event.error.code
+        running = running or event.state == pb.JOB_STATE_QUEUED
         eta = f"ETA {_clock(event.eta_seconds)}" if running and event.HasField("eta_seconds") else ""
         label = STAGE_LABELS.get(event.stage, "?")
         bar = "#" * filled + "-" * (20 - filled)
@@ -298,8 +300,9 @@ class ProgressView:
                 self._out.write("\x1b[2K" + text[:200] + "\n")
             self._drawn = len(self._lines)
         else:
-            # Plain logs: a line per stage change, per 10 % step and per error.
-            key = (int(event.stage_percent // 10), event.error.code)
+            # Plain logs: a line per stage change, per 10 % step, per error and per place in line.
+            queued = event.message if event.state == pb.JOB_STATE_QUEUED else ""
+            key = (int(event.stage_percent // 10), event.error.code, queued)
             if self._printed.get(event.stage) != key:
                 self._printed[event.stage] = key
                 self._out.write(line + "\n")

@@ -4,12 +4,14 @@ worker, so the jobs after the first wait."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from roar.cli import ProgressView
 from roar.v1 import orchestrator_pb2 as pb
 from tests.support.songs import write_song
 from tests.test_orchestrator import SONG_SECONDS, Behaviour, Rig
@@ -111,3 +113,25 @@ async def test_a_cancel_ahead_moves_a_job_up_and_learned_speeds_tell_the_wait(ri
     assert [e.seq for e in events] == sorted({e.seq for e in events})
     assert places(events) == [2, 1]
     assert (await rig.follow(second.job_id))[-1].state == pb.JOB_STATE_CANCELLED
+
+
+def test_the_cli_prints_each_place_in_line_with_its_eta() -> None:
+    out = io.StringIO()  # not a terminal: plain log lines
+    view = ProgressView(out)
+    queued = [
+        pb.ProgressEvent(
+            stage=pb.STAGE_UPLOAD, stage_percent=100.0, message=message, state=pb.JOB_STATE_QUEUED
+        )
+        for message in (
+            "received song.wav",
+            "queued: 2nd in line, about 1 min 30 s to wait",
+            "queued: 1st in line",
+        )
+    ]
+    queued[1].eta_seconds = 125.0
+    for update in queued:
+        view.update(update)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert "ETA 2:05" in lines[1] and lines[1].endswith("queued: 2nd in line, about 1 min 30 s to wait")
+    assert "ETA" not in lines[2] and lines[2].endswith("queued: 1st in line")

@@ -10,6 +10,8 @@ import asyncio
 import base64
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,11 +21,12 @@ import grpc
 import pytest
 
 from roar import client
+from roar.auth import bearer_metadata
 from roar.client import TERMINAL_STATES
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.support.songs import write_song
-from tests.support.suite import Suite
+from tests.support.suite import REPO, Suite
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs PyPI playwright (pip install '.[dev]')")
 expect = sync_api.expect
@@ -414,13 +417,11 @@ def test_the_analytics_view_counts_the_jobs_run(page: Any, suite: Suite, tmp_pat
         expect(page.locator(f"[data-testid=job-entry][data-filename='{song}']")).to_have_count(1)
 
 
-@pytest.fixture(scope="module")
-def api_job(suite: Suite, tmp_path_factory: pytest.TempPathFactory) -> pb.Job:
+def job_made_through_the_api(suite: Suite, song: Path, key: str = "") -> pb.Job:
     """A finished job made through the gRPC API, never through a browser."""
-    song = write_song(tmp_path_factory.mktemp("api") / "made-by-api.wav", 5.0, seed=7)
 
     async def run() -> str:
-        async with client.channel(suite.address) as channel:
+        async with client.channel(suite.address, key=key) as channel:
             stub = pb_grpc.OrchestratorStub(channel)
             uploaded = await client.upload_file(stub, song)
             events = [e async for e in client.process(stub, uploaded.upload_id, pb.JobOptions())]
@@ -428,12 +429,18 @@ def api_job(suite: Suite, tmp_path_factory: pytest.TempPathFactory) -> pb.Job:
 
     # Playwright's sync API holds this thread's event loop: the asyncio client runs in a thread of its own.
     with ThreadPoolExecutor(1) as pool:
-        job = server_job(suite, pool.submit(asyncio.run, run()).result())
+        job_id = pool.submit(asyncio.run, run()).result()
+    with grpc.insecure_channel(suite.address) as channel:
+        job = pb_grpc.OrchestratorStub(channel).GetJob(
+            pb.GetJobRequest(job_id=job_id), metadata=bearer_metadata(key), timeout=10
+        )
     assert job.state == pb.JOB_STATE_SUCCEEDED
     return job
 
 
-def test_a_fresh_browser_lists_the_jobs_the_server_holds(page: Any, api_job: pb.Job) -> None:
+def test_a_fresh_browser_lists_the_jobs_the_server_holds(page: Any, suite: Suite, tmp_path: Path) -> None:
+    api_job = job_made_through_the_api(suite, write_song(tmp_path / "made-by-api.wav", 5.0, seed=7))
+    page.reload()
     entry = page.locator(f"[data-testid=job-entry][data-job-id='{api_job.job_id}']")
     expect(entry).to_have_attribute("data-state", "succeeded")
     expect(entry).to_have_attribute("data-filename", "made-by-api.wav")
@@ -446,11 +453,38 @@ def test_a_fresh_browser_lists_the_jobs_the_server_holds(page: Any, api_job: pb.
     expect(entry).to_have_count(1)
 
 
-def test_a_job_url_opens_that_job_in_a_fresh_browser(browser: Any, suite: Suite, api_job: pb.Job) -> None:
+@pytest.fixture(scope="module")
+def keyed_suite(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, str]) -> Iterator[Suite]:
+    """A suite whose every call needs an API key (ROAR_AUTH=on)."""
+    root = tmp_path_factory.mktemp("keyed")
+    env = {**tiny_models, "ROAR_AUTH": "on", "ROAR_ADMIN_KEY": "browser-admin-key-0123456789abcdef"}
+    running = Suite(root / "data", env, root / "roar-up.log")
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_a_job_url_opens_that_job_in_a_fresh_browser_with_a_key(
+    browser: Any, keyed_suite: Suite, tmp_path: Path
+) -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "roar.cli", "keys", "create", "--name", "carol"],
+        cwd=REPO,
+        env=keyed_suite.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    api_job = job_made_through_the_api(keyed_suite, write_song(tmp_path / "shared.wav", 5.0, seed=5), key)
+
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         opened = context.new_page()
-        opened.goto(f"{suite.web_url}#job={api_job.job_id}")
+        opened.goto(f"{keyed_suite.web_url}#job={api_job.job_id}")
+        opened.get_by_test_id("key-input").fill(key)
+        opened.get_by_test_id("key-submit").click()
         item = shown_item(opened)
         expect(item).to_have_attribute("data-job-id", api_job.job_id)
         expect(item.get_by_test_id("job-state")).to_have_attribute("data-state", "succeeded")
@@ -460,8 +494,10 @@ def test_a_job_url_opens_that_job_in_a_fresh_browser(browser: Any, suite: Suite,
         expect(links).to_have_count(len(api_job.artifacts))
         names = {links.nth(i).get_attribute("data-name") for i in range(links.count())}
         assert names == {artifact.name for artifact in api_job.artifacts}
+        # Listed once: ListJobs (once the key was given) and the link both brought it.
+        expect(opened.get_by_test_id("job-entry")).to_have_count(1)
         # A job that is not there says so instead of showing nothing.
-        opened.goto(f"{suite.web_url}#job=no-such-job")
+        opened.goto(f"{keyed_suite.web_url}#job=no-such-job")
         expect(opened.get_by_test_id("job-link-error")).to_contain_text("Cannot open job no-such-job")
     finally:
         context.close()

@@ -467,7 +467,8 @@ export class Item {
     if (isLive(event)) {
       const after = stageNames.map((name) => view.stages[name].state);
       const done = after.filter((state, i) => state === "done" && before[i] !== "done").length;
-      const failed = after.some((state, i) => state === "failed" && before[i] !== "failed");
+      // One failure tone a job: the COMPLETE event that follows a stage's failure marks more failed.
+      const failed = !before.includes("failed") && after.includes("failed");
       playStageSounds(done, failed);
     }
     saveJob(view);

@@ -569,3 +569,12 @@ def test_stage_completions_play_sounds_once_when_turned_on(
     page.wait_for_timeout(1000)
     assert page.locator("body").get_attribute("data-sounds-played") is None
     assert len(started) == 2 * len(STAGES)
+
+    # A job that fails (a listed model whose files are missing, see conftest) plays one falling tone.
+    item = upload(page, write_song(tmp_path / "fails.wav", 3.0, seed=10))
+    item.get_by_test_id("opt-separation-model").select_option("broken")
+    item.get_by_test_id("process-button").click()
+    expect(item.get_by_test_id("job-state")).to_have_attribute("data-state", "failed", timeout=JOB_SECONDS)
+    expect(page.locator("body")).to_have_attribute("data-sounds-played", "1")
+    page.wait_for_timeout(1000)
+    assert len(started) == 2 * len(STAGES) + 1

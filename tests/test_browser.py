@@ -6,21 +6,27 @@ Screenshots of the main states go to tests/screenshots/ (overwritten on every ru
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
+from roar import client
+from roar.auth import bearer_metadata
 from roar.client import TERMINAL_STATES
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.support.songs import write_song
-from tests.support.suite import Suite
+from tests.support.suite import REPO, Suite
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs PyPI playwright (pip install '.[dev]')")
 expect = sync_api.expect
@@ -271,7 +277,8 @@ def test_dropped_files_are_processed_side_by_side_and_survive_a_reload(
         [[song.name, base64.b64encode(song.read_bytes()).decode()] for song in songs],
     )
     page.get_by_test_id("drop-zone").dispatch_event("drop", {"dataTransfer": files})
-    entries = page.get_by_test_id("job-entry")
+    # Only this test's songs: the page also lists the jobs earlier tests made on the shared suite.
+    entries = page.locator("[data-testid=job-entry][data-filename^='dropped-']")
     expect(entries).to_have_count(2)
     for song in songs:
         page.locator(f"[data-testid=job-entry][data-filename='{song.name}'] button").click()
@@ -406,4 +413,168 @@ def test_the_analytics_view_counts_the_jobs_run(page: Any, suite: Suite, tmp_pat
     # Back to the songs: the jobs are still listed there.
     page.get_by_test_id("songs-link").click()
     expect(page.get_by_test_id("drop-zone")).to_be_visible()
-    expect(page.get_by_test_id("job-entry")).to_have_count(2)
+    for song in ("counted.wav", "no-model.wav"):
+        expect(page.locator(f"[data-testid=job-entry][data-filename='{song}']")).to_have_count(1)
+
+
+def job_made_through_the_api(suite: Suite, song: Path, key: str = "") -> pb.Job:
+    """A finished job made through the gRPC API, never through a browser."""
+
+    async def run() -> str:
+        async with client.channel(suite.address, key=key) as channel:
+            stub = pb_grpc.OrchestratorStub(channel)
+            uploaded = await client.upload_file(stub, song)
+            events = [e async for e in client.process(stub, uploaded.upload_id, pb.JobOptions())]
+            return events[-1].job_id
+
+    # Playwright's sync API holds this thread's event loop: the asyncio client runs in a thread of its own.
+    with ThreadPoolExecutor(1) as pool:
+        job_id = pool.submit(asyncio.run, run()).result()
+    with grpc.insecure_channel(suite.address) as channel:
+        job = pb_grpc.OrchestratorStub(channel).GetJob(
+            pb.GetJobRequest(job_id=job_id), metadata=bearer_metadata(key), timeout=10
+        )
+    assert job.state == pb.JOB_STATE_SUCCEEDED
+    return job
+
+
+def test_a_fresh_browser_lists_the_jobs_the_server_holds(page: Any, suite: Suite, tmp_path: Path) -> None:
+    api_job = job_made_through_the_api(suite, write_song(tmp_path / "made-by-api.wav", 5.0, seed=7))
+    page.reload()
+    entry = page.locator(f"[data-testid=job-entry][data-job-id='{api_job.job_id}']")
+    expect(entry).to_have_attribute("data-state", "succeeded")
+    expect(entry).to_have_attribute("data-filename", "made-by-api.wav")
+    entry.locator("button").click()
+    item = shown_item(page)
+    expect(item.get_by_test_id("job-link")).to_have_attribute("href", f"#job={api_job.job_id}")
+    expect(item.get_by_test_id("artifact-link")).to_have_count(len(api_job.artifacts))
+    # Listed once, although the page now remembers it too.
+    page.reload()
+    expect(entry).to_have_count(1)
+
+
+@pytest.fixture(scope="module")
+def keyed_suite(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, str]) -> Iterator[Suite]:
+    """A suite whose every call needs an API key (ROAR_AUTH=on)."""
+    root = tmp_path_factory.mktemp("keyed")
+    env = {**tiny_models, "ROAR_AUTH": "on", "ROAR_ADMIN_KEY": "browser-admin-key-0123456789abcdef"}
+    running = Suite(root / "data", env, root / "roar-up.log")
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_a_job_url_opens_that_job_in_a_fresh_browser_with_a_key(
+    browser: Any, keyed_suite: Suite, tmp_path: Path
+) -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "roar.cli", "keys", "create", "--name", "carol"],
+        cwd=REPO,
+        env=keyed_suite.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    api_job = job_made_through_the_api(keyed_suite, write_song(tmp_path / "shared.wav", 5.0, seed=5), key)
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        opened = context.new_page()
+        opened.goto(f"{keyed_suite.web_url}#job={api_job.job_id}")
+        opened.get_by_test_id("key-input").fill(key)
+        opened.get_by_test_id("key-submit").click()
+        item = shown_item(opened)
+        expect(item).to_have_attribute("data-job-id", api_job.job_id)
+        expect(item.get_by_test_id("job-state")).to_have_attribute("data-state", "succeeded")
+        for name in STAGES:
+            expect(stage(item, name)).to_have_attribute("data-state", "done")
+        links = item.get_by_test_id("artifact-link")
+        expect(links).to_have_count(len(api_job.artifacts))
+        names = {links.nth(i).get_attribute("data-name") for i in range(links.count())}
+        assert names == {artifact.name for artifact in api_job.artifacts}
+        # Listed once: ListJobs (once the key was given) and the link both brought it.
+        expect(opened.get_by_test_id("job-entry")).to_have_count(1)
+        # A job that is not there says so instead of showing nothing.
+        opened.goto(f"{keyed_suite.web_url}#job=no-such-job")
+        expect(opened.get_by_test_id("job-link-error")).to_contain_text("Cannot open job no-such-job")
+    finally:
+        context.close()
+
+
+# Reports every oscillator the page starts to the test, across reloads: the sounds go through Web Audio.
+COUNT_OSCILLATORS = """
+const start = OscillatorNode.prototype.start;
+OscillatorNode.prototype.start = function (...args) {
+  window.oscillatorStarted();
+  return start.apply(this, args);
+};
+"""
+
+
+def count_oscillators(context: Any) -> list[int]:
+    started: list[int] = []
+    context.expose_function("oscillatorStarted", lambda: started.append(1))
+    context.add_init_script(COUNT_OSCILLATORS)
+    return started
+
+
+def test_stage_completions_play_sounds_once_when_turned_on(
+    page: Any, browser: Any, suite: Suite, tmp_path: Path
+) -> None:
+    started = count_oscillators(page.context)
+    page.reload()
+    sounds = page.get_by_test_id("sounds-button")
+    expect(sounds).to_have_attribute("aria-pressed", "false")
+    sounds.click()
+    expect(sounds).to_have_attribute("aria-pressed", "true")
+    # Meanwhile a second browser with sounds left off (the default) runs a job too.
+    quiet_context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        quiet_started = count_oscillators(quiet_context)
+        quiet = quiet_context.new_page()
+        quiet.goto(suite.web_url)
+        quiet_item = upload(quiet, write_song(tmp_path / "quiet.wav", 5.0, seed=9))
+        quiet_item.get_by_test_id("process-button").click()
+
+        item = upload(page, write_song(tmp_path / "chimes.wav", 12.0, seed=8))
+        item.get_by_test_id("process-button").click()
+        expect(stage(item, "separation")).to_have_attribute("data-state", "done", timeout=JOB_SECONDS)
+        # A reload mid-job: the page re-attaches from the last event it saw; what it played before
+        # the reload is not played again, and what happens after it is played once.
+        job_id = item.get_attribute("data-job-id")
+        page.reload()
+        expect(sounds).to_have_attribute("aria-pressed", "true")
+        page.locator(f"[data-testid=job-entry][data-job-id='{job_id}'] button").click()
+        item = shown_item(page)
+        expect(stage(item, "complete")).to_have_attribute("data-state", "done", timeout=JOB_SECONDS)
+        assert item.locator("[data-stage][data-state=done]").count() == len(STAGES)
+        after_reload = int(page.locator("body").get_attribute("data-sounds-played") or 0)
+        assert after_reload < len(STAGES)  # separation's chime was before the reload
+        page.wait_for_timeout(1000)
+        assert len(started) == 2 * len(STAGES)  # one two-note chime per stage done, in all
+
+        expect(stage(quiet_item, "complete")).to_have_attribute("data-state", "done", timeout=JOB_SECONDS)
+        assert quiet.locator("body").get_attribute("data-sounds-played") is None
+        assert not quiet_started
+    finally:
+        quiet_context.close()
+
+    # A finished job shown again after a reload plays nothing.
+    page.reload()
+    expect(page.locator(f"[data-testid=job-entry][data-job-id='{job_id}']")).to_have_attribute(
+        "data-state", "succeeded"
+    )
+    page.wait_for_timeout(1000)
+    assert page.locator("body").get_attribute("data-sounds-played") is None
+    assert len(started) == 2 * len(STAGES)
+
+    # A job that fails (a listed model whose files are missing, see conftest) plays one falling tone.
+    item = upload(page, write_song(tmp_path / "fails.wav", 3.0, seed=10))
+    item.get_by_test_id("opt-separation-model").select_option("broken")
+    item.get_by_test_id("process-button").click()
+    expect(item.get_by_test_id("job-state")).to_have_attribute("data-state", "failed", timeout=JOB_SECONDS)
+    expect(page.locator("body")).to_have_attribute("data-sounds-played", "1")
+    page.wait_for_timeout(1000)
+    assert len(started) == 2 * len(STAGES) + 1

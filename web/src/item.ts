@@ -11,16 +11,18 @@ import { fetchArtifact, saveBlob } from "./download";
 import { formatBytes, formatDuration, formatEta } from "./format";
 import {
   JobOptionsSchema,
+  type Job,
   type ProgressEvent,
   type ServerInfo,
   type Upload,
 } from "./gen/roar/v1/orchestrator_pb";
 import {
   applyEvent,
+  audioView,
   isFinished,
   newJobView,
   stageNames,
-  type AudioView,
+  viewFromJob,
   type JobView,
   type StageName,
 } from "./jobstate";
@@ -33,6 +35,7 @@ import {
   saveOptions,
   type RememberedOptions,
 } from "./store";
+import { playStageSounds } from "./sound";
 import { uploadFile } from "./upload";
 
 export interface ItemHost {
@@ -123,6 +126,7 @@ export class Item {
   private readonly jobEta: HTMLSpanElement;
   private readonly cancelButton: HTMLButtonElement;
   private readonly removeButton: HTMLButtonElement;
+  private readonly jobLink: HTMLAnchorElement;
   private readonly fileInfo: HTMLDListElement;
   private readonly uploadSection: HTMLElement;
   private readonly uploadBar: ProgressBar;
@@ -164,6 +168,7 @@ export class Item {
       "Cancel",
     );
     this.removeButton = h("button", { type: "button", "data-testid": "remove-job" }, "Remove from list");
+    this.jobLink = h("a", { class: "job-link", "data-testid": "job-link", hidden: true }, "Link to this job");
     this.cancelButton.addEventListener("click", () => void this.cancel());
     this.removeButton.addEventListener("click", () => this.remove());
 
@@ -208,6 +213,7 @@ export class Item {
         this.stateChip,
         this.jobEta,
         h("span", { class: "spacer" }),
+        this.jobLink,
         this.cancelButton,
         this.removeButton,
       ),
@@ -236,6 +242,13 @@ export class Item {
     item.render();
     if (!isFinished(view.state)) void item.watch();
     return item;
+  }
+
+  // A job of the caller's on the server that this browser never followed (ListJobs, or a #job= link).
+  static fromJob(host: ItemHost, job: Job): Item {
+    const view = viewFromJob(job);
+    saveJob(view);
+    return Item.fromView(host, view);
   }
 
   private get connection(): Connection {
@@ -441,7 +454,7 @@ export class Item {
 
   private apply(event: ProgressEvent): JobView {
     if (!this.view) {
-      this.view = newJobView(event.jobId, this.filename, audioView(this.upload));
+      this.view = newJobView(event.jobId, this.filename, audioView(this.upload?.audio));
       this.phase = "job";
       if (this.file) rememberUpload(this.file, undefined);
     }
@@ -449,7 +462,15 @@ export class Item {
     // WatchJob promises no duplicates; an event already folded in must never count twice.
     if (event.seq <= BigInt(view.lastSeq)) return view;
     const wasFinished = isFinished(view.state);
+    const before = stageNames.map((name) => view.stages[name].state);
     applyEvent(view, event);
+    if (isLive(event)) {
+      const after = stageNames.map((name) => view.stages[name].state);
+      const done = after.filter((state, i) => state === "done" && before[i] !== "done").length;
+      // One failure tone a job: the COMPLETE event that follows a stage's failure marks more failed.
+      const failed = !before.includes("failed") && after.includes("failed");
+      playStageSounds(done, failed);
+    }
     saveJob(view);
     this.render();
     if (!wasFinished && isFinished(view.state)) this.host.finished(view);
@@ -503,7 +524,9 @@ export class Item {
       view?.state === "running" && view.etaSeconds !== undefined ? formatEta(view.etaSeconds) : "";
     this.entry.dataset.state = state;
     this.detail.dataset.state = state;
+    this.jobLink.hidden = !view;
     if (view) {
+      this.jobLink.href = `#job=${encodeURIComponent(view.jobId)}`;
       this.entry.dataset.jobId = view.jobId;
       this.detail.dataset.jobId = view.jobId;
     }
@@ -531,7 +554,7 @@ export class Item {
   }
 
   private renderFileInfo(): void {
-    const audio = this.view?.audio ?? audioView(this.upload);
+    const audio = this.view?.audio ?? audioView(this.upload?.audio);
     const rows: [string, string][] = [];
     if (this.file) {
       rows.push(["Size", formatBytes(this.file.size)]);
@@ -599,15 +622,13 @@ export class Item {
   }
 }
 
-function audioView(upload: Upload | undefined): AudioView | undefined {
-  const audio = upload?.audio;
-  if (!audio) return undefined;
-  return {
-    durationSeconds: audio.durationSeconds,
-    sampleRate: audio.sampleRate,
-    channels: audio.channels,
-    format: audio.format,
-  };
+// Events older than this are history caught up on (a reload, a long outage): no sounds for them.
+const liveEventMs = 30_000;
+
+function isLive(event: ProgressEvent): boolean {
+  const time = event.timestamp;
+  if (!time) return true;
+  return Date.now() - (Number(time.seconds) * 1000 + time.nanos / 1e6) < liveEventMs;
 }
 
 export function stateLabel(view: JobView): string {

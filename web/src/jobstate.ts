@@ -1,6 +1,15 @@
 // What the page shows of a job, folded from its ProgressEvents. Plain JSON, so that it can be kept in
 // localStorage across reloads together with the seq of the last event it has seen.
-import { JobState, Stage, type JobError, type ProgressEvent } from "./gen/roar/v1/orchestrator_pb";
+import { create } from "@bufbuild/protobuf";
+import type { AudioInfo } from "./gen/roar/v1/common_pb";
+import {
+  JobState,
+  ProgressEventSchema,
+  Stage,
+  type Job,
+  type JobError,
+  type ProgressEvent,
+} from "./gen/roar/v1/orchestrator_pb";
 
 export const stageNames = ["separation", "transcription", "karaoke", "complete"] as const;
 export type StageName = (typeof stageNames)[number];
@@ -87,6 +96,30 @@ export function newJobView(jobId: string, filename: string, audio?: AudioView): 
     errors: [],
     audio,
   };
+}
+
+export function audioView(audio: AudioInfo | undefined): AudioView | undefined {
+  if (!audio) return undefined;
+  return {
+    durationSeconds: audio.durationSeconds,
+    sampleRate: audio.sampleRate,
+    channels: audio.channels,
+    format: audio.format,
+  };
+}
+
+// A job this browser did not follow (ListJobs, GetJob): folded from its newest event and, once it
+// has ended, its artifacts and errors. Watching it on goes from that event's seq, so that the history
+// before it is not played again.
+export function viewFromJob(job: Job): JobView {
+  const view = newJobView(job.jobId, job.filename, audioView(job.audio));
+  if (job.lastEvent) applyEvent(view, job.lastEvent);
+  view.state = stateByProto[job.state] ?? view.state;
+  if (isFinished(view.state)) {
+    const message = job.lastEvent?.message ?? "";
+    finish(view, create(ProgressEventSchema, { artifacts: job.artifacts, errors: job.errors, message }));
+  }
+  return view;
 }
 
 function errorText(error: JobError): string {

@@ -4,7 +4,16 @@ import { client, errorText } from "./api";
 import { Connection, type ConnectionState } from "./connection";
 import { Item, stateLabel, type ItemHost } from "./item";
 import type { JobView } from "./jobstate";
-import { loadApiKey, loadJobs, notifyWanted, saveApiKey, setNotifyWanted } from "./store";
+import { unlockSounds } from "./sound";
+import {
+  loadApiKey,
+  loadJobs,
+  notifyWanted,
+  saveApiKey,
+  setNotifyWanted,
+  setSoundsWanted,
+  soundsWanted,
+} from "./store";
 
 function byId<T extends HTMLElement>(id: string): T {
   return document.getElementById(id) as T;
@@ -44,6 +53,8 @@ byId<HTMLFormElement>("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
   saveApiKey(byId<HTMLInputElement>("key-input").value.trim());
   connection.retry();
+  // Another key may own other jobs.
+  void loadServerJobs();
 });
 
 const serverInfo = connection.call(() => client.getServerInfo({}), Number.POSITIVE_INFINITY);
@@ -91,6 +102,43 @@ for (const view of loadJobs()) add(Item.fromView(host, view), false);
 if (items.length > 0) host.select(items[0]);
 refreshEmpty();
 
+function itemOf(jobId: string): Item | undefined {
+  return items.find((item) => item.view?.jobId === jobId);
+}
+
+// The caller's jobs on the server (newest first, one page) join the ones this browser remembers.
+async function loadServerJobs(): Promise<void> {
+  try {
+    const { jobs } = await connection.call(() => client.listJobs({ pageSize: jobsListed }));
+    for (const job of jobs) if (!itemOf(job.jobId)) add(Item.fromJob(host, job), false);
+    if (items.length > 0 && items.every((item) => item.detail.hidden)) host.select(items[0]);
+  } catch {
+    // A server without ListJobs, or a key that may not list: the remembered jobs still show.
+  }
+}
+
+// #job=<id> opens that job, fetched from the server when this browser has never seen it.
+async function openLinkedJob(): Promise<void> {
+  const match = /^#job=(.+)$/.exec(window.location.hash);
+  if (!match) return;
+  const jobId = decodeURIComponent(match[1]);
+  const linkError = byId("job-link-error");
+  linkError.hidden = true;
+  let item = itemOf(jobId);
+  if (!item) {
+    try {
+      const job = await connection.call(() => client.getJob({ jobId }), Number.POSITIVE_INFINITY);
+      item = itemOf(jobId) ?? Item.fromJob(host, job);
+      if (!items.includes(item)) add(item, true);
+    } catch (e) {
+      linkError.textContent = `Cannot open job ${jobId}: ${errorText(e)}`;
+      linkError.hidden = false;
+      return;
+    }
+  }
+  host.select(item);
+}
+
 function addFiles(files: FileList | null | undefined): void {
   const dropped = [...(files ?? [])];
   const added = dropped.reverse().map((file) => {
@@ -100,6 +148,9 @@ function addFiles(files: FileList | null | undefined): void {
   });
   if (added.length > 0) host.select(added[added.length - 1]);
 }
+
+const jobsListed = 50;
+void loadServerJobs();
 
 const fileInput = byId<HTMLInputElement>("file-input");
 fileInput.addEventListener("change", () => {
@@ -145,6 +196,21 @@ if ("Notification" in window) {
   });
 }
 
+// Sound effects: off until turned on here; the click also lets the browser start playing audio.
+const soundsButton = byId<HTMLButtonElement>("sounds-button");
+
+function showSoundsButton(): void {
+  soundsButton.textContent = soundsWanted() ? "Sounds on" : "Sounds off";
+  soundsButton.setAttribute("aria-pressed", String(soundsWanted()));
+}
+
+showSoundsButton();
+soundsButton.addEventListener("click", () => {
+  setSoundsWanted(!soundsWanted());
+  if (soundsWanted()) unlockSounds();
+  showSoundsButton();
+});
+
 function notifyFinished(view: JobView): void {
   if (!("Notification" in window) || !notificationsOn()) return;
   new Notification(`Roar: ${view.filename}`, { body: stateLabel(view), tag: view.jobId });
@@ -162,6 +228,7 @@ function showView(): void {
     else link.removeAttribute("aria-current");
   }
   if (view === "analytics") void analytics.load();
+  else void openLinkedJob();
 }
 
 window.addEventListener("hashchange", showView);

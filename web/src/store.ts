@@ -94,3 +94,14 @@ export function loadApiKey(): string {
 export function saveApiKey(key: string): void {
   write(apiKeyKey, key);
 }
+
+const soundsKey = "roar.sounds.v1";
+
+// Sound effects are off until the user turns them on.
+export function soundsWanted(): boolean {
+  return read(soundsKey, false);
+}
+
+export function setSoundsWanted(wanted: boolean): void {
+  write(soundsKey, wanted);
+}

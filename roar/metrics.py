@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -30,6 +31,8 @@ from prometheus_client import (
 )
 
 from roar.config import Settings
+
+log = logging.getLogger("roar")
 
 # Counters export only `_total`, not a `_created` series beside each one.
 disable_created_metrics()
@@ -263,10 +266,13 @@ def metrics_app() -> Callable[..., Awaitable[None]]:
     return make_asgi_app()
 
 
-def serve_metrics(settings: Settings, host: str, port: int) -> WSGIServer:
+def serve_metrics(settings: Settings, host: str, port: int) -> WSGIServer | None:
     """Serves this process's metrics over HTTP on host:port (any path), on a thread of its own,
     over TLS with the process's certificate when it has one (client certificates required when
-    ROAR_TLS_CLIENT_CA is set, as on the gRPC port). Returns the server (for shutdown())."""
+    ROAR_TLS_CLIENT_CA is set, as on the gRPC port). Returns the server (for shutdown()), or None
+    when the port cannot be had: the error is logged and the service goes on without /metrics,
+    since a scrape target that is down is seen (`up` 0), while a stage that will not start stops
+    every job."""
     tls: dict[str, Any] = {}
     if settings.tls_cert and settings.tls_key:
         tls = {"certfile": settings.tls_cert, "keyfile": settings.tls_key}
@@ -275,9 +281,8 @@ def serve_metrics(settings: Settings, host: str, port: int) -> WSGIServer:
     try:
         server, _ = start_http_server(port, addr=host, **tls)
     except OSError as exc:
-        raise SystemExit(
-            f"cannot serve metrics on {host}:{port} (ROAR_METRICS_PORT): {exc.strerror}"
-        ) from exc
+        log.error("cannot serve metrics on %s:%d (ROAR_METRICS_PORT): %s", host, port, exc.strerror)
+        return None
     return server
 
 

@@ -355,8 +355,7 @@ async def serve(
     await set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     log.info("%s listening on %s:%d%s", name, host, bound, " (TLS)" if credentials else "")
-    if metrics_port:
-        metrics.serve_metrics(settings, host, metrics_port)
+    if metrics_port and metrics.serve_metrics(settings, host, metrics_port) is not None:
         scheme = "https" if credentials else "http"
         log.info("%s metrics on %s://%s:%d/metrics", name, scheme, host, metrics_port)
     stop = asyncio.Event()

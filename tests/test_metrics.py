@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import logging
 import socket
 import ssl
 import time
@@ -383,9 +384,12 @@ def test_stage_metrics_are_served_over_mutual_tls_when_the_service_has_a_certifi
         server.server_close()
 
 
-def test_a_taken_metrics_port_stops_the_service_with_the_setting_named() -> None:
+def test_a_taken_metrics_port_is_logged_with_the_setting_named_and_serves_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(SystemExit, match="ROAR_METRICS_PORT"):
-            metrics.serve_metrics(Settings(), "127.0.0.1", taken.getsockname()[1])
+        with caplog.at_level(logging.ERROR, logger="roar"):
+            assert metrics.serve_metrics(Settings(), "127.0.0.1", taken.getsockname()[1]) is None
+    assert "ROAR_METRICS_PORT" in caplog.text

@@ -258,7 +258,7 @@ async def test_job_without_ffmpeg_keeps_the_lyrics_and_says_why_there_is_no_vide
     final = events[-1]
     assert final.state == pb.JOB_STATE_PARTIAL, final
     assert mp4 is None
-    assert {"lyrics.ass", "lyrics.lrc", "instrumental.wav"} <= {a.name for a in final.artifacts}
+    assert {"lyrics.ass", "lyrics.lrc", "instrumental.wav"} <= {a.name for a in final.artifacts}, final.errors
     [error] = final.errors
     assert error.code == "FAILED_PRECONDITION" and error.stage == pb.STAGE_KARAOKE
     assert error.message == f"karaoke video failed: {video.VIDEO_UNAVAILABLE}"

@@ -56,21 +56,25 @@ async def submit_queued(rig: Rig, song: Path) -> pb.ProgressEvent:
     return first
 
 
-async def running(rig: Rig, job_id: str) -> None:
+async def separating(rig: Rig, job_id: str, calls: int) -> None:
+    """Waits until the job runs and the fake separation has its call, the `calls`-th: it takes its
+    behaviour once the whole song is in, so a job cancelled before that would leave its HANGS to
+    the next job."""
     await rig.wait_for(lambda: rig.store.get_job(job_id).state == pb.JOB_STATE_RUNNING)
+    await rig.wait_for(lambda: len(rig.separation.script.calls) >= calls)
 
 
 async def test_a_queued_job_moves_up_as_the_jobs_ahead_start(rig: Rig, song: Path) -> None:
     rig.separation.script.behaviours = [HANGS, HANGS]
     first = await rig.submit(song)
-    await running(rig, first.job_id)
+    await separating(rig, first.job_id, calls=1)
     second = await submit_queued(rig, song)
     third = await submit_queued(rig, song)
     assert rig.store.get_job(second.job_id).last_event.message == "queued: 1st in line"
     assert rig.store.get_job(third.job_id).last_event.message == "queued: 2nd in line"
 
     await rig.stub.CancelJob(pb.CancelJobRequest(job_id=first.job_id))  # the second starts
-    await running(rig, second.job_id)
+    await separating(rig, second.job_id, calls=2)
     await rig.wait_for(lambda: rig.store.get_job(third.job_id).last_event.message == "queued: 1st in line")
     await rig.stub.CancelJob(pb.CancelJobRequest(job_id=second.job_id))  # the third starts and ends
 
@@ -91,7 +95,7 @@ async def test_a_cancel_ahead_moves_a_job_up_and_learned_speeds_tell_the_wait(ri
     assert (await rig.run_job(song))[-1].state == pb.JOB_STATE_SUCCEEDED
     rig.separation.script.behaviours = [HANGS]
     first = await rig.submit(song)
-    await running(rig, first.job_id)
+    await separating(rig, first.job_id, calls=2)  # the run-through made the first call
     second = await submit_queued(rig, song)
     third = await submit_queued(rig, song)
     second_told = rig.store.get_job(second.job_id).last_event

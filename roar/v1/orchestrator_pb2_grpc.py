@@ -81,6 +81,21 @@ class OrchestratorStub:
                 request_serializer=roar_dot_v1_dot_orchestrator__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=roar_dot_v1_dot_orchestrator__pb2.Job.FromString,
                 _registered_method=True)
+        self.PauseJob = channel.unary_unary(
+                '/roar.v1.Orchestrator/PauseJob',
+                request_serializer=roar_dot_v1_dot_orchestrator__pb2.PauseJobRequest.SerializeToString,
+                response_deserializer=roar_dot_v1_dot_orchestrator__pb2.Job.FromString,
+                _registered_method=True)
+        self.ResumeJob = channel.unary_unary(
+                '/roar.v1.Orchestrator/ResumeJob',
+                request_serializer=roar_dot_v1_dot_orchestrator__pb2.ResumeJobRequest.SerializeToString,
+                response_deserializer=roar_dot_v1_dot_orchestrator__pb2.Job.FromString,
+                _registered_method=True)
+        self.RetryJob = channel.unary_unary(
+                '/roar.v1.Orchestrator/RetryJob',
+                request_serializer=roar_dot_v1_dot_orchestrator__pb2.RetryJobRequest.SerializeToString,
+                response_deserializer=roar_dot_v1_dot_orchestrator__pb2.Job.FromString,
+                _registered_method=True)
         self.Download = channel.unary_stream(
                 '/roar.v1.Orchestrator/Download',
                 request_serializer=roar_dot_v1_dot_orchestrator__pb2.DownloadRequest.SerializeToString,
@@ -163,6 +178,34 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseJob(self, request, context):
+        """Pauses a queued or running job: it stops at its last checkpoint (the window or passage in
+        hand is done again on resume), frees its worker and the stage for other jobs, and stays
+        PAUSED, through restarts, until ResumeJob. FAILED_PRECONDITION for a job that has ended;
+        pausing a paused job changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeJob(self, request, context):
+        """Queues a paused job again; it goes on from where it stopped. FAILED_PRECONDITION for a job
+        that is not paused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryJob(self, request, context):
+        """Runs a failed, partial or cancelled job again from its last good checkpoint, keeping the
+        stages and artifacts that succeeded. Follow it with WatchJob from the returned job's
+        last_event.seq. FAILED_PRECONDITION for a job that has not ended, that succeeded, or whose
+        song was deleted (ROAR_RETENTION_DAYS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Download(self, request, context):
         """The bytes of one artifact of a job, from offset.
         """
@@ -231,6 +274,21 @@ def add_OrchestratorServicer_to_server(servicer, server):
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
                     request_deserializer=roar_dot_v1_dot_orchestrator__pb2.CancelJobRequest.FromString,
+                    response_serializer=roar_dot_v1_dot_orchestrator__pb2.Job.SerializeToString,
+            ),
+            'PauseJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseJob,
+                    request_deserializer=roar_dot_v1_dot_orchestrator__pb2.PauseJobRequest.FromString,
+                    response_serializer=roar_dot_v1_dot_orchestrator__pb2.Job.SerializeToString,
+            ),
+            'ResumeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJob,
+                    request_deserializer=roar_dot_v1_dot_orchestrator__pb2.ResumeJobRequest.FromString,
+                    response_serializer=roar_dot_v1_dot_orchestrator__pb2.Job.SerializeToString,
+            ),
+            'RetryJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJob,
+                    request_deserializer=roar_dot_v1_dot_orchestrator__pb2.RetryJobRequest.FromString,
                     response_serializer=roar_dot_v1_dot_orchestrator__pb2.Job.SerializeToString,
             ),
             'Download': grpc.unary_stream_rpc_method_handler(
@@ -493,6 +551,87 @@ class Orchestrator:
             target,
             '/roar.v1.Orchestrator/CancelJob',
             roar_dot_v1_dot_orchestrator__pb2.CancelJobRequest.SerializeToString,
+            roar_dot_v1_dot_orchestrator__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roar.v1.Orchestrator/PauseJob',
+            roar_dot_v1_dot_orchestrator__pb2.PauseJobRequest.SerializeToString,
+            roar_dot_v1_dot_orchestrator__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roar.v1.Orchestrator/ResumeJob',
+            roar_dot_v1_dot_orchestrator__pb2.ResumeJobRequest.SerializeToString,
+            roar_dot_v1_dot_orchestrator__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roar.v1.Orchestrator/RetryJob',
+            roar_dot_v1_dot_orchestrator__pb2.RetryJobRequest.SerializeToString,
             roar_dot_v1_dot_orchestrator__pb2.Job.FromString,
             options,
             channel_credentials,

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file roar/v1/orchestrator.proto.
  */
 export const file_roar_v1_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Chpyb2FyL3YxL29yY2hlc3RyYXRvci5wcm90bxIHcm9hci52MSJKChJTdGFydFVwbG9hZFJlcXVlc3QSEAoIZmlsZW5hbWUYASABKAkSDAoEc2l6ZRgCIAEoAxIUCgxjb250ZW50X3R5cGUYAyABKAkiRQoSVXBsb2FkQ2h1bmtSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDAoEZGF0YRgDIAEoDCIlChBHZXRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSIoChNGaW5pc2hVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSKcAQoGVXBsb2FkEhEKCXVwbG9hZF9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCRIMCgRzaXplGAMgASgDEhEKCWNvbW1pdHRlZBgEIAEoAxIXCg9tYXhfY2h1bmtfYnl0ZXMYBSABKAUSEAoIZmluaXNoZWQYBiABKAgSIQoFYXVkaW8YByABKAsyEi5yb2FyLnYxLkF1ZGlvSW5mbyKDAgoKSm9iT3B0aW9ucxIYChBzZXBhcmF0aW9uX21vZGVsGAEgASgJEhEKCWFsbF9zdGVtcxgCIAEoCBIqCgxhdWRpb19mb3JtYXQYAyABKA4yFC5yb2FyLnYxLkF1ZGlvRm9ybWF0EhsKE3RyYW5zY3JpcHRpb25fbW9kZWwYBCABKAkSEAoIbGFuZ3VhZ2UYBSABKAkSDgoGbHlyaWNzGAYgASgJEi0KDmx5cmljc19mb3JtYXRzGAcgAygOMhUucm9hci52MS5MeXJpY3NGb3JtYXQSFwoPdGltZW91dF9zZWNvbmRzGAggASgBEhUKDWthcmFva2VfdmlkZW8YCSABKAgiSQoOUHJvY2Vzc1JlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJEiQKB29wdGlvbnMYAiABKAsyEy5yb2FyLnYxLkpvYk9wdGlvbnMiSAoISm9iRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEh0KBXN0YWdlGAMgASgOMg4ucm9hci52MS5TdGFnZSJKCghBcnRpZmFjdBIMCgRuYW1lGAEgASgJEgwKBGtpbmQYAiABKAkSDAoEc2l6ZRgDIAEoAxIUCgxjb250ZW50X3R5cGUYBCABKAki8gIKDVByb2dyZXNzRXZlbnQSDgoGam9iX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIdCgVzdGFnZRgDIAEoDjIOLnJvYXIudjEuU3RhZ2USFQoNc3RhZ2VfcGVyY2VudBgEIAEoAhIXCg9vdmVyYWxsX3BlcmNlbnQYBSABKAISDwoHbWVzc2FnZRgGIAEoCRIgCgVlcnJvchgHIAEoCzIRLnJvYXIudjEuSm9iRXJyb3ISGAoLZXRhX3NlY29uZHMYCCABKAFIAIgBARItCgl0aW1lc3RhbXAYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiAKBXN0YXRlGAogASgOMhEucm9hci52MS5Kb2JTdGF0ZRIkCglhcnRpZmFjdHMYCyADKAsyES5yb2FyLnYxLkFydGlmYWN0EiEKBmVycm9ycxgMIAMoCzIRLnJvYXIudjEuSm9iRXJyb3JCDgoMX2V0YV9zZWNvbmRzIjQKD1dhdGNoSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSEQoJYWZ0ZXJfc2VxGAIgASgDIh8KDUdldEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIuECCgNKb2ISDgoGam9iX2lkGAEgASgJEiAKBXN0YXRlGAIgASgOMhEucm9hci52MS5Kb2JTdGF0ZRIQCghmaWxlbmFtZRgDIAEoCRIkCgdvcHRpb25zGAQgASgLMhMucm9hci52MS5Kb2JPcHRpb25zEiEKBWF1ZGlvGAUgASgLMhIucm9hci52MS5BdWRpb0luZm8SKwoHY3JlYXRlZBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHdXBkYXRlZBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoKbGFzdF9ldmVudBgIIAEoCzIWLnJvYXIudjEuUHJvZ3Jlc3NFdmVudBIkCglhcnRpZmFjdHMYCSADKAsyES5yb2FyLnYxLkFydGlmYWN0EiEKBmVycm9ycxgKIAMoCzIRLnJvYXIudjEuSm9iRXJyb3IiOAoPTGlzdEpvYnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIkcKEExpc3RKb2JzUmVzcG9uc2USGgoEam9icxgBIAMoCzIMLnJvYXIudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIiChBDYW5jZWxKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSI/Cg9Eb3dubG9hZFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDgoGb2Zmc2V0GAMgASgDIkEKDURvd25sb2FkQ2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMSEgoKdG90YWxfc2l6ZRgDIAEoAyIWChRHZXRTZXJ2ZXJJbmZvUmVxdWVzdCLQAQoKU2VydmVySW5mbxIPCgd2ZXJzaW9uGAEgASgJEiAKGGRlZmF1bHRfc2VwYXJhdGlvbl9tb2RlbBgCIAEoCRIZChFzZXBhcmF0aW9uX21vZGVscxgDIAMoCRIjChtkZWZhdWx0X3RyYW5zY3JpcHRpb25fbW9kZWwYBCABKAkSHAoUdHJhbnNjcmlwdGlvbl9tb2RlbHMYBSADKAkSGAoQbWF4X3VwbG9hZF9ieXRlcxgGIAEoAxIXCg9tYXhfY2h1bmtfYnl0ZXMYByABKAUiHwoPR2V0U3RhdHNSZXF1ZXN0EgwKBGRheXMYASABKAUihAEKClN0YWdlU3RhdHMSHQoFc3RhZ2UYASABKA4yDi5yb2FyLnYxLlN0YWdlEgwKBHJ1bnMYAiABKAMSEQoJc3VjY2VlZGVkGAMgASgDEhQKDG1lYW5fc2Vjb25kcxgEIAEoARIgChhzZWNvbmRzX3Blcl9hdWRpb19taW51dGUYBSABKAEirQEKCERheVN0YXRzEicKA2RheRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEam9icxgCIAEoAxIRCglzdWNjZWVkZWQYAyABKAMSDwoHcGFydGlhbBgEIAEoAxIOCgZmYWlsZWQYBSABKAMSEQoJY2FuY2VsbGVkGAYgASgDEiMKBnN0YWdlcxgHIAMoCzITLnJvYXIudjEuU3RhZ2VTdGF0cyLGAQoISm9iU3RhdHMSDgoGam9iX2lkGAEgASgJEhAKCGZpbGVuYW1lGAIgASgJEiAKBXN0YXRlGAMgASgOMhEucm9hci52MS5Kb2JTdGF0ZRIrCgdjcmVhdGVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdzZWNvbmRzGAUgASgBEhUKDWF1ZGlvX3NlY29uZHMYBiABKAESIQoGZXJyb3JzGAcgAygLMhEucm9hci52MS5Kb2JFcnJvciKuAgoFU3RhdHMSKQoFc2luY2UYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2FsbF9jYWxsZXJzGAIgASgIEgwKBGpvYnMYAyABKAMSEQoJc3VjY2VlZGVkGAQgASgDEg8KB3BhcnRpYWwYBSABKAMSDgoGZmFpbGVkGAYgASgDEhEKCWNhbmNlbGxlZBgHIAEoAxIjCgZzdGFnZXMYCCADKAsyEy5yb2FyLnYxLlN0YWdlU3RhdHMSHwoEZGF5cxgJIAMoCzIRLnJvYXIudjEuRGF5U3RhdHMSIgoHc2xvd2VzdBgKIAMoCzIRLnJvYXIudjEuSm9iU3RhdHMSJgoLZmFpbGVkX2pvYnMYCyADKAsyES5yb2FyLnYxLkpvYlN0YXRzKoYBCgVTdGFnZRIVChFTVEFHRV9VTlNQRUNJRklFRBAAEhAKDFNUQUdFX1VQTE9BRBABEhQKEFNUQUdFX1NFUEFSQVRJT04QAhIXChNTVEFHRV9UUkFOU0NSSVBUSU9OEAMSEQoNU1RBR0VfS0FSQU9LRRAEEhIKDlNUQUdFX0NPTVBMRVRFEAUqsQEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFURV9TVUNDRUVERUQQAxIVChFKT0JfU1RBVEVfUEFSVElBTBAEEhQKEEpPQl9TVEFURV9GQUlMRUQQBRIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAYy4AUKDE9yY2hlc3RyYXRvchI7CgtTdGFydFVwbG9hZBIbLnJvYXIudjEuU3RhcnRVcGxvYWRSZXF1ZXN0Gg8ucm9hci52MS5VcGxvYWQSOwoLVXBsb2FkQ2h1bmsSGy5yb2FyLnYxLlVwbG9hZENodW5rUmVxdWVzdBoPLnJvYXIudjEuVXBsb2FkEjcKCUdldFVwbG9hZBIZLnJvYXIudjEuR2V0VXBsb2FkUmVxdWVzdBoPLnJvYXIudjEuVXBsb2FkEj0KDEZpbmlzaFVwbG9hZBIcLnJvYXIudjEuRmluaXNoVXBsb2FkUmVxdWVzdBoPLnJvYXIudjEuVXBsb2FkEjwKB1Byb2Nlc3MSFy5yb2FyLnYxLlByb2Nlc3NSZXF1ZXN0GhYucm9hci52MS5Qcm9ncmVzc0V2ZW50MAESPgoIV2F0Y2hKb2ISGC5yb2FyLnYxLldhdGNoSm9iUmVxdWVzdBoWLnJvYXIudjEuUHJvZ3Jlc3NFdmVudDABEi4KBkdldEpvYhIWLnJvYXIudjEuR2V0Sm9iUmVxdWVzdBoMLnJvYXIudjEuSm9iEj8KCExpc3RKb2JzEhgucm9hci52MS5MaXN0Sm9ic1JlcXVlc3QaGS5yb2FyLnYxLkxpc3RKb2JzUmVzcG9uc2USNAoJQ2FuY2VsSm9iEhkucm9hci52MS5DYW5jZWxKb2JSZXF1ZXN0Ggwucm9hci52MS5Kb2ISPgoIRG93bmxvYWQSGC5yb2FyLnYxLkRvd25sb2FkUmVxdWVzdBoWLnJvYXIudjEuRG93bmxvYWRDaHVuazABEkMKDUdldFNlcnZlckluZm8SHS5yb2FyLnYxLkdldFNlcnZlckluZm9SZXF1ZXN0GhMucm9hci52MS5TZXJ2ZXJJbmZvEjQKCEdldFN0YXRzEhgucm9hci52MS5HZXRTdGF0c1JlcXVlc3QaDi5yb2FyLnYxLlN0YXRzQnsKC2Rldi5yb2FyLnYxQhFPcmNoZXN0cmF0b3JQcm90b1ABWjJnaXRodWIuY29tL3JvYXIta2FyYW9rZS9yb2FyL2dlbi9nby9yb2FyL3YxO3JvYXJ2MaICA1JYWKoCB1JvYXIuVjHKAgdSb2FyXFYx6gIIUm9hcjo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_roar_v1_common]);
+  fileDesc("Chpyb2FyL3YxL29yY2hlc3RyYXRvci5wcm90bxIHcm9hci52MSJKChJTdGFydFVwbG9hZFJlcXVlc3QSEAoIZmlsZW5hbWUYASABKAkSDAoEc2l6ZRgCIAEoAxIUCgxjb250ZW50X3R5cGUYAyABKAkiRQoSVXBsb2FkQ2h1bmtSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDAoEZGF0YRgDIAEoDCIlChBHZXRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSIoChNGaW5pc2hVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSKcAQoGVXBsb2FkEhEKCXVwbG9hZF9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCRIMCgRzaXplGAMgASgDEhEKCWNvbW1pdHRlZBgEIAEoAxIXCg9tYXhfY2h1bmtfYnl0ZXMYBSABKAUSEAoIZmluaXNoZWQYBiABKAgSIQoFYXVkaW8YByABKAsyEi5yb2FyLnYxLkF1ZGlvSW5mbyKDAgoKSm9iT3B0aW9ucxIYChBzZXBhcmF0aW9uX21vZGVsGAEgASgJEhEKCWFsbF9zdGVtcxgCIAEoCBIqCgxhdWRpb19mb3JtYXQYAyABKA4yFC5yb2FyLnYxLkF1ZGlvRm9ybWF0EhsKE3RyYW5zY3JpcHRpb25fbW9kZWwYBCABKAkSEAoIbGFuZ3VhZ2UYBSABKAkSDgoGbHlyaWNzGAYgASgJEi0KDmx5cmljc19mb3JtYXRzGAcgAygOMhUucm9hci52MS5MeXJpY3NGb3JtYXQSFwoPdGltZW91dF9zZWNvbmRzGAggASgBEhUKDWthcmFva2VfdmlkZW8YCSABKAgiSQoOUHJvY2Vzc1JlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJEiQKB29wdGlvbnMYAiABKAsyEy5yb2FyLnYxLkpvYk9wdGlvbnMiSAoISm9iRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEh0KBXN0YWdlGAMgASgOMg4ucm9hci52MS5TdGFnZSJKCghBcnRpZmFjdBIMCgRuYW1lGAEgASgJEgwKBGtpbmQYAiABKAkSDAoEc2l6ZRgDIAEoAxIUCgxjb250ZW50X3R5cGUYBCABKAki8gIKDVByb2dyZXNzRXZlbnQSDgoGam9iX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIdCgVzdGFnZRgDIAEoDjIOLnJvYXIudjEuU3RhZ2USFQoNc3RhZ2VfcGVyY2VudBgEIAEoAhIXCg9vdmVyYWxsX3BlcmNlbnQYBSABKAISDwoHbWVzc2FnZRgGIAEoCRIgCgVlcnJvchgHIAEoCzIRLnJvYXIudjEuSm9iRXJyb3ISGAoLZXRhX3NlY29uZHMYCCABKAFIAIgBARItCgl0aW1lc3RhbXAYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiAKBXN0YXRlGAogASgOMhEucm9hci52MS5Kb2JTdGF0ZRIkCglhcnRpZmFjdHMYCyADKAsyES5yb2FyLnYxLkFydGlmYWN0EiEKBmVycm9ycxgMIAMoCzIRLnJvYXIudjEuSm9iRXJyb3JCDgoMX2V0YV9zZWNvbmRzIjQKD1dhdGNoSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSEQoJYWZ0ZXJfc2VxGAIgASgDIh8KDUdldEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIuECCgNKb2ISDgoGam9iX2lkGAEgASgJEiAKBXN0YXRlGAIgASgOMhEucm9hci52MS5Kb2JTdGF0ZRIQCghmaWxlbmFtZRgDIAEoCRIkCgdvcHRpb25zGAQgASgLMhMucm9hci52MS5Kb2JPcHRpb25zEiEKBWF1ZGlvGAUgASgLMhIucm9hci52MS5BdWRpb0luZm8SKwoHY3JlYXRlZBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHdXBkYXRlZBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoKbGFzdF9ldmVudBgIIAEoCzIWLnJvYXIudjEuUHJvZ3Jlc3NFdmVudBIkCglhcnRpZmFjdHMYCSADKAsyES5yb2FyLnYxLkFydGlmYWN0EiEKBmVycm9ycxgKIAMoCzIRLnJvYXIudjEuSm9iRXJyb3IiOAoPTGlzdEpvYnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIkcKEExpc3RKb2JzUmVzcG9uc2USGgoEam9icxgBIAMoCzIMLnJvYXIudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIiChBDYW5jZWxKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSIhCg9QYXVzZUpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIiIKEFJlc3VtZUpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJIiEKD1JldHJ5Sm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiPwoPRG93bmxvYWRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBm9mZnNldBgDIAEoAyJBCg1Eb3dubG9hZENodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEhIKCnRvdGFsX3NpemUYAyABKAMiFgoUR2V0U2VydmVySW5mb1JlcXVlc3Qi0AEKClNlcnZlckluZm8SDwoHdmVyc2lvbhgBIAEoCRIgChhkZWZhdWx0X3NlcGFyYXRpb25fbW9kZWwYAiABKAkSGQoRc2VwYXJhdGlvbl9tb2RlbHMYAyADKAkSIwobZGVmYXVsdF90cmFuc2NyaXB0aW9uX21vZGVsGAQgASgJEhwKFHRyYW5zY3JpcHRpb25fbW9kZWxzGAUgAygJEhgKEG1heF91cGxvYWRfYnl0ZXMYBiABKAMSFwoPbWF4X2NodW5rX2J5dGVzGAcgASgFIh8KD0dldFN0YXRzUmVxdWVzdBIMCgRkYXlzGAEgASgFIoQBCgpTdGFnZVN0YXRzEh0KBXN0YWdlGAEgASgOMg4ucm9hci52MS5TdGFnZRIMCgRydW5zGAIgASgDEhEKCXN1Y2NlZWRlZBgDIAEoAxIUCgxtZWFuX3NlY29uZHMYBCABKAESIAoYc2Vjb25kc19wZXJfYXVkaW9fbWludXRlGAUgASgBIq0BCghEYXlTdGF0cxInCgNkYXkYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGpvYnMYAiABKAMSEQoJc3VjY2VlZGVkGAMgASgDEg8KB3BhcnRpYWwYBCABKAMSDgoGZmFpbGVkGAUgASgDEhEKCWNhbmNlbGxlZBgGIAEoAxIjCgZzdGFnZXMYByADKAsyEy5yb2FyLnYxLlN0YWdlU3RhdHMixgEKCEpvYlN0YXRzEg4KBmpvYl9pZBgBIAEoCRIQCghmaWxlbmFtZRgCIAEoCRIgCgVzdGF0ZRgDIAEoDjIRLnJvYXIudjEuSm9iU3RhdGUSKwoHY3JlYXRlZBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHc2Vjb25kcxgFIAEoARIVCg1hdWRpb19zZWNvbmRzGAYgASgBEiEKBmVycm9ycxgHIAMoCzIRLnJvYXIudjEuSm9iRXJyb3IirgIKBVN0YXRzEikKBXNpbmNlGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgthbGxfY2FsbGVycxgCIAEoCBIMCgRqb2JzGAMgASgDEhEKCXN1Y2NlZWRlZBgEIAEoAxIPCgdwYXJ0aWFsGAUgASgDEg4KBmZhaWxlZBgGIAEoAxIRCgljYW5jZWxsZWQYByABKAMSIwoGc3RhZ2VzGAggAygLMhMucm9hci52MS5TdGFnZVN0YXRzEh8KBGRheXMYCSADKAsyES5yb2FyLnYxLkRheVN0YXRzEiIKB3Nsb3dlc3QYCiADKAsyES5yb2FyLnYxLkpvYlN0YXRzEiYKC2ZhaWxlZF9qb2JzGAsgAygLMhEucm9hci52MS5Kb2JTdGF0cyqGAQoFU3RhZ2USFQoRU1RBR0VfVU5TUEVDSUZJRUQQABIQCgxTVEFHRV9VUExPQUQQARIUChBTVEFHRV9TRVBBUkFUSU9OEAISFwoTU1RBR0VfVFJBTlNDUklQVElPThADEhEKDVNUQUdFX0tBUkFPS0UQBBISCg5TVEFHRV9DT01QTEVURRAFKscBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIUChBKT0JfU1RBVEVfUVVFVUVEEAESFQoRSk9CX1NUQVRFX1JVTk5JTkcQAhIXChNKT0JfU1RBVEVfU1VDQ0VFREVEEAMSFQoRSk9CX1NUQVRFX1BBUlRJQUwQBBIUChBKT0JfU1RBVEVfRkFJTEVEEAUSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAGEhQKEEpPQl9TVEFURV9QQVVTRUQQBzL+BgoMT3JjaGVzdHJhdG9yEjsKC1N0YXJ0VXBsb2FkEhsucm9hci52MS5TdGFydFVwbG9hZFJlcXVlc3QaDy5yb2FyLnYxLlVwbG9hZBI7CgtVcGxvYWRDaHVuaxIbLnJvYXIudjEuVXBsb2FkQ2h1bmtSZXF1ZXN0Gg8ucm9hci52MS5VcGxvYWQSNwoJR2V0VXBsb2FkEhkucm9hci52MS5HZXRVcGxvYWRSZXF1ZXN0Gg8ucm9hci52MS5VcGxvYWQSPQoMRmluaXNoVXBsb2FkEhwucm9hci52MS5GaW5pc2hVcGxvYWRSZXF1ZXN0Gg8ucm9hci52MS5VcGxvYWQSPAoHUHJvY2VzcxIXLnJvYXIudjEuUHJvY2Vzc1JlcXVlc3QaFi5yb2FyLnYxLlByb2dyZXNzRXZlbnQwARI+CghXYXRjaEpvYhIYLnJvYXIudjEuV2F0Y2hKb2JSZXF1ZXN0GhYucm9hci52MS5Qcm9ncmVzc0V2ZW50MAESLgoGR2V0Sm9iEhYucm9hci52MS5HZXRKb2JSZXF1ZXN0Ggwucm9hci52MS5Kb2ISPwoITGlzdEpvYnMSGC5yb2FyLnYxLkxpc3RKb2JzUmVxdWVzdBoZLnJvYXIudjEuTGlzdEpvYnNSZXNwb25zZRI0CglDYW5jZWxKb2ISGS5yb2FyLnYxLkNhbmNlbEpvYlJlcXVlc3QaDC5yb2FyLnYxLkpvYhIyCghQYXVzZUpvYhIYLnJvYXIudjEuUGF1c2VKb2JSZXF1ZXN0Ggwucm9hci52MS5Kb2ISNAoJUmVzdW1lSm9iEhkucm9hci52MS5SZXN1bWVKb2JSZXF1ZXN0Ggwucm9hci52MS5Kb2ISMgoIUmV0cnlKb2ISGC5yb2FyLnYxLlJldHJ5Sm9iUmVxdWVzdBoMLnJvYXIudjEuSm9iEj4KCERvd25sb2FkEhgucm9hci52MS5Eb3dubG9hZFJlcXVlc3QaFi5yb2FyLnYxLkRvd25sb2FkQ2h1bmswARJDCg1HZXRTZXJ2ZXJJbmZvEh0ucm9hci52MS5HZXRTZXJ2ZXJJbmZvUmVxdWVzdBoTLnJvYXIudjEuU2VydmVySW5mbxI0CghHZXRTdGF0cxIYLnJvYXIudjEuR2V0U3RhdHNSZXF1ZXN0Gg4ucm9hci52MS5TdGF0c0J7CgtkZXYucm9hci52MUIRT3JjaGVzdHJhdG9yUHJvdG9QAVoyZ2l0aHViLmNvbS9yb2FyLWthcmFva2Uvcm9hci9nZW4vZ28vcm9hci92MTtyb2FydjGiAgNSWFiqAgdSb2FyLlYxygIHUm9hclxWMeoCCFJvYXI6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_roar_v1_common]);
 
 /**
  * @generated from message roar.v1.StartUploadRequest
@@ -573,6 +573,57 @@ export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*
   messageDesc(file_roar_v1_orchestrator, 15);
 
 /**
+ * @generated from message roar.v1.PauseJobRequest
+ */
+export type PauseJobRequest = Message<"roar.v1.PauseJobRequest"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+};
+
+/**
+ * Describes the message roar.v1.PauseJobRequest.
+ * Use `create(PauseJobRequestSchema)` to create a new message.
+ */
+export const PauseJobRequestSchema: GenMessage<PauseJobRequest> = /*@__PURE__*/
+  messageDesc(file_roar_v1_orchestrator, 16);
+
+/**
+ * @generated from message roar.v1.ResumeJobRequest
+ */
+export type ResumeJobRequest = Message<"roar.v1.ResumeJobRequest"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+};
+
+/**
+ * Describes the message roar.v1.ResumeJobRequest.
+ * Use `create(ResumeJobRequestSchema)` to create a new message.
+ */
+export const ResumeJobRequestSchema: GenMessage<ResumeJobRequest> = /*@__PURE__*/
+  messageDesc(file_roar_v1_orchestrator, 17);
+
+/**
+ * @generated from message roar.v1.RetryJobRequest
+ */
+export type RetryJobRequest = Message<"roar.v1.RetryJobRequest"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+};
+
+/**
+ * Describes the message roar.v1.RetryJobRequest.
+ * Use `create(RetryJobRequestSchema)` to create a new message.
+ */
+export const RetryJobRequestSchema: GenMessage<RetryJobRequest> = /*@__PURE__*/
+  messageDesc(file_roar_v1_orchestrator, 18);
+
+/**
  * @generated from message roar.v1.DownloadRequest
  */
 export type DownloadRequest = Message<"roar.v1.DownloadRequest"> & {
@@ -597,7 +648,7 @@ export type DownloadRequest = Message<"roar.v1.DownloadRequest"> & {
  * Use `create(DownloadRequestSchema)` to create a new message.
  */
 export const DownloadRequestSchema: GenMessage<DownloadRequest> = /*@__PURE__*/
-  messageDesc(file_roar_v1_orchestrator, 16);
+  messageDesc(file_roar_v1_orchestrator, 19);
 
 /**
  * @generated from message roar.v1.DownloadChunk
@@ -624,7 +675,7 @@ export type DownloadChunk = Message<"roar.v1.DownloadChunk"> & {
  * Use `create(DownloadChunkSchema)` to create a new message.
  */
 export const DownloadChunkSchema: GenMessage<DownloadChunk> = /*@__PURE__*/
-  messageDesc(file_roar_v1_orchestrator, 17);
+  messageDesc(file_roar_v1_orchestrator, 20);
 
 /**
  * @generated from message roar.v1.GetServerInfoRequest
@@ -637,7 +688,7 @@ export type GetServerInfoRequest = Message<"roar.v1.GetServerInfoRequest"> & {
  * Use `create(GetServerInfoRequestSchema)` to create a new message.
  */
 export const GetServerInfoRequestSchema: GenMessage<GetServerInfoRequest> = /*@__PURE__*/
-  messageDesc(file_roar_v1_orchestrator, 18);
+  messageDesc(file_roar_v1_orchestrator, 21);
 
 /**
  * @generated from message roar.v1.ServerInfo
@@ -684,7 +735,7 @@ export type ServerInfo = Message<"roar.v1.ServerInfo"> & {
  * Use `create(ServerInfoSchema)` to create a new message.
  */
 export const ServerInfoSchema: GenMessage<ServerInfo> = /*@__PURE__*/
-  messageDesc(file_roar_v1_orchestrator, 19);
+  messageDesc(file_roar_v1_orchestrator, 22);
 
 /**
  * @generated from message roar.v1.GetStatsRequest
@@ -703,7 +754,7 @@ export type GetStatsRequest = Message<"roar.v1.GetStatsRequest"> & {
  * Use `create(GetStatsRequestSchema)` to create a new message.
  */
 export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
-  messageDesc(file_roar_v1_orchestrator, 20);
+  messageDesc(file_roar_v1_orchestrator, 23);
 
 /**
  * One stage's runs: a run is one job's pass through the stage, until it succeeded or failed.
@@ -744,7 +795,7 @@ export type StageStats = Message<"roar.v1.StageStats"> & {
  * Use `create(StageStatsSchema)` to create a new message.
  */
 export const StageStatsSchema: GenMessage<StageStats> = /*@__PURE__*/
-  messageDesc(file_roar_v1_orchestrator, 21);
+  messageDesc(file_roar_v1_orchestrator, 24);
 
 /**
  * @generated from message roar.v1.DayStats
@@ -797,7 +848,7 @@ export type DayStats = Message<"roar.v1.DayStats"> & {
  * Use `create(DayStatsSchema)` to create a new message.
  */
 export const DayStatsSchema: GenMessage<DayStats> = /*@__PURE__*/
-  messageDesc(file_roar_v1_orchestrator, 22);
+  messageDesc(file_roar_v1_orchestrator, 25);
 
 /**
  * @generated from message roar.v1.JobStats
@@ -846,7 +897,7 @@ export type JobStats = Message<"roar.v1.JobStats"> & {
  * Use `create(JobStatsSchema)` to create a new message.
  */
 export const JobStatsSchema: GenMessage<JobStats> = /*@__PURE__*/
-  messageDesc(file_roar_v1_orchestrator, 23);
+  messageDesc(file_roar_v1_orchestrator, 26);
 
 /**
  * @generated from message roar.v1.Stats
@@ -925,7 +976,7 @@ export type Stats = Message<"roar.v1.Stats"> & {
  * Use `create(StatsSchema)` to create a new message.
  */
 export const StatsSchema: GenMessage<Stats> = /*@__PURE__*/
-  messageDesc(file_roar_v1_orchestrator, 24);
+  messageDesc(file_roar_v1_orchestrator, 27);
 
 /**
  * @generated from enum roar.v1.Stage
@@ -1008,6 +1059,13 @@ export enum JobState {
    * @generated from enum value: JOB_STATE_CANCELLED = 6;
    */
   CANCELLED = 6,
+
+  /**
+   * Stopped by PauseJob at a checkpoint, holding no worker, until ResumeJob.
+   *
+   * @generated from enum value: JOB_STATE_PAUSED = 7;
+   */
+  PAUSED = 7,
 }
 
 /**
@@ -1102,6 +1160,43 @@ export const Orchestrator: GenService<{
   cancelJob: {
     methodKind: "unary";
     input: typeof CancelJobRequestSchema;
+    output: typeof JobSchema;
+  },
+  /**
+   * Pauses a queued or running job: it stops at its last checkpoint (the window or passage in
+   * hand is done again on resume), frees its worker and the stage for other jobs, and stays
+   * PAUSED, through restarts, until ResumeJob. FAILED_PRECONDITION for a job that has ended;
+   * pausing a paused job changes nothing.
+   *
+   * @generated from rpc roar.v1.Orchestrator.PauseJob
+   */
+  pauseJob: {
+    methodKind: "unary";
+    input: typeof PauseJobRequestSchema;
+    output: typeof JobSchema;
+  },
+  /**
+   * Queues a paused job again; it goes on from where it stopped. FAILED_PRECONDITION for a job
+   * that is not paused.
+   *
+   * @generated from rpc roar.v1.Orchestrator.ResumeJob
+   */
+  resumeJob: {
+    methodKind: "unary";
+    input: typeof ResumeJobRequestSchema;
+    output: typeof JobSchema;
+  },
+  /**
+   * Runs a failed, partial or cancelled job again from its last good checkpoint, keeping the
+   * stages and artifacts that succeeded. Follow it with WatchJob from the returned job's
+   * last_event.seq. FAILED_PRECONDITION for a job that has not ended, that succeeded, or whose
+   * song was deleted (ROAR_RETENTION_DAYS).
+   *
+   * @generated from rpc roar.v1.Orchestrator.RetryJob
+   */
+  retryJob: {
+    methodKind: "unary";
+    input: typeof RetryJobRequestSchema;
     output: typeof JobSchema;
   },
   /**

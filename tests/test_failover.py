@@ -10,27 +10,23 @@ separation call does not change its words."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from roar import client
-from roar.service import is_serving
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
-from tests.support.processes import stop_process
+from tests.support.processes import ServiceProcesses, service_env
 from tests.support.prometheus import scraped_value
 from tests.support.songs import write_song
-from tests.support.suite import REPO, free_port
+from tests.support.suite import free_port
 
 # Long enough for many windows of the tiny Demucs, so a kill lands mid-stage.
 SONG_SECONDS = 60.0
@@ -38,52 +34,12 @@ RESULT_FILES = ("vocals.wav", "instrumental.wav", "words.json")
 RESUMED = re.compile(r"resuming from window (\d+) of (\d+)")
 
 
-@dataclass
-class Cluster:
-    """The services as separate processes (no `roar up` to restart them)."""
+@dataclass(kw_only=True)
+class Cluster(ServiceProcesses):
+    """The services as separate processes: two replicas of each of separation and transcription,
+    karaoke and the orchestrator."""
 
     data_dir: Path
-    log_path: Path
-    env: dict[str, str]
-    ports: dict[str, int] = field(default_factory=dict)
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str) -> None:
-        """Starts one process: "separation-1", "transcription-2", "karaoke" or "orchestrator"."""
-        if name == "orchestrator":
-            module = "orchestrator.server"
-            args = ["--port", str(self.ports["orchestrator"]), "--web-port", str(self.ports["web"])]
-        else:
-            module = f"services.{name.split('-')[0]}.server"
-            args = ["--port", str(self.ports[name])]
-        with self.log_path.open("ab") as log:
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", module, *args], cwd=REPO, env=self.env, stdout=log, stderr=log
-            )
-        address = f"127.0.0.1:{self.ports[name]}"
-        deadline = time.monotonic() + 180
-        while not is_serving(address):
-            assert self.processes[name].poll() is None, self.log()[-4000:]
-            assert time.monotonic() < deadline, f"{name} not serving:\n{self.log()[-4000:]}"
-            time.sleep(0.3)
-
-    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> int:
-        """Sends the signal and waits for the process to exit; its exit code."""
-        process = self.processes.pop(name)
-        process.send_signal(sig)
-        return process.wait(90)
-
-    def stop_all(self) -> None:
-        for name, process in list(self.processes.items()):
-            stop_process(process)
-            del self.processes[name]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.ports['orchestrator']}"
 
     def windows_done(self) -> int:
         """The separation windows committed for the running job (-1 before any)."""
@@ -109,23 +65,21 @@ SERVICES = ["separation-1", "separation-2", "transcription-1", "transcription-2"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, str]) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("failover")
-    ports = {name: free_port() for name in [*SERVICES, "orchestrator", "web"]}
+    ports = {name: free_port() for name in [*SERVICES, "orchestrator", "orchestrator-web"]}
 
     def target(stage: str) -> str:
         return "ipv4:" + ",".join(f"127.0.0.1:{ports[f'{stage}-{k}']}" for k in (1, 2))
 
-    env = {
-        **os.environ,
-        **tiny_models,
-        "ROAR_DATA_DIR": str(root / "data"),
-        "ROAR_SEPARATION_ADDR": target("separation"),
-        "ROAR_TRANSCRIPTION_ADDR": target("transcription"),
-        "ROAR_KARAOKE_ADDR": f"127.0.0.1:{ports['karaoke']}",
-        "ROAR_TORCH_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    running = Cluster(root / "data", root / "services.log", env, ports)
+    env = service_env(
+        root / "data",
+        {
+            **tiny_models,
+            "ROAR_SEPARATION_ADDR": target("separation"),
+            "ROAR_TRANSCRIPTION_ADDR": target("transcription"),
+            "ROAR_KARAOKE_ADDR": f"127.0.0.1:{ports['karaoke']}",
+        },
+    )
+    running = Cluster(data_dir=root / "data", log_path=root / "services.log", env=env, ports=ports)
     try:
         for name in [*SERVICES, "orchestrator"]:
             running.start(name)
@@ -149,17 +103,17 @@ async def _results(stub: pb_grpc.OrchestratorStub, job_id: str) -> dict[str, byt
 
 @pytest.fixture(scope="module")
 async def uninterrupted(cluster: Cluster, song: Path) -> dict[str, bytes]:
-    async with client.channel(cluster.address) as channel:
+    async with client.channel(cluster.address("orchestrator")) as channel:
         stub = pb_grpc.OrchestratorStub(channel)
         upload = await client.upload_file(stub, song)
         events = [e async for e in client.process(stub, upload.upload_id, pb.JobOptions())]
-        assert events[-1].state == pb.JOB_STATE_SUCCEEDED, cluster.log()[-4000:]
+        assert events[-1].state == pb.JOB_STATE_SUCCEEDED, cluster.tail()
         assert not any("retrying" in e.message or "resuming" in e.message for e in events)
         return await _results(stub, events[-1].job_id)
 
 
 async def _start_job(cluster: Cluster, song: Path) -> str:
-    async with client.channel(cluster.address) as channel:
+    async with client.channel(cluster.address("orchestrator")) as channel:
         stub = pb_grpc.OrchestratorStub(channel)
         upload = await client.upload_file(stub, song)
         process = stub.Process(pb.ProcessRequest(upload_id=upload.upload_id))
@@ -172,17 +126,17 @@ async def _mid_stage(cluster: Cluster) -> int:
     """Waits until some windows are committed and more are to come; the count committed."""
     deadline = time.monotonic() + 120
     while (done := cluster.windows_done()) < 1:
-        assert time.monotonic() < deadline, cluster.log()[-4000:]
+        assert time.monotonic() < deadline, cluster.tail()
         await asyncio.sleep(0.02)
     return done
 
 
 async def _finish(cluster: Cluster, job_id: str) -> tuple[list[pb.ProgressEvent], dict[str, bytes]]:
-    async with client.channel(cluster.address) as channel:
+    async with client.channel(cluster.address("orchestrator")) as channel:
         stub = pb_grpc.OrchestratorStub(channel)
         watch = stub.WatchJob(pb.WatchJobRequest(job_id=job_id))
         events = await asyncio.wait_for(_collect(watch), 300)
-        assert events[-1].state == pb.JOB_STATE_SUCCEEDED, (events[-1], cluster.log()[-4000:])
+        assert events[-1].state == pb.JOB_STATE_SUCCEEDED, (events[-1], cluster.tail())
         return events, await _results(stub, job_id)
 
 
@@ -216,7 +170,7 @@ async def test_killing_the_busy_separation_replica_fails_over_to_the_other(
     redone = re.findall(r"separation broke in window (\d+)", cluster.log())
     assert len(redone) <= 1, redone
     # The orchestrator's /metrics counts the failover.
-    metrics_url = f"http://127.0.0.1:{cluster.ports['web']}/metrics"
+    metrics_url = f"http://127.0.0.1:{cluster.ports['orchestrator-web']}/metrics"
     assert (scraped_value(metrics_url, "roar_stage_failovers_total", {"stage": "separation"}) or 0) >= 1
 
 

@@ -7,13 +7,10 @@ a job and free it when that one dies."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,14 +29,13 @@ from roar import cli, client
 from roar.config import Settings
 from roar.errors import Unavailable
 from roar.metrics import OK
-from roar.service import is_serving
 from roar.v1 import common_pb2
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.support.postgres import PostgresServer, running_postgres
-from tests.support.processes import stop_process
+from tests.support.processes import ServiceProcesses, service_env
 from tests.support.songs import write_song
-from tests.support.suite import REPO, free_port
+from tests.support.suite import free_port
 
 
 @pytest.fixture(scope="module")
@@ -352,47 +348,12 @@ STAGE_SERVICES = ("separation", "transcription", "karaoke")
 ORCHESTRATORS = ("a", "b")
 
 
-@dataclass
-class Site:
+@dataclass(kw_only=True)
+class Site(ServiceProcesses):
     """The services as separate processes: the three stages, and orchestrators "a" and "b"."""
 
     database_url: str
-    log_path: Path
-    env: dict[str, str]
-    ports: dict[str, int]
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str) -> None:
-        if name in ORCHESTRATORS:
-            module = "orchestrator.server"
-            args = ["--port", str(self.ports[name]), "--web-port", str(self.ports[f"{name}-web"])]
-        else:
-            module, args = f"services.{name}.server", ["--port", str(self.ports[name])]
-        with self.log_path.open("ab") as log:
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", module, *args], cwd=REPO, env=self.env, stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + 180
-        while not is_serving(f"127.0.0.1:{self.ports[name]}"):
-            assert self.processes[name].poll() is None, self.log()
-            assert time.monotonic() < deadline, f"{name} not serving:\n{self.log()}"
-            time.sleep(0.3)
-
-    def kill(self, name: str) -> None:
-        process = self.processes.pop(name)
-        process.kill()  # SIGKILL: no clean-up, its lease is left to expire
-        process.wait(30)
-
-    def stop_all(self) -> None:
-        for name, process in list(self.processes.items()):
-            stop_process(process)
-            del self.processes[name]
-
-    def address(self, name: str) -> str:
-        return f"127.0.0.1:{self.ports[name]}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
+    orchestrators: tuple[str, ...] = ORCHESTRATORS
 
     def windows_done(self, job_id: str) -> int:
         """The separation windows committed for the job (-1 before any)."""
@@ -413,20 +374,18 @@ def site(
     names = [*STAGE_SERVICES, *ORCHESTRATORS, *(f"{o}-web" for o in ORCHESTRATORS)]
     ports = {name: free_port() for name in names}
     url = postgres.new_database()
-    env = {
-        **os.environ,
-        **tiny_models,
-        "ROAR_DATA_DIR": str(root / "data"),  # one data dir: uploads and job files shared
-        "ROAR_DATABASE_URL": url,
-        "ROAR_LEASE_SECONDS": str(LEASE_SECONDS),
-        "ROAR_SEPARATION_ADDR": f"127.0.0.1:{ports['separation']}",
-        "ROAR_TRANSCRIPTION_ADDR": f"127.0.0.1:{ports['transcription']}",
-        "ROAR_KARAOKE_ADDR": f"127.0.0.1:{ports['karaoke']}",
-        "ROAR_TORCH_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    running = Site(url, root / "services.log", env, ports)
+    env = service_env(
+        root / "data",  # one data dir: uploads and job files shared
+        {
+            **tiny_models,
+            "ROAR_DATABASE_URL": url,
+            "ROAR_LEASE_SECONDS": str(LEASE_SECONDS),
+            "ROAR_SEPARATION_ADDR": f"127.0.0.1:{ports['separation']}",
+            "ROAR_TRANSCRIPTION_ADDR": f"127.0.0.1:{ports['transcription']}",
+            "ROAR_KARAOKE_ADDR": f"127.0.0.1:{ports['karaoke']}",
+        },
+    )
+    running = Site(database_url=url, log_path=root / "services.log", env=env, ports=ports)
     try:
         for name in [*STAGE_SERVICES, *ORCHESTRATORS]:
             running.start(name)
@@ -475,7 +434,7 @@ async def _download(site: Site, through: str, job_id: str) -> dict[str, bytes]:
 async def _mid_stage(site: Site, job_id: str) -> None:
     deadline = time.monotonic() + 120
     while site.windows_done(job_id) < 1:
-        assert time.monotonic() < deadline, site.log()
+        assert time.monotonic() < deadline, site.tail()
         await asyncio.sleep(0.05)
 
 
@@ -491,7 +450,7 @@ async def test_a_job_run_by_one_orchestrator_is_watched_and_downloaded_through_t
     through_a, through_b = await asyncio.wait_for(
         asyncio.gather(_watch(site, "a", job_id), _watch(site, "b", job_id)), 300
     )
-    assert through_a[-1].state == pb.JOB_STATE_SUCCEEDED, (through_a[-1], site.log())
+    assert through_a[-1].state == pb.JOB_STATE_SUCCEEDED, (through_a[-1], site.tail())
     _assert_each_event_once(through_a)
     assert through_a == through_b  # the same events, live, whichever orchestrator one asks
     assert any(e.stage == pb.STAGE_SEPARATION and 0 < e.stage_percent < 100 for e in through_a)
@@ -510,7 +469,7 @@ async def test_killing_the_orchestrator_running_a_job_hands_it_to_the_other(site
         events = await asyncio.wait_for(watching, 300)
     finally:
         site.start("a")
-    assert events[-1].state == pb.JOB_STATE_SUCCEEDED, (events[-1], site.log())
+    assert events[-1].state == pb.JOB_STATE_SUCCEEDED, (events[-1], site.tail())
     _assert_each_event_once(events)  # nothing lost, nothing twice
     taken_over = [e for e in events if e.message == TAKEN_OVER_NOTE]
     assert len(taken_over) == 1, [e.message for e in events]
@@ -534,7 +493,7 @@ async def test_a_job_is_cancelled_through_either_orchestrator(site: Site, song: 
     async with client.channel(site.address(through)) as channel:
         await pb_grpc.OrchestratorStub(channel).CancelJob(pb.CancelJobRequest(job_id=job_id))
     events = await asyncio.wait_for(watching, 60)
-    assert events[-1].state == pb.JOB_STATE_CANCELLED, (events[-1], site.log())
+    assert events[-1].state == pb.JOB_STATE_CANCELLED, (events[-1], site.tail())
     assert events[-1].message == "cancelled"
     _assert_each_event_once(events)
 
@@ -554,6 +513,6 @@ async def test_a_job_cancelled_while_no_orchestrator_runs_it_ends_cancelled_when
         events = await asyncio.wait_for(watching, 60)
     finally:
         site.start("a")
-    assert events[-1].state == pb.JOB_STATE_CANCELLED, (events[-1], site.log())
+    assert events[-1].state == pb.JOB_STATE_CANCELLED, (events[-1], site.tail())
     assert TAKEN_OVER_NOTE not in [e.message for e in events]  # ended, not resumed
     _assert_each_event_once(events)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -15,9 +14,7 @@ from roar import client
 from roar.service import is_serving
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
-from tests.support.processes import stop_process
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.processes import REPO, service_env, stop_process
 
 
 def free_port() -> int:
@@ -45,19 +42,17 @@ class Suite:
         self.stage_addresses = {
             name: f"127.0.0.1:{free_port()}" for name in ("separation", "transcription", "karaoke")
         }
-        self.env = {
-            **os.environ,
-            "ROAR_DATA_DIR": str(data_dir),
-            "ROAR_PORT": str(self.port),
-            "ROAR_WEB_PORT": str(self.web_port),
-            "ROAR_SEPARATION_ADDR": self.stage_addresses["separation"],
-            "ROAR_TRANSCRIPTION_ADDR": self.stage_addresses["transcription"],
-            "ROAR_KARAOKE_ADDR": self.stage_addresses["karaoke"],
-            "ROAR_TORCH_THREADS": "1",
-            "HF_HUB_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
-            **env,
-        }
+        self.env = service_env(
+            data_dir,
+            {
+                "ROAR_PORT": str(self.port),
+                "ROAR_WEB_PORT": str(self.web_port),
+                "ROAR_SEPARATION_ADDR": self.stage_addresses["separation"],
+                "ROAR_TRANSCRIPTION_ADDR": self.stage_addresses["transcription"],
+                "ROAR_KARAOKE_ADDR": self.stage_addresses["karaoke"],
+                **env,
+            },
+        )
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 

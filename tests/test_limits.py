@@ -37,6 +37,9 @@ REPEAT_TOLERANCE_BYTES = 48 * 2**20
 # ... and may make it grow this much while one arrives (the in-memory part of the spool and
 # gRPC's buffers: measured 110-170 MiB on a loaded machine), far under the request's own size.
 PEAK_TOLERANCE_BYTES = 240 * 2**20
+SETTLE_STEP = 1.0
+SETTLE_SECONDS = 15.0
+SETTLED_BYTES = 4 * 2**20
 
 
 def silent_flac(minutes: float, rate: int = 44100, channels: int = 2) -> bytes:
@@ -115,6 +118,22 @@ def memory(pid: int) -> dict[str, int]:
     return fields
 
 
+def settled_memory(pid: int) -> dict[str, int]:
+    """memory(pid) once the process is done with a call: its size read every SETTLE_STEP seconds
+    until two readings agree within SETTLED_BYTES (a busy machine may leave the call's worker
+    thread some seconds behind its refusal), at most SETTLE_SECONDS. A kept buffer never settles
+    lower, so this does not hide one."""
+    last = memory(pid)
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(SETTLE_STEP)
+        reading = memory(pid)
+        if abs(reading["VmRSS"] - last["VmRSS"]) < SETTLED_BYTES:
+            return reading
+        last = reading
+    return last
+
+
 def test_ten_minutes_are_refused_at_finish_upload_past_a_five_minute_limit(
     short_suite: Suite, ten_minutes: bytes
 ) -> None:
@@ -176,7 +195,7 @@ def test_refused_oversize_stage_requests_leave_no_memory_behind(short_suite: Sui
     transcription = transcription_pb2_grpc.TranscriptionStub(channel)
     with pytest.raises(grpc.RpcError):
         list(transcription.Transcribe(requests(), timeout=300))
-    time.sleep(1.0)
+    settled_memory(pid)
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak (VmHWM) starts again from now
     before = memory(pid)
     after_each = []
@@ -185,8 +204,7 @@ def test_refused_oversize_stage_requests_leave_no_memory_behind(short_suite: Sui
             list(transcription.Transcribe(requests(), timeout=300))
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "ROAR_MAX_AUDIO_MINUTES" in info.value.details()
-        time.sleep(1.0)
-        after = memory(pid)
+        after = settled_memory(pid)
         print(f"transcription after refused request {attempt + 1}: {after['VmRSS'] >> 20} MiB", end=" ")
         print(f"(before: {before['VmRSS'] >> 20} MiB; peak {after['VmHWM'] >> 20} MiB)")
         assert after["VmRSS"] - before["VmRSS"] < RSS_TOLERANCE_BYTES

@@ -19,7 +19,8 @@ from tests.conftest import KEYED_ADMIN_KEY
 from tests.support.songs import write_song
 from tests.support.suite import Suite, create_key, downloaded, job_made_through_the_api
 
-SONG = "http-files song.wav"
+# A name to save the ZIP under that is not ASCII, nor a single word.
+SONG = "Déjà vu (live).wav"
 
 
 class Answer:
@@ -135,8 +136,10 @@ def test_the_zip_holds_every_file_of_the_job(suite: Suite, job: pb.Job) -> None:
     answer = request(suite, f"/files/{job.job_id}.zip")
     assert answer.status == 200, answer.text
     assert answer.headers["Content-Type"] == "application/zip"
-    stem = Path(SONG).stem
-    assert answer.headers["Content-Disposition"].startswith(f'attachment; filename="{stem}.zip"')
+    # http.client reads headers as latin-1; the server sends ASCII only, with the name in UTF-8 escapes.
+    assert answer.headers["Content-Disposition"] == (
+        "attachment; filename=\"D_j_ vu (live).zip\"; filename*=UTF-8''D%C3%A9j%C3%A0%20vu%20%28live%29.zip"
+    )
     # Streamed as it is made: no length known in advance.
     assert "Content-Length" not in answer.headers
     with zipfile.ZipFile(io.BytesIO(answer.body)) as archive:

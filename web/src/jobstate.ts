@@ -14,7 +14,7 @@ import {
 export const stageNames = ["separation", "transcription", "karaoke", "complete"] as const;
 export type StageName = (typeof stageNames)[number];
 export type StageState = "waiting" | "processing" | "done" | "failed" | "cancelled";
-export type JobStateName = "queued" | "running" | "succeeded" | "partial" | "failed" | "cancelled";
+export type JobStateName = "queued" | "running" | "paused" | "succeeded" | "partial" | "failed" | "cancelled";
 
 export interface StageView {
   state: StageState;
@@ -72,6 +72,7 @@ const waitsFor: Record<StageName, readonly StageName[]> = {
 export const stateByProto: Partial<Record<JobState, JobStateName>> = {
   [JobState.QUEUED]: "queued",
   [JobState.RUNNING]: "running",
+  [JobState.PAUSED]: "paused",
   [JobState.SUCCEEDED]: "succeeded",
   [JobState.PARTIAL]: "partial",
   [JobState.FAILED]: "failed",
@@ -80,6 +81,30 @@ export const stateByProto: Partial<Record<JobState, JobStateName>> = {
 
 export function isFinished(state: JobStateName): boolean {
   return state === "succeeded" || state === "partial" || state === "failed" || state === "cancelled";
+}
+
+// The job controls a job in this state offers: pause while it is queued or runs, resume while paused,
+// retry once it failed, ended partial or was cancelled.
+export function canPause(state: JobStateName): boolean {
+  return state === "queued" || state === "running";
+}
+
+export function canRetry(state: JobStateName): boolean {
+  return state === "failed" || state === "partial" || state === "cancelled";
+}
+
+// A job RetryJob queued again (`job` is its answer): the stages that failed or were cancelled wait
+// to run again, those that succeeded stay done; its errors are gone.
+export function retryView(view: JobView, job: Job): void {
+  for (const name of stageNames) {
+    const stage = view.stages[name];
+    if (name === "complete" || stage.state === "failed" || stage.state === "cancelled") {
+      Object.assign(stage, { state: "waiting", percent: 0, message: "", error: undefined });
+    }
+  }
+  view.errors = [];
+  if (job.lastEvent) applyEvent(view, job.lastEvent);
+  view.state = stateByProto[job.state] ?? view.state;
 }
 
 export function newJobView(jobId: string, filename: string, audio?: AudioView): JobView {
@@ -196,6 +221,7 @@ function finish(view: JobView, event: ProgressEvent): void {
 const completeMessages: Record<JobStateName, string> = {
   queued: "",
   running: "",
+  paused: "",
   succeeded: "All done",
   partial: "Done, but some stages failed",
   failed: "The job failed",

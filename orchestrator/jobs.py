@@ -284,8 +284,8 @@ class Jobs:
                 f"job {job_id} is {state_name(job.state)}, not paused: only a paused job can be resumed"
             )
         self._check_room()
-        last = job.last_event
-        self._requeue(job, last.stage, last.stage_percent, "queued again: resuming", last.overall_percent)
+        # Queued as after its upload, as a new job waits; its stages' cards keep where they were.
+        self._requeue(job, pb.STAGE_UPLOAD, 100.0, "queued again: resuming", job.last_event.overall_percent)
         metrics.JOBS_PAUSED.set(self._store.count_jobs(pb.JOB_STATE_PAUSED))
         self._run_here(job, RESUMED_NOTE)
         return job

@@ -62,6 +62,7 @@ const stageTitles: Record<StageName, string> = {
 const stageStateLabels: Record<string, string> = {
   waiting: "Waiting",
   processing: "Processing",
+  paused: "Paused",
   done: "Done",
   failed: "Failed",
   cancelled: "Cancelled",

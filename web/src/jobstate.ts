@@ -13,7 +13,7 @@ import {
 
 export const stageNames = ["separation", "transcription", "karaoke", "complete"] as const;
 export type StageName = (typeof stageNames)[number];
-export type StageState = "waiting" | "processing" | "done" | "failed" | "cancelled";
+export type StageState = "waiting" | "processing" | "paused" | "done" | "failed" | "cancelled";
 export type JobStateName = "queued" | "running" | "paused" | "succeeded" | "partial" | "failed" | "cancelled";
 
 export interface StageView {
@@ -168,9 +168,20 @@ export function applyEvent(view: JobView, event: ProgressEvent): void {
   const running = event.stage !== Stage.COMPLETE && event.stagePercent < 100 && !event.error;
   view.etaSeconds = running && !isFinished(view.state) ? event.etaSeconds : undefined;
 
+  // A pause holds the running stages where they are (its message, how to go on, is the job's); any
+  // later event means the job goes on.
+  const paused = view.state === "paused";
+  for (const name of stageNames) {
+    const stage = view.stages[name];
+    if (stage.state === (paused ? "processing" : "paused")) stage.state = paused ? "paused" : "processing";
+  }
   const current = stageByProto[event.stage];
+  if (current && current !== "complete" && paused && view.stages[current].state === "waiting") {
+    // A paused job first seen paused (ListJobs): the stage it stopped in, as far as it got.
+    Object.assign(view.stages[current], { state: "paused", percent: event.stagePercent });
+  }
   // The COMPLETE event ends the job, whichever way: finish() settles every stage from its state.
-  if (current && current !== "complete") {
+  if (current && current !== "complete" && !paused) {
     // Reaching a stage means the ones it waits for have ended (a stage done before a restart
     // sends no event again); failed ones stay failed.
     for (const earlier of waitsFor[current]) {

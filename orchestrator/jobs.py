@@ -229,6 +229,7 @@ class Jobs:
         if job.state in TERMINAL_STATES:
             return job
         if job.state == pb.JOB_STATE_PAUSED:  # no orchestrator runs it: it ends here
+            # On a copy: the answer is the job as it was before the cancel, as for a running job.
             self._finish_cancelled(pb.Job.FromString(job.SerializeToString()))
             metrics.JOBS_PAUSED.set(self._store.count_jobs(pb.JOB_STATE_PAUSED))
             return job
@@ -255,9 +256,7 @@ class Jobs:
             return job
         task = self._tasks.get(job_id)
         if task is not None:
-            if job_id not in self._cancelling:
-                self._pausing.add(job_id)
-                task.cancel()
+            self._pause_task(job_id)
             await asyncio.wait({task})  # its stage calls are cancelled and the PAUSED event stored
         elif self._store.shared:  # another orchestrator runs it, or will take it over
             self._store.request_pause(job_id)
@@ -423,7 +422,7 @@ class Jobs:
             self._pause_task(job_id)
 
     def _pause_task(self, job_id: str) -> None:
-        """Pauses a job this orchestrator runs, asked through another one."""
+        """Pauses a job this orchestrator runs (a cancel asked before wins)."""
         if job_id not in self._cancelling:
             self._pausing.add(job_id)
             self._tasks[job_id].cancel()
@@ -434,7 +433,12 @@ class Jobs:
         """Runs the job in a task; `resume_note` is the first event of a resumed job."""
         task = asyncio.create_task(self._run(job, resume_note))
         self._tasks[job.job_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job.job_id, None))
+
+        def forget(ended: asyncio.Task[None]) -> None:
+            if self._tasks.get(job.job_id) is ended:  # a job retried the moment it ended has a new task
+                del self._tasks[job.job_id]
+
+        task.add_done_callback(forget)
 
     async def _run(self, job: pb.Job, resume_note: str | None) -> None:
         try:

@@ -159,6 +159,10 @@ async def test_a_paused_job_stays_paused_across_a_restart(rig: Rig, song: Path) 
     assert state(rig, job.job_id) == pb.JOB_STATE_PAUSED
     assert len(rig.separation.script.calls) == 1
     assert metrics.JOBS_PAUSED._value.get() == 1
+    # GetStats counts it among the jobs, not among those that ended.
+    stats = await rig.stub.GetStats(pb.GetStatsRequest())
+    assert (stats.jobs, stats.succeeded, stats.failed, stats.cancelled, stats.partial) == (1, 0, 0, 0, 0)
+    assert not stats.slowest and not stats.failed_jobs
 
     await rig.stub.ResumeJob(pb.ResumeJobRequest(job_id=job.job_id))
     events = await rig.follow(job.job_id)

@@ -386,10 +386,6 @@ def _paused_checker(stub: pb_grpc.OrchestratorStub) -> Callable[[str], Awaitable
     return still_paused
 
 
-def _resume_hint(job_id: str, server: str) -> str:
-    return f"roar resume {job_id}" + ("" if server == _default_server() else f" --server {server}")
-
-
 async def _follow_job(
     stub: pb_grpc.OrchestratorStub, job_id: str, after_seq: int, args: argparse.Namespace
 ) -> int:
@@ -401,7 +397,8 @@ async def _follow_job(
     if last is None:
         return 1
     if last.state == pb.JOB_STATE_PAUSED:
-        print(f"job {job_id} is paused: `{_resume_hint(job_id, args.server)}` goes on from where it stopped")
+        resume = _watch_hint(job_id, args.server, "resume")
+        print(f"job {job_id} is paused: `{resume}` goes on from where it stopped")
         return 1
     return await _finish_job(stub, last, Path(args.out) if args.out else None)
 
@@ -425,9 +422,10 @@ def _check_readable(path: Path) -> None:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _watch_hint(job_id: str, server: str) -> str:
-    """The command that follows the job again, naming the server unless it is the default."""
-    return f"roar watch {job_id}" + ("" if server == _default_server() else f" --server {server}")
+def _watch_hint(job_id: str, server: str, command: str = "watch") -> str:
+    """The command that follows the job again (or another command on it), naming the server unless
+    it is the default."""
+    return f"roar {command} {job_id}" + ("" if server == _default_server() else f" --server {server}")
 
 
 def _default_server() -> str:
@@ -624,7 +622,8 @@ async def cmd_pause(args: argparse.Namespace) -> int:
     if job.state != pb.JOB_STATE_PAUSED:  # it ended while the pause was asked
         print(f"roar: job {job.job_id} already finished ({STATE_LABELS[job.state]})", file=sys.stderr)
         return 1
-    print(f"job {job.job_id} paused: `{_resume_hint(job.job_id, args.server)}` goes on from here")
+    resume = _watch_hint(job.job_id, args.server, "resume")
+    print(f"job {job.job_id} paused: `{resume}` goes on from here")
     return 0
 
 

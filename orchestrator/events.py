@@ -88,7 +88,8 @@ class Events:
                     metrics.event_delivered(event.timestamp.ToNanoseconds() / 1e9)
                 yield event
                 after_seq = event.seq
-                if event.state in TERMINAL_STATES:
+                # The job's last event so far: a retried job's earlier final event is not its end.
+                if event.state in TERMINAL_STATES and event is events[-1]:
                     return
             if not events:
                 job = self._store.get_job(job_id)

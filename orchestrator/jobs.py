@@ -7,12 +7,19 @@ On a shared (PostgreSQL) store several orchestrators run jobs: each job is run b
 its lease (taken when the job is submitted or taken over, renewed every third of
 ROAR_LEASE_SECONDS, dropped when the job ends or the orchestrator stops). Every orchestrator
 looks as often for unfinished jobs whose lease expired (their orchestrator died) and resumes
-them, the way a restarted orchestrator resumes its own. A cancel asked through an orchestrator
-that does not run the job is recorded in the store and announced to the one that does."""
+them, the way a restarted orchestrator resumes its own. A cancel or a pause asked through an
+orchestrator that does not run the job is recorded in the store and announced to the one that
+does (or carried out by the one that next takes the job).
+
+A paused job holds no worker and no lease: it is stopped the way shutdown stops a job (its stages
+go on from their checkpoints), stays PAUSED through restarts, and runs again after ResumeJob. A
+retried job (RetryJob: FAILED, PARTIAL, CANCELLED) keeps the stages that succeeded and reruns the
+others; its events go on after its last one."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import socket
@@ -22,10 +29,17 @@ from pathlib import Path
 
 from orchestrator.artifacts import JobFiles, read_range
 from orchestrator.events import Events, now
-from orchestrator.pipeline import Pipeline
+from orchestrator.pipeline import STAGE_NAMES, Pipeline
 from orchestrator.progress import LearnedSpeeds, StageTime
 from orchestrator.stages import StageClients
-from orchestrator.store import CANCELS_CHANNEL, EVENTS_CHANNEL, TERMINAL_STATES, Store, listen
+from orchestrator.store import (
+    CANCELS_CHANNEL,
+    EVENTS_CHANNEL,
+    PAUSES_CHANNEL,
+    TERMINAL_STATES,
+    Store,
+    listen,
+)
 from orchestrator.uploads import Uploads
 from roar import metrics
 from roar.audio import format_name
@@ -50,6 +64,23 @@ MAX_PAGE_TOKEN_DIGITS = 9
 # one that stopped (a shared store).
 RESTARTED_NOTE = "resuming after a restart"
 TAKEN_OVER_NOTE = "resuming: taken over from an orchestrator that stopped"
+# The first running event of a job resumed after a pause, and of a retried one.
+RESUMED_NOTE = "resumed: going on from where it was paused"
+RETRIED_NOTE = "retrying the stages that did not succeed"
+# The states RetryJob reruns.
+RETRYABLE_STATES = frozenset({pb.JOB_STATE_FAILED, pb.JOB_STATE_PARTIAL, pb.JOB_STATE_CANCELLED})
+# How long PauseJob waits for the orchestrator running the job (a shared store) to pause it.
+REMOTE_PAUSE_WAIT_SECONDS = 10.0
+
+
+def paused_message(job_id: str) -> str:
+    """The paused event's message: how to go on."""
+    return f"paused: roar resume {job_id} goes on from here"
+
+
+def state_name(state: int) -> str:
+    """'failed', 'running', ...: a JobState as messages say it."""
+    return pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
 
 
 class Jobs:
@@ -63,6 +94,7 @@ class Jobs:
         self._slots = asyncio.Semaphore(settings.max_running_jobs)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
+        self._pausing: set[str] = set()
         # The jobs waiting for a slot, first in line first, and the place each was last told;
         # the jobs holding a slot. On a shared (PostgreSQL) store each orchestrator queues the
         # jobs it holds the lease of: a place in line is within this orchestrator's queue.
@@ -149,9 +181,7 @@ class Jobs:
         if not upload.finished:
             raise FailedPrecondition("the upload is not finished: call FinishUpload first")
         self._check_options(options)
-        limit = self._settings.max_running_jobs + self._settings.max_queued_jobs
-        if len(self._tasks) >= limit:
-            raise ResourceExhausted(f"{len(self._tasks)} jobs are running or queued; try again later")
+        self._check_room()
         created = now()
         job = pb.Job(
             job_id=uuid.uuid4().hex,
@@ -176,6 +206,12 @@ class Jobs:
         if runs_here:
             self._start(job, None)
         return job
+
+    def _check_room(self) -> None:
+        """RESOURCE_EXHAUSTED when this orchestrator runs or queues as many jobs as it may."""
+        limit = self._settings.max_running_jobs + self._settings.max_queued_jobs
+        if len(self._tasks) >= limit:
+            raise ResourceExhausted(f"{len(self._tasks)} jobs are running or queued; try again later")
 
     def _check_options(self, options: pb.JobOptions) -> None:
         """Refuses, before a job exists, every option that would only fail in a stage."""
@@ -202,6 +238,11 @@ class Jobs:
         job = self.get(job_id)
         if job.state in TERMINAL_STATES:
             return job
+        if job.state == pb.JOB_STATE_PAUSED:  # no orchestrator runs it: it ends here
+            # On a copy: the answer is the job as it was before the cancel, as for a running job.
+            self._finish_cancelled(pb.Job.FromString(job.SerializeToString()))
+            metrics.JOBS_PAUSED.set(self._store.count_jobs(pb.JOB_STATE_PAUSED))
+            return job
         if job_id in self._tasks:
             self._cancel_task(job_id)
         elif self._store.shared:  # another orchestrator runs it, or will take it over
@@ -212,7 +253,108 @@ class Jobs:
         self._cancelling.add(job_id)
         self._tasks[job_id].cancel()
 
+    async def pause(self, job_id: str) -> pb.Job:
+        """Stops a queued or running job at its last checkpoint and returns it PAUSED; a paused
+        job is returned as it is. FAILED_PRECONDITION for a job that ended."""
+        job = self.get(job_id)
+        if job.state in TERMINAL_STATES:
+            raise FailedPrecondition(
+                f"job {job_id} has ended ({state_name(job.state)}): "
+                "only a queued or running job can be paused"
+            )
+        if job.state == pb.JOB_STATE_PAUSED:
+            return job
+        task = self._tasks.get(job_id)
+        if task is not None:
+            self._pause_task(job_id)
+            await asyncio.wait({task})  # its stage calls are cancelled and the PAUSED event stored
+        elif self._store.shared:  # another orchestrator runs it, or will take it over
+            self._store.request_pause(job_id)
+            await self._wait_for_state(job_id, REMOTE_PAUSE_WAIT_SECONDS)
+        return self.get(job_id)
+
+    async def _wait_for_state(self, job_id: str, seconds: float) -> None:
+        """Follows the job's events until it is paused or ended, for at most `seconds`."""
+
+        async def settled() -> None:
+            async for event in self._events.watch(job_id, self.get(job_id).last_event.seq):
+                if event.state == pb.JOB_STATE_PAUSED:
+                    return
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(settled(), seconds)
+
+    def resume(self, job_id: str) -> pb.Job:
+        """Queues a paused job again; it goes on from its checkpoints. FAILED_PRECONDITION for a
+        job that is not paused, RESOURCE_EXHAUSTED when the queue is full."""
+        job = self.get(job_id)
+        if job.state != pb.JOB_STATE_PAUSED:
+            raise FailedPrecondition(
+                f"job {job_id} is {state_name(job.state)}, not paused: only a paused job can be resumed"
+            )
+        self._check_room()
+        # Queued as after its upload, as a new job waits; its stages' cards keep where they were.
+        self._requeue(job, pb.STAGE_UPLOAD, 100.0, "queued again: resuming", job.last_event.overall_percent)
+        metrics.JOBS_PAUSED.set(self._store.count_jobs(pb.JOB_STATE_PAUSED))
+        self._run_here(job, RESUMED_NOTE)
+        return job
+
+    def retry(self, job_id: str) -> pb.Job:
+        """Runs a FAILED, PARTIAL or CANCELLED job again: the stages that succeeded keep their
+        output and files, the others run again. FAILED_PRECONDITION for any other state or when
+        the song is gone; RESOURCE_EXHAUSTED when the queue is full."""
+        job = self.get(job_id)
+        if job.state not in RETRYABLE_STATES:
+            why = "it succeeded" if job.state == pb.JOB_STATE_SUCCEEDED else "it has not ended"
+            raise FailedPrecondition(
+                f"job {job_id} is {state_name(job.state)}: only a failed, partial or cancelled job can be "
+                f"retried ({why})"
+            )
+        self._check_song(job_id)
+        self._check_room()
+        # A stage recorded done can still have failed (karaoke whose video failed); a cancel's error
+        # names the stage it came in, not one that failed.
+        failed = {error.stage for error in job.errors if error.code != "CANCELLED"}
+        self._store.undo_stages(job_id, failed)
+        done = self._store.stages_done(job_id)
+        again = [name for stage, name in STAGE_NAMES.items() if stage not in done]
+        del job.errors[:]
+        # Queued as after its upload; its overall percent counts again from the stages kept.
+        self._requeue(job, pb.STAGE_UPLOAD, 100.0, f"queued again: retrying {', '.join(again)}", 0.0)
+        self._run_here(job, RETRIED_NOTE)
+        return job
+
+    def _check_song(self, job_id: str) -> None:
+        """FAILED_PRECONDITION when the job's song or files were deleted (a retry needs both)."""
+        s = self._settings
+        if self._store.files_deleted(job_id):
+            raise FailedPrecondition(
+                f"the files of job {job_id} were deleted {s.retention_days:g} days after it ended "
+                "(ROAR_RETENTION_DAYS): submit the song again"
+            )
+        upload_id = self._store.upload_of(job_id)
+        if self._store.get_upload(upload_id) is None or not self._uploads.audio_path(upload_id).is_file():
+            raise FailedPrecondition(
+                f"the song of job {job_id} was deleted (songs are kept {s.upload_ttl_hours:g} hours, "
+                "ROAR_UPLOAD_TTL_HOURS; job files ROAR_RETENTION_DAYS): submit the song again"
+            )
+
+    def _requeue(self, job: pb.Job, stage: int, percent: float, message: str, overall: float) -> None:
+        """Makes the job QUEUED again, with an event that says why."""
+        if self._store.shared:
+            self._store.clear_requests(job.job_id)
+        job.state = pb.JOB_STATE_QUEUED
+        self._store.restart_clock(job.job_id)  # the time limit counts from now
+        self._events.emit(job, stage, percent, message, overall=overall)
+
+    def _run_here(self, job: pb.Job, note: str) -> None:
+        """Runs the queued job here (on a shared store: when this orchestrator gets its lease; else
+        whichever takes it over runs it)."""
+        if not self._store.shared or self._take_lease(job.job_id):
+            self._start(job, note)
+
     def resume_unfinished(self) -> None:
+        metrics.JOBS_PAUSED.set(self._store.count_jobs(pb.JOB_STATE_PAUSED))
         if not self._store.shared:
             for job in self._store.unfinished_jobs():
                 self._resume(job, RESTARTED_NOTE)
@@ -263,6 +405,8 @@ class Jobs:
                 task.cancel()
             elif job_id not in self._cancelling and self._store.cancel_requested(job_id):
                 self._cancel_task(job_id)
+            elif job_id not in self._pausing and self._store.pause_requested(job_id):
+                self._pause_task(job_id)
 
     async def coordinate(self) -> None:
         """A shared store's work, until cancelled: keeps this orchestrator's leases, takes over
@@ -284,6 +428,14 @@ class Jobs:
             self._events.wake(job_id)
         elif channel == CANCELS_CHANNEL and job_id in self._tasks and job_id not in self._cancelling:
             self._cancel_task(job_id)
+        elif channel == PAUSES_CHANNEL and job_id in self._tasks and job_id not in self._pausing:
+            self._pause_task(job_id)
+
+    def _pause_task(self, job_id: str) -> None:
+        """Pauses a job this orchestrator runs (a cancel asked before wins)."""
+        if job_id not in self._cancelling:
+            self._pausing.add(job_id)
+            self._tasks[job_id].cancel()
 
     # Running.
 
@@ -291,13 +443,21 @@ class Jobs:
         """Runs the job in a task; `resume_note` is the first event of a resumed job."""
         task = asyncio.create_task(self._run(job, resume_note))
         self._tasks[job.job_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job.job_id, None))
+
+        def forget(ended: asyncio.Task[None]) -> None:
+            if self._tasks.get(job.job_id) is ended:  # a job retried the moment it ended has a new task
+                del self._tasks[job.job_id]
+
+        task.add_done_callback(forget)
 
     async def _run(self, job: pb.Job, resume_note: str | None) -> None:
         try:
             if self._store.shared and self._store.cancel_requested(job.job_id):
                 # Cancelled through another orchestrator while none ran it.
                 self._finish_cancelled(job)
+                return
+            if self._store.shared and self._store.pause_requested(job.job_id):
+                self._finish_paused(job)  # paused likewise
                 return
             if self._slots.locked():
                 self._queue.append(job)
@@ -311,10 +471,15 @@ class Jobs:
                 song = self._uploads.audio_path(self._store.upload_of(job.job_id))
                 await self._pipeline.run(job, song)
         except asyncio.CancelledError:
-            if job.job_id not in self._cancelling:
+            if job.job_id in self._cancelling:
+                self._cancelling.discard(job.job_id)
+                self._pausing.discard(job.job_id)
+                self._finish_cancelled(job)
+            elif job.job_id in self._pausing:
+                self._pausing.discard(job.job_id)
+                self._finish_paused(job)
+            else:
                 raise  # the server is stopping: the job resumes at the next start
-            self._cancelling.discard(job.job_id)
-            self._finish_cancelled(job)
         except Exception as exc:  # never leave a job hanging: report what broke
             log.exception("job %s failed", job.job_id)
             message = internal_message(exc)
@@ -375,6 +540,12 @@ class Jobs:
             since = now().ToNanoseconds() / 1e9 - last.timestamp.ToNanoseconds() / 1e9
             return max(last.eta_seconds - since, 0.0)
         return whole * (1.0 - last.overall_percent / 100.0)
+
+    def _finish_paused(self, job: pb.Job) -> None:
+        """The job's PAUSED event; its stages' records and checkpoints stay for ResumeJob."""
+        job.state = pb.JOB_STATE_PAUSED
+        self._events.emit(job, job.last_event.stage, job.last_event.stage_percent, paused_message(job.job_id))
+        metrics.JOBS_PAUSED.set(self._store.count_jobs(pb.JOB_STATE_PAUSED))
 
     def _finish_cancelled(self, job: pb.Job) -> None:
         job.errors.add(code="CANCELLED", message="cancelled by the user", stage=job.last_event.stage)

@@ -354,7 +354,8 @@ class Pipeline:
             vocals=VocalsFeed(),
         )
         timeout = job.options.timeout_seconds or self._settings.job_timeout_seconds
-        deadline = job.created.ToSeconds() + timeout
+        # From the job's creation, or its last resume or retry: time paused or ended does not count.
+        deadline = (self._store.clock_start(job.job_id) or job.created.ToSeconds()) + timeout
         running: dict[int, asyncio.Task[bool]] = {}
         try:
             for stage in STAGES:
@@ -465,4 +466,7 @@ class Pipeline:
         metrics.job_ended(pb.JobState.Name(state), time.time() - job.created.ToNanoseconds() / 1e9)
         # Only after the last event: a crash before it resumes the job from its stages.
         self._files.remove_scratch(job.job_id)
-        self._store.forget_stages(job.job_id)
+        if state == pb.JOB_STATE_SUCCEEDED:
+            self._store.forget_stages(job.job_id)
+        else:  # RetryJob reruns only the stages that did not succeed
+            self._store.forget_checkpoints(job.job_id)

@@ -124,6 +124,21 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         self.auth.check_job(caller, request.job_id)
         return self._jobs.cancel(request.job_id)
 
+    @_unary
+    async def PauseJob(self, request: pb.PauseJobRequest, context: Any, caller: Caller) -> pb.Job:
+        self.auth.check_job(caller, request.job_id)
+        return await self._jobs.pause(request.job_id)
+
+    @_unary
+    async def ResumeJob(self, request: pb.ResumeJobRequest, context: Any, caller: Caller) -> pb.Job:
+        self.auth.check_job(caller, request.job_id)
+        return self._jobs.resume(request.job_id)
+
+    @_unary
+    async def RetryJob(self, request: pb.RetryJobRequest, context: Any, caller: Caller) -> pb.Job:
+        self.auth.check_job(caller, request.job_id)
+        return self._jobs.retry(request.job_id)
+
     @_streaming
     async def Download(
         self, request: pb.DownloadRequest, context: Any, caller: Caller

@@ -33,10 +33,11 @@ log = logging.getLogger("roar.orchestrator")
 
 # The store's file in ROAR_DATA_DIR.
 STORE_FILE = "roar.sqlite"
-# PostgreSQL NOTIFY channels: a job's new event(s), and a cancel asked through an orchestrator that
-# does not run the job; the payload is the job id.
+# PostgreSQL NOTIFY channels: a job's new event(s), and a cancel or a pause asked through an
+# orchestrator that does not run the job; the payload is the job id.
 EVENTS_CHANNEL = "roar_events"
 CANCELS_CHANNEL = "roar_cancels"
+PAUSES_CHANNEL = "roar_pauses"
 # The longest a PostgreSQL statement waits for a lock, and a session may sit in a transaction.
 LOCK_WAIT_MS = 10_000
 # Seconds between attempts to reconnect the LISTEN connection.
@@ -44,6 +45,9 @@ LISTEN_RETRY_SECONDS = 1.0
 TERMINAL_STATES = frozenset(
     {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_PARTIAL, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 )
+# States in which no orchestrator runs a job, nor resumes or takes it over: the ended ones, and
+# PAUSED (until ResumeJob), which is not an end: WatchJob stays open through it.
+IDLE_STATES = TERMINAL_STATES | {pb.JOB_STATE_PAUSED}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -245,6 +249,7 @@ async def listen(url: str, on_notify: Callable[[str, str], None]) -> None:
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
                 await connection.execute(f"LISTEN {EVENTS_CHANNEL}")
                 await connection.execute(f"LISTEN {CANCELS_CHANNEL}")
+                await connection.execute(f"LISTEN {PAUSES_CHANNEL}")
                 async for notice in connection.notifies():
                     on_notify(notice.channel, notice.payload)
         except Exception as exc:  # the server restarted, the network broke: listen again
@@ -293,6 +298,10 @@ class Store:
         self._add_column("jobs", "lease_owner", "TEXT")
         self._add_column("jobs", "lease_until", "REAL")
         self._add_column("jobs", "cancel_requested", "INTEGER NOT NULL DEFAULT 0")
+        self._add_column("jobs", "pause_requested", "INTEGER NOT NULL DEFAULT 0")
+        # When the job's time limit started counting, when not at its creation: its last resume
+        # or retry (seconds since 1970).
+        self._add_column("jobs", "clock_start", "REAL")
 
     def _add_column(self, table: str, column: str, declaration: str) -> None:
         """Adds a column that stores made before it existed lack."""
@@ -429,21 +438,28 @@ class Store:
         """Records that a job's files are gone: the row keeps its state and events, without
         artifacts."""
         del job.artifacts[:]
-        self._db.execute(
-            "UPDATE jobs SET job = ?, files_deleted = ? WHERE job_id = ?",
-            (job.SerializeToString(), when, job.job_id),
-        )
+        with self._transaction():
+            self._db.execute(
+                "UPDATE jobs SET job = ?, files_deleted = ? WHERE job_id = ?",
+                (job.SerializeToString(), when, job.job_id),
+            )
+            # A job that did not succeed kept its stages' records for RetryJob; its files are gone.
+            self._forget_stages(job.job_id)
 
     def files_deleted(self, job_id: str) -> bool:
         row = self._db.execute("SELECT files_deleted FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return row is not None and row[0] is not None
 
     def unfinished_jobs(self) -> list[pb.Job]:
-        marks = ",".join("?" * len(TERMINAL_STATES))
+        """The jobs to resume at start-up: neither ended nor paused."""
+        marks = ",".join("?" * len(IDLE_STATES))
         rows = self._db.execute(
-            f"SELECT job FROM jobs WHERE state NOT IN ({marks}) ORDER BY created", tuple(TERMINAL_STATES)
+            f"SELECT job FROM jobs WHERE state NOT IN ({marks}) ORDER BY created", tuple(IDLE_STATES)
         )
         return [pb.Job.FromString(row[0]) for row in rows]
+
+    def count_jobs(self, state: int) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (state,)).fetchone()[0]
 
     # Events.
 
@@ -513,14 +529,14 @@ class Store:
 
     def take_lease(self, job_id: str, owner: str, seconds: float) -> bool:
         """Takes the job's lease for `seconds` when it is free, expired or already `owner`'s;
-        False when another orchestrator holds it (or the job ended)."""
+        False when another orchestrator holds it (or the job ended, or is paused)."""
         now = self._now()
-        marks = ",".join("?" * len(TERMINAL_STATES))
+        marks = ",".join("?" * len(IDLE_STATES))
         taken = self._db.execute(
             "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE job_id = ? "
             "AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?) "
             f"AND state NOT IN ({marks})",
-            (owner, now + seconds, job_id, owner, now, *TERMINAL_STATES),
+            (owner, now + seconds, job_id, owner, now, *IDLE_STATES),
         )
         return taken.rowcount == 1
 
@@ -541,13 +557,13 @@ class Store:
         )
 
     def leasable_jobs(self) -> list[pb.Job]:
-        """Unfinished jobs no orchestrator holds: never leased, dropped, or whose lease expired
-        (its orchestrator died), oldest first."""
-        marks = ",".join("?" * len(TERMINAL_STATES))
+        """Unfinished, unpaused jobs no orchestrator holds: never leased, dropped, or whose lease
+        expired (its orchestrator died), oldest first."""
+        marks = ",".join("?" * len(IDLE_STATES))
         rows = self._db.execute(
             f"SELECT job FROM jobs WHERE state NOT IN ({marks}) "
             "AND (lease_owner IS NULL OR lease_until < ?) ORDER BY created",
-            (*TERMINAL_STATES, self._now()),
+            (*IDLE_STATES, self._now()),
         )
         return [pb.Job.FromString(row[0]) for row in rows]
 
@@ -561,6 +577,31 @@ class Store:
     def cancel_requested(self, job_id: str) -> bool:
         row = self._db.execute("SELECT cancel_requested FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return row is not None and bool(row[0])
+
+    def request_pause(self, job_id: str) -> None:
+        """Records a pause for whichever orchestrator runs (or next takes) the job, and tells
+        them."""
+        with self._transaction():
+            self._db.execute("UPDATE jobs SET pause_requested = 1 WHERE job_id = ?", (job_id,))
+            self._notify(PAUSES_CHANNEL, job_id)
+
+    def pause_requested(self, job_id: str) -> bool:
+        row = self._db.execute("SELECT pause_requested FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return row is not None and bool(row[0])
+
+    def restart_clock(self, job_id: str) -> None:
+        self._db.execute("UPDATE jobs SET clock_start = ? WHERE job_id = ?", (time.time(), job_id))
+
+    def clock_start(self, job_id: str) -> float | None:
+        """When the job's time limit started counting, if not at its creation."""
+        row = self._db.execute("SELECT clock_start FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def clear_requests(self, job_id: str) -> None:
+        """Forgets a cancel or pause asked before: the job runs again (ResumeJob, RetryJob)."""
+        self._db.execute(
+            "UPDATE jobs SET cancel_requested = 0, pause_requested = 0 WHERE job_id = ?", (job_id,)
+        )
 
     # Stages done and checkpoints: what a resumed job or a retried stage call goes on from.
 
@@ -599,11 +640,29 @@ class Store:
         self._db.execute("DELETE FROM checkpoints WHERE job_id = ? AND stage = ?", (job_id, stage))
 
     def forget_stages(self, job_id: str) -> None:
-        """A finished job needs neither its stages' records nor its checkpoints."""
+        """A job that succeeded needs neither its stages' records nor its checkpoints."""
         with self._transaction():
-            self._db.execute("DELETE FROM stages_done WHERE job_id = ?", (job_id,))
-            self._db.execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
-            self._db.execute("DELETE FROM passages WHERE job_id = ?", (job_id,))
+            self._forget_stages(job_id)
+
+    def _forget_stages(self, job_id: str) -> None:
+        self._db.execute("DELETE FROM stages_done WHERE job_id = ?", (job_id,))
+        self._forget_checkpoints(job_id)
+
+    def forget_checkpoints(self, job_id: str) -> None:
+        """A job that ended otherwise keeps which stages succeeded (RetryJob reruns the others),
+        not the checkpoints of those that did not (their files are gone with the job's scratch)."""
+        with self._transaction():
+            self._forget_checkpoints(job_id)
+
+    def _forget_checkpoints(self, job_id: str) -> None:
+        self._db.execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
+        self._db.execute("DELETE FROM passages WHERE job_id = ?", (job_id,))
+
+    def undo_stages(self, job_id: str, stages: set[int]) -> None:
+        """Drops the records of stages that ran but must run again (a retry of stages that
+        failed after being recorded, like karaoke whose video failed)."""
+        for stage in stages:
+            self._db.execute("DELETE FROM stages_done WHERE job_id = ? AND stage = ?", (job_id, stage))
 
     def passages(self, job_id: str) -> list[bytes]:
         """The transcription's committed passages (serialized), in order."""

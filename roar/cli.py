@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC
 from pathlib import Path
 
@@ -300,9 +300,10 @@ class ProgressView:
                 self._out.write("\x1b[2K" + text[:200] + "\n")
             self._drawn = len(self._lines)
         else:
-            # Plain logs: a line per stage change, per 10 % step, per error and per place in line.
-            queued = event.message if event.state == pb.JOB_STATE_QUEUED else ""
-            key = (int(event.stage_percent // 10), event.error.code, queued)
+            # Plain logs: a line per stage change, per 10 % step, per error, per place in line and
+            # per change of state (paused, queued again, resumed).
+            said = event.message if event.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_PAUSED) else ""
+            key = (int(event.stage_percent // 10), event.error.code, said, event.state)
             if self._printed.get(event.stage) != key:
                 self._printed[event.stage] = key
                 self._out.write(line + "\n")
@@ -352,18 +353,54 @@ class UserError(Exception):
     """A mistake the user can fix, said in one line (no traceback); exit code 2."""
 
 
+class Refused(Exception):
+    """The server refused a job control for the job's state (like `roar cancel` of a finished
+    job), said in one line; exit code 1."""
+
+
 async def _show(
     events: AsyncIterator[pb.ProgressEvent],
     view: ProgressView,
     on_first: Callable[[pb.ProgressEvent], None] | None = None,
+    still_paused: Callable[[str], Awaitable[bool]] | None = None,
 ) -> pb.ProgressEvent | None:
+    """Shows the events until the job's last; with `still_paused`, stops at a pause the job is
+    still in (its events go on only once it is resumed)."""
     last = None
     async for event in events:
         if last is None and on_first is not None:
             on_first(event)
         view.update(event)
         last = event
+        if event.state != pb.JOB_STATE_PAUSED or still_paused is None:
+            continue
+        if await still_paused(event.job_id):
+            break
     return last
+
+
+def _paused_checker(stub: pb_grpc.OrchestratorStub) -> Callable[[str], Awaitable[bool]]:
+    async def still_paused(job_id: str) -> bool:
+        return (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).state == pb.JOB_STATE_PAUSED
+
+    return still_paused
+
+
+async def _follow_job(
+    stub: pb_grpc.OrchestratorStub, job_id: str, after_seq: int, args: argparse.Namespace
+) -> int:
+    """`roar watch`, `roar resume`, `roar retry`: the job's progress until it ends (then its
+    summary, and its files with --out) or is paused."""
+    _started.update(job_id=job_id, hint=_watch_hint(job_id, args.server))
+    events = client.follow(stub, job_id, after_seq)
+    last = await _show(events, ProgressView(), still_paused=_paused_checker(stub))
+    if last is None:
+        return 1
+    if last.state == pb.JOB_STATE_PAUSED:
+        resume = _watch_hint(job_id, args.server, "resume")
+        print(f"job {job_id} is paused: `{resume}` goes on from where it stopped")
+        return 1
+    return await _finish_job(stub, last, Path(args.out) if args.out else None)
 
 
 def _read_lyrics(path: Path) -> str:
@@ -385,9 +422,10 @@ def _check_readable(path: Path) -> None:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _watch_hint(job_id: str, server: str) -> str:
-    """The command that follows the job again, naming the server unless it is the default."""
-    return f"roar watch {job_id}" + ("" if server == _default_server() else f" --server {server}")
+def _watch_hint(job_id: str, server: str, command: str = "watch") -> str:
+    """The command that follows the job again (or another command on it), naming the server unless
+    it is the default."""
+    return f"roar {command} {job_id}" + ("" if server == _default_server() else f" --server {server}")
 
 
 def _default_server() -> str:
@@ -462,12 +500,7 @@ async def cmd_process(args: argparse.Namespace) -> int:
 
 async def cmd_watch(args: argparse.Namespace) -> int:
     async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
-        stub = pb_grpc.OrchestratorStub(ch)
-        _started.update(job_id=args.job_id, hint=_watch_hint(args.job_id, args.server))
-        last = await _show(client.follow(stub, args.job_id), ProgressView())
-        if last is None:
-            return 1
-        return await _finish_job(stub, last, Path(args.out) if args.out else None)
+        return await _follow_job(pb_grpc.OrchestratorStub(ch), args.job_id, 0, args)
 
 
 async def cmd_jobs(args: argparse.Namespace) -> int:
@@ -573,6 +606,43 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _refusable(call: Awaitable[pb.Job]) -> pb.Job:
+    """A job control's answer; a refusal (the job is in the wrong state) is the user's to fix."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED):
+            raise Refused(exc.details() or exc.code().name) from None
+        raise
+
+
+async def cmd_pause(args: argparse.Namespace) -> int:
+    async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
+        job = await _refusable(pb_grpc.OrchestratorStub(ch).PauseJob(pb.PauseJobRequest(job_id=args.job_id)))
+    if job.state != pb.JOB_STATE_PAUSED:  # it ended while the pause was asked
+        print(f"roar: job {job.job_id} already finished ({STATE_LABELS[job.state]})", file=sys.stderr)
+        return 1
+    resume = _watch_hint(job.job_id, args.server, "resume")
+    print(f"job {job.job_id} paused: `{resume}` goes on from here")
+    return 0
+
+
+async def cmd_resume(args: argparse.Namespace) -> int:
+    async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
+        stub = pb_grpc.OrchestratorStub(ch)
+        job = await _refusable(stub.ResumeJob(pb.ResumeJobRequest(job_id=args.job_id)))
+        print(f"job {job.job_id} resumed", flush=True)
+        return await _follow_job(stub, job.job_id, job.last_event.seq - 1, args)
+
+
+async def cmd_retry(args: argparse.Namespace) -> int:
+    async with client.channel(args.server, ca=args.ca, key=args.key) as ch:
+        stub = pb_grpc.OrchestratorStub(ch)
+        job = await _refusable(stub.RetryJob(pb.RetryJobRequest(job_id=args.job_id)))
+        print(f"job {job.job_id}: {job.last_event.message}", flush=True)
+        return await _follow_job(stub, job.job_id, job.last_event.seq - 1, args)
+
+
 def _parser() -> argparse.ArgumentParser:
     settings = Settings.from_env()
     default_server = _default_server()
@@ -618,10 +688,21 @@ def _parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="cancel a job")
     cancel.add_argument("job_id")
 
+    pause = commands.add_parser("pause", help="pause a job at its last checkpoint, freeing its worker")
+    pause.add_argument("job_id")
+    resume = commands.add_parser("resume", help="go on with a paused job, following it like `roar watch`")
+    resume.add_argument("job_id")
+    retry = commands.add_parser(
+        "retry", help="run a failed, partial or cancelled job again: only the stages that did not succeed"
+    )
+    retry.add_argument("job_id")
+    for sub in (resume, retry):
+        sub.add_argument("--out", help="download the artifacts here when done")
+
     stats = commands.add_parser("stats", help="processing statistics: jobs per day, stage speeds, failures")
     stats.add_argument("--days", type=int, default=0, help="days back from today (default 30, at most 366)")
 
-    for sub in (process, watch, jobs, cancel, stats):
+    for sub in (process, watch, jobs, cancel, pause, resume, retry, stats):
         sub.add_argument(
             "--server", default=default_server, help=f"orchestrator address (default {default_server})"
         )
@@ -670,6 +751,9 @@ def main(argv: list[str] | None = None) -> None:
         "watch": cmd_watch,
         "jobs": cmd_jobs,
         "cancel": cmd_cancel,
+        "pause": cmd_pause,
+        "resume": cmd_resume,
+        "retry": cmd_retry,
         "stats": cmd_stats,
     }[args.command]
     try:
@@ -677,6 +761,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         print(f"roar: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Refused as exc:
+        print(f"roar: {exc}", file=sys.stderr)
+        sys.exit(1)
     except grpc.aio.AioRpcError as exc:
         print(f"roar: {_rpc_error(exc, args.server, tls=bool(args.ca))}", file=sys.stderr)
         sys.exit(1)

@@ -112,12 +112,12 @@ async def follow(
     delay = 0.5
     while True:
         try:
+            # The server ends the stream after the job's last event (a retried job's earlier final
+            # event is not its last).
             async for event in stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=after_seq)):
                 delay = 0.5
                 after_seq = event.seq
                 yield event
-                if event.state in TERMINAL_STATES:
-                    return
             return
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in RETRYABLE:

@@ -74,6 +74,11 @@ JOBS_RUNNING = Gauge(
 JOBS_QUEUED = Gauge(
     "roar_jobs_queued", "Jobs this orchestrator holds waiting for a free worker", registry=None
 )
+JOBS_PAUSED = Gauge(
+    "roar_jobs_paused",
+    "Jobs paused (PauseJob) in the store, waiting for ResumeJob (every orchestrator's on a shared store)",
+    registry=None,
+)
 
 STAGE_DURATION = Histogram(
     "roar_stage_duration_seconds",
@@ -159,6 +164,7 @@ ORCHESTRATOR_METRICS = (
     JOBS,
     JOBS_RUNNING,
     JOBS_QUEUED,
+    JOBS_PAUSED,
     STAGE_DURATION,
     STAGE_SPEED,
     STAGE_RESULTS,

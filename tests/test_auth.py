@@ -271,6 +271,9 @@ JOB_CALLS = {
     "GetJob": lambda job_id: pb.GetJobRequest(job_id=job_id),
     "WatchJob": lambda job_id: pb.WatchJobRequest(job_id=job_id),
     "CancelJob": lambda job_id: pb.CancelJobRequest(job_id=job_id),
+    "PauseJob": lambda job_id: pb.PauseJobRequest(job_id=job_id),
+    "ResumeJob": lambda job_id: pb.ResumeJobRequest(job_id=job_id),
+    "RetryJob": lambda job_id: pb.RetryJobRequest(job_id=job_id),
     "Download": lambda job_id: pb.DownloadRequest(job_id=job_id, name="lyrics.lrc"),
 }
 UPLOAD_CALLS = {

@@ -132,6 +132,7 @@ async def test_a_jobs_stage_durations_and_counts_reach_prometheus(
     assert abs(job_took - (seconds(final.timestamp) - seconds(job.created))) < STAGE_TIME_TOLERANCE_SECONDS
     prometheus.value("roar_jobs_running", lambda v: v == 0)
     prometheus.value("roar_jobs_queued", lambda v: v == 0)
+    prometheus.value("roar_jobs_paused", lambda v: v == 0)
     prometheus.value("roar_upload_bytes_total", lambda v: v == song.stat().st_size)
     prometheus.value("roar_download_bytes_total", lambda v: v == instrumental.size)
     # Process watched the job live: every event after the first ones was delivered while it waited.

@@ -302,7 +302,8 @@ class Rig:
         pb_grpc.add_OrchestratorServicer_to_server(servicer, self.server)
         port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        self.address = f"127.0.0.1:{port}"  # for a `roar` command run against it
+        self.channel = grpc.aio.insecure_channel(self.address)
         self.stub = pb_grpc.OrchestratorStub(self.channel)
 
     async def stop_orchestrator(self) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.jobs import TAKEN_OVER_NOTE
+from orchestrator.jobs import RESUMED_NOTE, TAKEN_OVER_NOTE, paused_message
 from orchestrator.store import (
     CANCELS_CHANNEL,
     EVENTS_CHANNEL,
@@ -207,6 +207,20 @@ def test_a_lease_is_held_by_one_orchestrator_until_dropped_or_expired(store: Sto
     assert not store.cancel_requested("j")
     store.request_cancel("j")
     assert store.cancel_requested("j")
+    assert not store.pause_requested("j")
+    store.request_pause("j")
+    assert store.pause_requested("j")
+    store.clear_requests("j")
+    assert not store.cancel_requested("j") and not store.pause_requested("j")
+
+
+def test_a_paused_job_is_neither_resumed_nor_leased(store: Store) -> None:
+    store.put_job("u", _job("paused", pb.JOB_STATE_PAUSED))
+    store.put_job("u", _job("queued", pb.JOB_STATE_QUEUED))
+    assert [j.job_id for j in store.unfinished_jobs()] == ["queued"]
+    assert [j.job_id for j in store.leasable_jobs()] == ["queued"]
+    assert not store.take_lease("paused", "a", 30)
+    assert store.count_jobs(pb.JOB_STATE_PAUSED) == 1
 
 
 def test_the_database_settings_refuse_what_they_cannot_use(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -516,3 +530,29 @@ async def test_a_job_cancelled_while_no_orchestrator_runs_it_ends_cancelled_when
     assert events[-1].state == pb.JOB_STATE_CANCELLED, (events[-1], site.tail())
     assert TAKEN_OVER_NOTE not in [e.message for e in events]  # ended, not resumed
     _assert_each_event_once(events)
+
+
+@pytest.mark.parametrize("through", ["a", "b"], ids=["the-runner", "the-other"])
+async def test_a_job_paused_through_either_orchestrator_is_resumed_through_the_other(
+    site: Site, song: Path, through: str
+) -> None:
+    upload_id = await _upload(site, "a", song)
+    job_id = await _submit(site, "a", upload_id)
+    watching = asyncio.create_task(_watch(site, "b", job_id))
+    await _mid_stage(site, job_id)
+    async with client.channel(site.address(through)) as channel:
+        paused = await pb_grpc.OrchestratorStub(channel).PauseJob(pb.PauseJobRequest(job_id=job_id))
+    # Through the other one too, it answers once the runner has stopped the job.
+    assert paused.state == pb.JOB_STATE_PAUSED, (paused, site.log())
+    await asyncio.sleep(LEASE_SECONDS)  # past a lease: nobody takes a paused job over
+    other = "b" if through == "a" else "a"
+    async with client.channel(site.address(other)) as channel:
+        stub = pb_grpc.OrchestratorStub(channel)
+        assert (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).last_event.seq == paused.last_event.seq
+        await stub.ResumeJob(pb.ResumeJobRequest(job_id=job_id))
+    events = await asyncio.wait_for(watching, 300)
+    assert events[-1].state == pb.JOB_STATE_SUCCEEDED, (events[-1], site.log())
+    _assert_each_event_once(events)
+    messages = [e.message for e in events]
+    assert paused_message(job_id) in messages and RESUMED_NOTE in messages
+    assert TAKEN_OVER_NOTE not in messages

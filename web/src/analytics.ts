@@ -365,7 +365,7 @@ export class AnalyticsView {
           ["partial", "Partial"],
           ["failed", "Failed"],
           ["cancelled", "Cancelled"],
-          ["other", "Queued or running"],
+          ["other", "Queued, running or paused"],
         ]),
       ),
       h(

@@ -19,8 +19,11 @@ import {
 import {
   applyEvent,
   audioView,
+  canPause,
+  canRetry,
   isFinished,
   newJobView,
+  retryView,
   stageNames,
   viewFromJob,
   type JobView,
@@ -59,6 +62,7 @@ const stageTitles: Record<StageName, string> = {
 const stageStateLabels: Record<string, string> = {
   waiting: "Waiting",
   processing: "Processing",
+  paused: "Paused",
   done: "Done",
   failed: "Failed",
   cancelled: "Cancelled",
@@ -125,6 +129,9 @@ export class Item {
   private readonly stateChip: HTMLSpanElement;
   private readonly jobEta: HTMLSpanElement;
   private readonly cancelButton: HTMLButtonElement;
+  private readonly pauseButton: HTMLButtonElement;
+  private readonly resumeButton: HTMLButtonElement;
+  private readonly retryButton: HTMLButtonElement;
   private readonly removeButton: HTMLButtonElement;
   private readonly jobLink: HTMLAnchorElement;
   private readonly fileInfo: HTMLDListElement;
@@ -173,6 +180,12 @@ export class Item {
       { type: "button", class: "danger", "data-testid": "cancel-job" },
       "Cancel",
     );
+    this.pauseButton = h("button", { type: "button", "data-testid": "pause-job" }, "Pause");
+    this.resumeButton = h("button", { type: "button", "data-testid": "resume-job" }, "Resume");
+    this.retryButton = h("button", { type: "button", "data-testid": "retry-job" }, "Retry");
+    this.pauseButton.addEventListener("click", () => void this.control("pause"));
+    this.resumeButton.addEventListener("click", () => void this.control("resume"));
+    this.retryButton.addEventListener("click", () => void this.control("retry"));
     this.removeButton = h("button", { type: "button", "data-testid": "remove-job" }, "Remove from list");
     this.jobLink = h("a", { class: "job-link", "data-testid": "job-link", hidden: true }, "Link to this job");
     this.cancelButton.addEventListener("click", () => void this.cancel());
@@ -221,6 +234,9 @@ export class Item {
         this.jobEta,
         h("span", { class: "spacer" }),
         this.jobLink,
+        this.pauseButton,
+        this.resumeButton,
+        this.retryButton,
         this.cancelButton,
         this.removeButton,
       ),
@@ -501,6 +517,38 @@ export class Item {
     }
   }
 
+  // Pause, Resume or Retry; the job's stream brings what follows. A retried job had ended, so it is
+  // followed again from the event RetryJob answered with.
+  private async control(action: "pause" | "resume" | "retry"): Promise<void> {
+    const view = this.view;
+    if (!view) return;
+    const jobId = view.jobId;
+    const buttons = [this.pauseButton, this.resumeButton, this.retryButton];
+    for (const button of buttons) button.disabled = true;
+    try {
+      const job = await this.connection.call(() =>
+        action === "pause"
+          ? client.pauseJob({ jobId })
+          : action === "resume"
+            ? client.resumeJob({ jobId })
+            : client.retryJob({ jobId }),
+      );
+      this.errorMessage = "";
+      if (action === "retry") {
+        retryView(view, job);
+        saveJob(view);
+        void this.watch();
+      } else if (job.lastEvent) {
+        this.apply(job.lastEvent);
+      }
+    } catch (e) {
+      this.errorMessage = `Could not ${action}: ${errorText(e)}`;
+    } finally {
+      for (const button of buttons) button.disabled = false;
+      this.render();
+    }
+  }
+
   private remove(): void {
     this.stop.abort();
     this.player?.dispose();
@@ -553,6 +601,9 @@ export class Item {
 
     this.stagesSection.hidden = !view;
     this.cancelButton.hidden = view ? isFinished(view.state) : this.phase !== "uploading";
+    this.pauseButton.hidden = !view || !canPause(view.state);
+    this.resumeButton.hidden = view?.state !== "paused";
+    this.retryButton.hidden = !view || !canRetry(view.state);
     this.removeButton.hidden = !(view
       ? isFinished(view.state)
       : this.phase !== "uploading" && this.phase !== "starting");
@@ -629,6 +680,8 @@ export function stateLabel(view: JobView): string {
       return "Queued";
     case "running":
       return `${Math.floor(view.overallPercent)}%`;
+    case "paused":
+      return "Paused";
     case "succeeded":
       return "Done";
     case "partial":

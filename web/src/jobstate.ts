@@ -13,8 +13,8 @@ import {
 
 export const stageNames = ["separation", "transcription", "karaoke", "complete"] as const;
 export type StageName = (typeof stageNames)[number];
-export type StageState = "waiting" | "processing" | "done" | "failed" | "cancelled";
-export type JobStateName = "queued" | "running" | "succeeded" | "partial" | "failed" | "cancelled";
+export type StageState = "waiting" | "processing" | "paused" | "done" | "failed" | "cancelled";
+export type JobStateName = "queued" | "running" | "paused" | "succeeded" | "partial" | "failed" | "cancelled";
 
 export interface StageView {
   state: StageState;
@@ -72,6 +72,7 @@ const waitsFor: Record<StageName, readonly StageName[]> = {
 export const stateByProto: Partial<Record<JobState, JobStateName>> = {
   [JobState.QUEUED]: "queued",
   [JobState.RUNNING]: "running",
+  [JobState.PAUSED]: "paused",
   [JobState.SUCCEEDED]: "succeeded",
   [JobState.PARTIAL]: "partial",
   [JobState.FAILED]: "failed",
@@ -80,6 +81,30 @@ export const stateByProto: Partial<Record<JobState, JobStateName>> = {
 
 export function isFinished(state: JobStateName): boolean {
   return state === "succeeded" || state === "partial" || state === "failed" || state === "cancelled";
+}
+
+// The job controls a job in this state offers: pause while it is queued or runs, resume while paused,
+// retry once it failed, ended partial or was cancelled.
+export function canPause(state: JobStateName): boolean {
+  return state === "queued" || state === "running";
+}
+
+export function canRetry(state: JobStateName): boolean {
+  return state === "failed" || state === "partial" || state === "cancelled";
+}
+
+// A job RetryJob queued again (`job` is its answer): the stages that failed or were cancelled wait
+// to run again, those that succeeded stay done; its errors are gone.
+export function retryView(view: JobView, job: Job): void {
+  for (const name of stageNames) {
+    const stage = view.stages[name];
+    if (name === "complete" || stage.state === "failed" || stage.state === "cancelled") {
+      Object.assign(stage, { state: "waiting", percent: 0, message: "", error: undefined });
+    }
+  }
+  view.errors = [];
+  if (job.lastEvent) applyEvent(view, job.lastEvent);
+  view.state = stateByProto[job.state] ?? view.state;
 }
 
 export function newJobView(jobId: string, filename: string, audio?: AudioView): JobView {
@@ -143,9 +168,20 @@ export function applyEvent(view: JobView, event: ProgressEvent): void {
   const running = event.stage !== Stage.COMPLETE && event.stagePercent < 100 && !event.error;
   view.etaSeconds = running && !isFinished(view.state) ? event.etaSeconds : undefined;
 
+  // A pause holds the running stages where they are (its message, how to go on, is the job's); any
+  // later event means the job goes on.
+  const paused = view.state === "paused";
+  for (const name of stageNames) {
+    const stage = view.stages[name];
+    if (stage.state === (paused ? "processing" : "paused")) stage.state = paused ? "paused" : "processing";
+  }
   const current = stageByProto[event.stage];
+  if (current && current !== "complete" && paused && view.stages[current].state === "waiting") {
+    // A paused job first seen paused (ListJobs): the stage it stopped in, as far as it got.
+    Object.assign(view.stages[current], { state: "paused", percent: event.stagePercent });
+  }
   // The COMPLETE event ends the job, whichever way: finish() settles every stage from its state.
-  if (current && current !== "complete") {
+  if (current && current !== "complete" && !paused) {
     // Reaching a stage means the ones it waits for have ended (a stage done before a restart
     // sends no event again); failed ones stay failed.
     for (const earlier of waitsFor[current]) {
@@ -196,6 +232,7 @@ function finish(view: JobView, event: ProgressEvent): void {
 const completeMessages: Record<JobStateName, string> = {
   queued: "",
   running: "",
+  paused: "",
   succeeded: "All done",
   partial: "Done, but some stages failed",
   failed: "The job failed",

@@ -1,0 +1,222 @@
+"""The karaoke player in a real browser (Debian's headless Chromium) against a real `roar up` with tiny
+models: stems streamed by URL into a mixer whose gains change what is heard, tempo on every element
+keeping pitch, the key shifter's worklet measured on a sine, the full-screen lyrics with the countdown,
+and the keys.
+
+Screenshots: tests/screenshots/player.png (the mixer with the lyrics) and fullscreen.png."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from roar import audio
+from tests import test_browser
+from tests.support.songs import make_song
+from tests.support.suite import Suite
+
+pytestmark = pytest.mark.browser
+# test_browser's fixtures, by name in this module so that pytest finds them: the browser, and a fresh
+# page on the suite.
+browser = test_browser.browser
+page = test_browser.page
+expect = test_browser.expect
+SAMPLE_RATE = 44100
+
+# A two-tap shifter's phase slips at each cross-fade unless the window is a whole number of the tone's
+# periods (440 Hz: it is; 347 Hz: not), which counts as up to a few % of extra or missing crossings.
+# A sine through the page's own pitch-shifter worklet in an OfflineAudioContext; its frequency from
+# the upward zero crossings after the first 0.1 s (the delay line filling).
+MEASURE_SHIFT = """async ([semitones, frequency]) => {
+  const rate = 44100;
+  const context = new OfflineAudioContext(1, rate * 1.1, rate);
+  await context.audioWorklet.addModule("pitch-worklet.js");
+  const shifter = new AudioWorkletNode(context, "pitch-shifter", { outputChannelCount: [1] });
+  shifter.parameters.get("semitones").value = semitones;
+  const sine = new OscillatorNode(context, { frequency });
+  sine.connect(shifter).connect(context.destination);
+  sine.start();
+  const samples = (await context.startRendering()).getChannelData(0).subarray(rate / 10);
+  let crossings = 0;
+  let peak = 0;
+  for (let i = 1; i < samples.length; i++) {
+    if (samples[i - 1] < 0 && samples[i] >= 0) crossings++;
+    peak = Math.max(peak, Math.abs(samples[i]));
+  }
+  return { frequency: crossings / (samples.length / rate), peak };
+}"""
+
+
+@pytest.mark.parametrize("semitones", [12, -12, 3, -5, 0])
+@pytest.mark.parametrize("frequency", [440.0, 347.0])
+def test_the_key_shifter_moves_the_pitch_by_semitones(page: Any, semitones: int, frequency: float) -> None:
+    measured = page.evaluate(MEASURE_SHIFT, [semitones, frequency])
+    expected = frequency * 2 ** (semitones / 12)
+    assert measured["frequency"] == pytest.approx(expected, rel=0.03), measured
+    assert measured["peak"] > 0.5, measured
+
+
+LYRICS = "sing a song of roar\nevery word in time"
+# Kilobytes a second the page may fetch at while it starts the player: a stem takes seconds to arrive.
+THROTTLED_BYTES_PER_SECOND = 100_000
+
+
+def song_after_a_silence(path: Path, silence: float, seconds: float) -> Path:
+    """A test song that starts after `silence` seconds of nothing, so that its first line has a
+    countdown to show."""
+    music = make_song(seconds)
+    quiet = np.zeros((music.shape[0], int(silence * SAMPLE_RATE)), dtype=np.float32)
+    path.write_bytes(audio.encode(np.concatenate([quiet, music], axis=1), SAMPLE_RATE, "wav"))
+    return path
+
+
+def finished_job(page: Any, song: Path, all_stems: bool = False) -> Any:
+    item = test_browser.upload(page, song)
+    item.get_by_test_id("opt-lyrics").fill(LYRICS)
+    if all_stems:
+        item.get_by_test_id("opt-all-stems").check()
+    item.get_by_test_id("process-button").click()
+    expect(test_browser.stage(item, "complete")).to_have_attribute(
+        "data-state", "done", timeout=test_browser.JOB_SECONDS
+    )
+    return item
+
+
+def throttle(page: Any, bytes_per_second: int) -> None:
+    """Chromium's network emulation: every response arrives at this rate (-1: as fast as it can)."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": bytes_per_second, "uploadThroughput": -1},
+    )
+
+
+def stem(item: Any, name: str) -> Any:
+    return item.locator(f"[data-testid=stem-control][data-stem={name}]")
+
+
+def gain(item: Any, name: str) -> float:
+    return float(stem(item, name).get_attribute("data-gain"))
+
+
+def wait_until_playing(page: Any, clock: Any) -> None:
+    page.wait_for_function("clock => !clock.paused && clock.currentTime > 0.2", arg=clock.element_handle())
+
+
+def test_the_player_streams_mixes_and_shows_the_lyrics(page: Any, suite: Suite, tmp_path: Path) -> None:
+    item = finished_job(page, song_after_a_silence(tmp_path / "late-start.wav", 4.0, 8.0))
+    job_id = item.get_attribute("data-job-id")
+    lines = json.loads(test_browser.server_bytes(suite, job_id, "lines.json"))
+    words = json.loads(test_browser.server_bytes(suite, job_id, "words.json"))
+
+    # The stems stream: playing starts while the clock's file has only partly arrived, by ranges.
+    throttle(page, THROTTLED_BYTES_PER_SECOND)
+    item.get_by_test_id("player-load").click()
+    clock = item.get_by_test_id("player-audio")
+    wait_until_playing(page, clock)
+    arrived, duration = clock.evaluate("a => [a.buffered.end(a.buffered.length - 1), a.duration]")
+    assert arrived < duration, "the whole stem was fetched before it played"
+    instrumental = clock.get_attribute("src")
+    assert instrumental.startswith(f"/files/{job_id}/instrumental.")
+    assert re.search(rf"GET '{re.escape(instrumental)}': 206 bytes \d+-\d+/\d+", suite.log())
+    throttle(page, -1)
+
+    # The mixer: the instrumental at full, the guide vocal under it; the sliders and mute set the gains.
+    controls = item.get_by_test_id("stem-control")
+    assert [controls.nth(i).get_attribute("data-stem") for i in range(controls.count())] == [
+        "instrumental",
+        "vocals",
+    ]
+    assert (gain(item, "instrumental"), gain(item, "vocals")) == (1.0, pytest.approx(0.2))
+    stem(item, "vocals").get_by_test_id("stem-volume").fill("0")
+    assert gain(item, "vocals") == 0.0
+    stem(item, "vocals").get_by_test_id("stem-volume").fill("100")
+    assert gain(item, "vocals") == 1.0
+    stem(item, "instrumental").get_by_test_id("stem-mute").click()
+    expect(stem(item, "instrumental")).to_have_attribute("data-muted", "true")
+    assert gain(item, "instrumental") == 0.0
+    stem(item, "instrumental").get_by_test_id("stem-mute").click()
+    assert gain(item, "instrumental") == 1.0
+    # What to play: the vocals alone, the original (no stem), back to karaoke.
+    source = item.get_by_test_id("player-source")
+    source.select_option("vocals")
+    assert (gain(item, "instrumental"), gain(item, "vocals")) == (0.0, 1.0)
+    source.select_option("original")
+    assert (gain(item, "instrumental"), gain(item, "vocals")) == (0.0, 0.0)
+    source.select_option("instrumental")
+    stem(item, "vocals").get_by_test_id("stem-volume").fill("20")
+
+    # Tempo on every element, keeping pitch; the key on the shifter; the stems on one clock.
+    player = item.get_by_test_id("player")
+    item.get_by_test_id("tempo").fill("75")
+    expect(player).to_have_attribute("data-rate", "0.75")
+    elements = item.locator("audio[data-stem]")
+    assert elements.count() == 3  # instrumental, vocals, original
+    rates = elements.evaluate_all("all => all.map(a => [a.playbackRate, a.preservesPitch])")
+    assert rates == [[0.75, True]] * 3
+    item.get_by_test_id("key").fill("-2")
+    expect(player).to_have_attribute("data-semitones", "-2")
+    expect(item.get_by_test_id("key-value")).to_have_text("-2")
+    clock.evaluate("a => { a.currentTime = 1; return a.play(); }")
+    page.wait_for_timeout(1500)
+    times = elements.evaluate_all("all => all.map(a => a.currentTime)")
+    assert max(times) - min(times) < 0.1, times
+
+    # Keys, with the player focused: pause, seek, the guide vocal, tempo and key.
+    player.focus()
+    page.keyboard.press("Space")
+    expect(clock).to_have_js_property("paused", True)
+    clock.evaluate("a => { a.currentTime = 2; }")
+    page.keyboard.press("ArrowRight")
+    expect(clock).to_have_js_property("currentTime", 7)
+    page.keyboard.press("ArrowLeft")
+    expect(clock).to_have_js_property("currentTime", 2)
+    page.keyboard.press("ArrowUp")
+    assert gain(item, "vocals") == pytest.approx(0.3)
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    assert gain(item, "vocals") == pytest.approx(0.1)
+    page.keyboard.press("+")
+    expect(player).to_have_attribute("data-rate", "0.8")
+    page.keyboard.press("-")
+    page.keyboard.press("-")
+    expect(player).to_have_attribute("data-rate", "0.7")
+    page.keyboard.press("]")
+    expect(player).to_have_attribute("data-semitones", "-1")
+    page.keyboard.press("[")
+    page.keyboard.press("[")
+    expect(player).to_have_attribute("data-semitones", "-3")
+    expect(item.get_by_test_id("key-help")).to_contain_text("Space play/pause")
+
+    # The lyrics with the mixer, in a line being sung.
+    line_words = [words[i] for i in lines[1]["words"]]
+    clock.evaluate("(a, at) => { a.currentTime = at; }", (line_words[0]["start"] + line_words[0]["end"]) / 2)
+    expect(item.get_by_test_id("karaoke-line")).to_have_text(" ".join(w["word"] for w in line_words))
+    item.scroll_into_view_if_needed()
+    player.screenshot(path=test_browser.SCREENSHOTS / "player.png")
+
+    # Full screen (F): the first line large with its countdown and the next line below; Esc leaves.
+    first = lines[0]
+    assert first["start"] > 2.5, f"the first line starts at {first['start']}: no countdown to see"
+    at = first["start"] - 2.5
+    clock.evaluate("(a, at) => { a.currentTime = at; }", at)
+    page.keyboard.press("f")
+    lyrics = item.get_by_test_id("karaoke-lyrics")
+    expect(lyrics).to_have_attribute("data-fullscreen", re.compile("native|fallback"))
+    box = lyrics.bounding_box()
+    assert (box["width"], box["height"]) == (1280, 900)
+    expect(item.get_by_test_id("karaoke-countdown")).to_have_attribute("data-countdown", "3")
+    first_words = " ".join(words[i]["word"] for i in first["words"]) or first["text"]
+    expect(item.get_by_test_id("karaoke-line")).to_have_text(first_words)
+    expect(item.get_by_test_id("karaoke-next")).to_have_text(lines[1]["text"])
+    test_browser.screenshot(page, "fullscreen.png")
+    clock.evaluate("(a, at) => { a.currentTime = at; }", first["start"] - 0.5)
+    expect(item.get_by_test_id("karaoke-countdown")).to_have_attribute("data-countdown", "1")
+    page.keyboard.press("Escape")
+    expect(lyrics).to_have_attribute("data-fullscreen", "")

@@ -17,7 +17,7 @@ import logging
 import math
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 
 from orchestrator.artifacts import JobFiles, read_range
@@ -112,18 +112,28 @@ class Jobs:
             response.next_page_token = str(offset + len(response.jobs))
         return response
 
-    def download(self, job_id: str, name: str, offset: int) -> Iterator[pb.DownloadChunk]:
-        """One artifact of a job from `offset`, in chunks. NOT_FOUND (never a server path) when
-        the job has no such artifact, when its files were deleted after ROAR_RETENTION_DAYS, or
-        when the file is missing on disk; OUT_OF_RANGE for an offset past its end."""
+    def artifacts(self, job_id: str) -> list[pb.Artifact]:
+        """The files a job has to download. NOT_FOUND when they were deleted after
+        ROAR_RETENTION_DAYS."""
         job = self.get(job_id)
         if self._store.files_deleted(job_id):
             raise NotFound(
                 f"the files of job {job_id} expired: they are deleted "
                 f"{self._settings.retention_days:g} days after the job ends (ROAR_RETENTION_DAYS)"
             )
-        if name not in {a.name for a in job.artifacts}:
-            raise NotFound(f"job {job_id} has no artifact {name!r}")
+        return list(job.artifacts)
+
+    def artifact(self, job_id: str, name: str) -> pb.Artifact:
+        """One file of a job, by name; NOT_FOUND as artifacts(), and when the job has no such file."""
+        for artifact in self.artifacts(job_id):
+            if artifact.name == name:
+                return artifact
+        raise NotFound(f"job {job_id} has no artifact {name!r}")
+
+    def download(self, job_id: str, name: str, offset: int) -> Generator[pb.DownloadChunk, None, None]:
+        """One artifact of a job from `offset`, in chunks. NOT_FOUND (never a server path) as
+        artifact(), and when the file is missing on disk; OUT_OF_RANGE for an offset past its end."""
+        self.artifact(job_id, name)
         with self._files.open(job_id, name) as file:
             yield from read_range(file, offset)
 

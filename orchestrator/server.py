@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from orchestrator.auth import Authenticator, Caller, authenticator
+from orchestrator.files_http import FilesHttp
 from orchestrator.janitor import Janitor
 from orchestrator.jobs import Jobs
 from orchestrator.stages import StageClients
@@ -188,7 +189,7 @@ async def run(settings: Settings, host: str) -> None:
 
     @contextlib.asynccontextmanager
     async def running() -> AsyncIterator[None]:
-        web = web_server(app, host, settings.web_port, settings, ready)
+        web = web_server(app, host, settings.web_port, settings, ready, FilesHttp(jobs, auth))
         web_task = asyncio.create_task(web.serve())
         jobs.resume_unfinished()
         taking_jobs.set()

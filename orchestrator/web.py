@@ -1,6 +1,7 @@
-"""The browser front end: the web page and the Orchestrator service over grpc-web (sonora),
-served from one origin, so no proxy is needed, behind a guard against strangers' pages: Host check
-(DNS rebinding), origin allow-list with CORS preflights, grpc-web content types only (CSRF)."""
+"""The browser front end: the web page, the Orchestrator service over grpc-web (sonora) and the
+job files over HTTP (orchestrator/files_http.py), served from one origin, so no proxy is needed,
+behind a guard against strangers' pages: Host check (DNS rebinding), origin allow-list with CORS
+preflights, grpc-web content types only (CSRF)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from starlette.datastructures import Headers
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from orchestrator.files_http import is_files_path
 from roar.channel_options import CHANNEL_OPTIONS
 from roar.config import Settings
 from roar.errors import internal_message
@@ -177,9 +179,14 @@ class WebGuard:
     bodies over MAX_BODY_BYTES, get a grpc-web status, never an HTTP 500."""
 
     def __init__(
-        self, app: Asgi, hosts: tuple[frozenset[str], frozenset[str]], origins: tuple[str, ...]
+        self,
+        app: Asgi,
+        hosts: tuple[frozenset[str], frozenset[str]],
+        origins: tuple[str, ...],
+        files: Asgi | None = None,
     ) -> None:
         self._app = app
+        self._files = files
         self._host_names, self._host_pairs = hosts
         self._origins = frozenset(_origin(o) for o in origins)
 
@@ -201,6 +208,14 @@ class WebGuard:
         cross_origin = origin is not None and _origin(origin) != _origin(f"{scope['scheme']}://{host}")
         if cross_origin and _origin(origin) not in self._origins:
             await _plain(send, 403, b"requests from this origin are not allowed")
+            return
+        if self._files is not None and is_files_path(scope["path"]):
+            # Job files and the key cookie are for this server's own page: no CORS, even for listed
+            # origins (another site's page reads files through grpc-web with its own key).
+            if cross_origin:
+                await _plain(send, 403, b"job files are served to this server's own page only")
+            else:
+                await self._files(scope, receive, send)
             return
         cors = (
             [
@@ -434,11 +449,18 @@ class _QuietServer(uvicorn.Server):
 
 
 def web_server(
-    app: GrpcWebApp, host: str, port: int, settings: Settings, ready: Callable[[], Awaitable[bool]]
+    app: GrpcWebApp,
+    host: str,
+    port: int,
+    settings: Settings,
+    ready: Callable[[], Awaitable[bool]],
+    files: Asgi | None = None,
 ) -> uvicorn.Server:
-    """The web port: the page and grpc-web behind WebGuard, and the Probes (readiness from
-    `ready`), over TLS when settings name a certificate."""
-    guarded = WebGuard(app, allowed_host_entries(settings.allowed_hosts, host), settings.cors_origins)
+    """The web port: the page, grpc-web and the job files over HTTP (`files`, see
+    orchestrator/files_http.py) behind WebGuard, and the Probes (readiness from `ready`), over TLS
+    when settings name a certificate."""
+    hosts = allowed_host_entries(settings.allowed_hosts, host)
+    guarded = WebGuard(app, hosts, settings.cors_origins, files)
     # Open grpc-web streams (browsers watching jobs) must not hold up a shutdown.
     config = uvicorn.Config(
         Probes(guarded, ready),

@@ -51,3 +51,18 @@ def suite(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, str])
     running.start()
     yield running
     running.stop()
+
+
+# The keyed suite's ROAR_ADMIN_KEY.
+KEYED_ADMIN_KEY = "browser-admin-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def keyed_suite(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, str]) -> Iterator[Suite]:
+    """A suite whose every call needs an API key (ROAR_AUTH=on)."""
+    root = tmp_path_factory.mktemp("keyed")
+    env = {**tiny_models, "ROAR_AUTH": "on", "ROAR_ADMIN_KEY": KEYED_ADMIN_KEY}
+    running = Suite(root / "data", env, root / "roar-up.log")
+    running.start()
+    yield running
+    running.stop()

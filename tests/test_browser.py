@@ -6,27 +6,21 @@ Screenshots of the main states go to tests/screenshots/ (overwritten on every ru
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from roar import client
-from roar.auth import bearer_metadata
 from roar.client import TERMINAL_STATES
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.support.songs import write_song
-from tests.support.suite import REPO, Suite
+from tests.support.suite import Suite, create_key, job_made_through_the_api
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs PyPI playwright (pip install '.[dev]')")
 expect = sync_api.expect
@@ -417,27 +411,6 @@ def test_the_analytics_view_counts_the_jobs_run(page: Any, suite: Suite, tmp_pat
         expect(page.locator(f"[data-testid=job-entry][data-filename='{song}']")).to_have_count(1)
 
 
-def job_made_through_the_api(suite: Suite, song: Path, key: str = "") -> pb.Job:
-    """A finished job made through the gRPC API, never through a browser."""
-
-    async def run() -> str:
-        async with client.channel(suite.address, key=key) as channel:
-            stub = pb_grpc.OrchestratorStub(channel)
-            uploaded = await client.upload_file(stub, song)
-            events = [e async for e in client.process(stub, uploaded.upload_id, pb.JobOptions())]
-            return events[-1].job_id
-
-    # Playwright's sync API holds this thread's event loop: the asyncio client runs in a thread of its own.
-    with ThreadPoolExecutor(1) as pool:
-        job_id = pool.submit(asyncio.run, run()).result()
-    with grpc.insecure_channel(suite.address) as channel:
-        job = pb_grpc.OrchestratorStub(channel).GetJob(
-            pb.GetJobRequest(job_id=job_id), metadata=bearer_metadata(key), timeout=10
-        )
-    assert job.state == pb.JOB_STATE_SUCCEEDED
-    return job
-
-
 def test_a_fresh_browser_lists_the_jobs_the_server_holds(page: Any, suite: Suite, tmp_path: Path) -> None:
     api_job = job_made_through_the_api(suite, write_song(tmp_path / "made-by-api.wav", 5.0, seed=7))
     page.reload()
@@ -453,30 +426,10 @@ def test_a_fresh_browser_lists_the_jobs_the_server_holds(page: Any, suite: Suite
     expect(entry).to_have_count(1)
 
 
-@pytest.fixture(scope="module")
-def keyed_suite(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, str]) -> Iterator[Suite]:
-    """A suite whose every call needs an API key (ROAR_AUTH=on)."""
-    root = tmp_path_factory.mktemp("keyed")
-    env = {**tiny_models, "ROAR_AUTH": "on", "ROAR_ADMIN_KEY": "browser-admin-key-0123456789abcdef"}
-    running = Suite(root / "data", env, root / "roar-up.log")
-    running.start()
-    yield running
-    running.stop()
-
-
 def test_a_job_url_opens_that_job_in_a_fresh_browser_with_a_key(
     browser: Any, keyed_suite: Suite, tmp_path: Path
 ) -> None:
-    made = subprocess.run(
-        [sys.executable, "-m", "roar.cli", "keys", "create", "--name", "carol"],
-        cwd=REPO,
-        env=keyed_suite.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert made.returncode == 0, made.stderr
-    key = made.stdout.strip()
+    key = create_key(keyed_suite, "carol")
     api_job = job_made_through_the_api(keyed_suite, write_song(tmp_path / "shared.wav", 5.0, seed=5), key)
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})

@@ -19,7 +19,7 @@ from roar import client
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.support.songs import write_song
-from tests.support.suite import Suite
+from tests.support.suite import Suite, job_made_through_the_api
 
 ALLOWED_ORIGIN = "https://karaoke.example"
 FOREIGN_ORIGIN = "https://attacker.example"
@@ -168,6 +168,28 @@ def test_preflight_from_another_origin_is_refused(web_suite: Suite) -> None:
     )
     assert response.status == 403
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_job_files_and_the_key_cookie_are_for_the_own_page_only(web_suite: Suite, tmp_path: Path) -> None:
+    job = job_made_through_the_api(web_suite, write_song(tmp_path / "own.wav", 2.0, seed=4))
+    lyrics = f"/files/{job.job_id}/lyrics.lrc"
+    assert send(web_suite, "GET", lyrics, {"Origin": own_origin(web_suite)}).status == 200
+    # Even a listed CORS origin cannot read files or set the cookie: they are the page's own.
+    for origin in (FOREIGN_ORIGIN, ALLOWED_ORIGIN):
+        for method, path in (("GET", lyrics), ("HEAD", lyrics), ("GET", f"/files/{job.job_id}.zip")):
+            refused = send(web_suite, method, path, {"Origin": origin, "Range": "bytes=0-9"})
+            assert refused.status == 403, (origin, method, path)
+            assert "access-control-allow-origin" not in refused.headers
+        for headers in (
+            {"Authorization": "Bearer roar_000000000000_" + "x" * 43},
+            {"Content-Type": "application/x-www-form-urlencoded"},  # a form a hostile page submits
+        ):
+            session = send(web_suite, "POST", "/session", {"Origin": origin, **headers}, b"key=x")
+            assert session.status == 403 and "set-cookie" not in session.headers
+        preflight = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+        assert send(web_suite, "OPTIONS", "/session", preflight).status == 403
+    for path in (lyrics, "/session"):
+        assert send(web_suite, "GET", path, {"Host": "rebound.attacker.example"}).status == 421
 
 
 @pytest.mark.parametrize("host", ["rebound.attacker.example", "attacker.example:{port}", "127.0.0.2:{port}"])

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 
 from roar import client
+from roar.auth import bearer_metadata
 from roar.service import is_serving
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -109,3 +112,38 @@ async def start_job_until_separating(address: str, song: Path) -> list[pb.Progre
             if event.stage == pb.STAGE_SEPARATION and event.stage_percent > 0:
                 break
     return events
+
+
+def job_made_through_the_api(suite: Suite, song: Path, key: str = "") -> pb.Job:
+    """A finished job made through the gRPC API, never through a browser."""
+
+    async def run() -> str:
+        async with client.channel(suite.address, key=key) as channel:
+            stub = pb_grpc.OrchestratorStub(channel)
+            uploaded = await client.upload_file(stub, song)
+            events = [e async for e in client.process(stub, uploaded.upload_id, pb.JobOptions())]
+            return events[-1].job_id
+
+    # Playwright's sync API holds this thread's event loop: the asyncio client runs in a thread of its own.
+    with ThreadPoolExecutor(1) as pool:
+        job_id = pool.submit(asyncio.run, run()).result()
+    with grpc.insecure_channel(suite.address) as channel:
+        job = pb_grpc.OrchestratorStub(channel).GetJob(
+            pb.GetJobRequest(job_id=job_id), metadata=bearer_metadata(key), timeout=10
+        )
+    assert job.state == pb.JOB_STATE_SUCCEEDED
+    return job
+
+
+def create_key(suite: Suite, name: str, admin: bool = False) -> str:
+    """A new API key, made with `roar keys create` while the suite runs."""
+    made = subprocess.run(
+        [sys.executable, "-m", "roar.cli", "keys", "create", "--name", name, *(["--admin"] if admin else [])],
+        cwd=REPO,
+        env=suite.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()

@@ -4,9 +4,7 @@
 // holds the uploaded file. The state tests check is written to data-* attributes from the audio
 // nodes themselves.
 import { errorText } from "./api";
-import type { Connection } from "./connection";
 import { h } from "./dom";
-import { fetchArtifact } from "./download";
 import { fileUrl } from "./files";
 import { FullscreenPanel } from "./fullscreen";
 import type { ArtifactView } from "./jobstate";
@@ -26,6 +24,8 @@ const seekSeconds = 5;
 const guideStepPercent = 10;
 const tempoPercent = { min: 50, max: 150, step: 5 };
 const keySemitones = { min: -6, max: 6 };
+// The level meter's empty end, in dB below full scale.
+const meterFloorDb = 60;
 const keyHelp =
   "Keys: Space play/pause · ←/→ 5 s · ↑/↓ guide vocal · +/− tempo · [/] key · F fullscreen · Esc leave it";
 
@@ -58,7 +58,6 @@ export class KaraokePlayer {
   private frame = 0;
 
   constructor(
-    private readonly connection: Connection,
     private readonly jobId: string,
     private readonly artifacts: ArtifactView[],
     original: File | undefined,
@@ -168,10 +167,10 @@ export class KaraokePlayer {
 
   private async loadLyrics(): Promise<Line[]> {
     const json = async (name: string): Promise<unknown[]> => {
-      const artifact = this.artifacts.find((a) => a.name === name);
-      if (!artifact) return [];
-      const blob = await fetchArtifact(this.connection, this.jobId, name, artifact.contentType);
-      return JSON.parse(await blob.text()) as unknown[];
+      if (!this.artifacts.some((a) => a.name === name)) return [];
+      const response = await fetch(fileUrl(this.jobId, name));
+      if (!response.ok) throw new Error(`${name}: ${response.status} ${response.statusText}`);
+      return (await response.json()) as unknown[];
     };
     const [lines, words] = await Promise.all([json("lines.json"), json("words.json")]);
     const unsung = unsungLines(lines as LineEntry[]);
@@ -344,8 +343,12 @@ export class KaraokePlayer {
     if (!mixer) return;
     this.lyrics.show(mixer.time);
     const level = mixer.level();
-    this.meter.dataset.level = level.toFixed(4);
-    this.meter.style.setProperty("--level", `${Math.min(100, Math.round(level * 300))}%`);
+    this.meter.dataset.level = level.toFixed(6);
+    const decibels = 20 * Math.log10(Math.max(level, 1e-6));
+    this.meter.style.setProperty(
+      "--level",
+      `${Math.max(0, Math.round(100 + (100 * decibels) / meterFloorDb))}%`,
+    );
     if (mixer.playing) this.frame = requestAnimationFrame(() => this.tick());
   }
 }

@@ -221,6 +221,10 @@ def test_the_player_streams_mixes_and_shows_the_lyrics(page: Any, suite: Suite, 
     expect(item.get_by_test_id("karaoke-line")).to_have_text(" ".join(w["word"] for w in line_words))
     item.scroll_into_view_if_needed()
     player.screenshot(path=test_browser.SCREENSHOTS / "player.png")
+    # On a phone, nothing of the player is wider than the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     # Full screen (F): the first line large with its countdown and the next line below; Esc leaves.
     first = lines[0]
@@ -244,6 +248,24 @@ def test_the_player_streams_mixes_and_shows_the_lyrics(page: Any, suite: Suite, 
     expect(item.get_by_test_id("karaoke-countdown")).to_have_attribute("data-countdown", "2")
     expect(item.get_by_test_id("karaoke-line")).to_have_text(" ".join(w["word"] for w in line_words))
     expect(item.get_by_test_id("karaoke-next")).to_have_text("")
+    # Keys work over the whole screen.
+    page.keyboard.press("Space")
+    expect(clock).to_have_js_property("paused", False)
+    page.keyboard.press("Space")
+    expect(clock).to_have_js_property("paused", True)
+    page.keyboard.press("Escape")
+    expect(lyrics).to_have_attribute("data-fullscreen", "")
+
+    # Where the browser refuses full screen, the lyrics cover the window instead.
+    page.evaluate(
+        "() => { Element.prototype.requestFullscreen = () => Promise.reject(new TypeError('refused')); }"
+    )
+    item.get_by_test_id("fullscreen-button").click()
+    expect(lyrics).to_have_attribute("data-fullscreen", "fallback")
+    assert lyrics.bounding_box() == {"x": 0, "y": 0, "width": 1280, "height": 900}
+    # On top of the page: a point anywhere is in the lyrics.
+    on_top = "() => document.elementFromPoint(5, 5).closest('[data-testid=karaoke-lyrics]') !== null"
+    assert page.evaluate(on_top)
     page.keyboard.press("Escape")
     expect(lyrics).to_have_attribute("data-fullscreen", "")
 
@@ -271,7 +293,7 @@ def test_an_all_stems_job_mixes_each_stem_and_the_level_follows(page: Any, tmp_p
     # Mixed from the stems (the instrumental is their sum); the vocals, the guide, come last.
     assert sorted(names[:-1]) == ["bass", "drums", "other"] and names[-1] == "vocals", names
     assert [gain(item, name) for name in names] == [1.0, 1.0, 1.0, pytest.approx(0.2)]
-    expect(stem(item, "vocals").locator(".stem-name")).to_have_text("Guide vocal")
+    expect(stem(item, "vocals").locator(".slider-name")).to_have_text("Guide vocal")
 
     # The vocals alone, by muting the rest: heard at 100 %, silent at 0 % (pure karaoke).
     for name in names[:-1]:

@@ -162,6 +162,16 @@ export class Mixer {
         audio.currentTime = clock.currentTime;
       }
     });
+    // While the clock waits for data, so do the others.
+    clock.addEventListener("waiting", () => {
+      for (const audio of this.followers()) audio.pause();
+    });
+    clock.addEventListener("playing", () => {
+      for (const audio of this.followers()) {
+        audio.currentTime = clock.currentTime;
+        void audio.play().catch(() => undefined);
+      }
+    });
     clock.addEventListener("seeking", () => {
       for (const audio of this.followers()) audio.currentTime = clock.currentTime;
     });
@@ -175,9 +185,11 @@ export class Mixer {
   }
 
   private resync(): void {
-    if (!this.playing) return;
+    // The clock waiting for data holds the others (see follow).
+    if (!this.playing || this.clock.readyState < HTMLMediaElement.HAVE_FUTURE_DATA) return;
     for (const audio of this.followers()) {
-      if (audio.ended) continue;
+      // One still seeking or loading is not moved again: it would never catch up.
+      if (audio.ended || audio.seeking || audio.readyState < HTMLMediaElement.HAVE_FUTURE_DATA) continue;
       if (audio.paused) void audio.play().catch(() => undefined);
       if (Math.abs(audio.currentTime - this.clock.currentTime) > driftSeconds) {
         audio.currentTime = this.clock.currentTime;

@@ -1,60 +1,56 @@
-// The karaoke player: the job's stems streamed by URL and mixed (a guide-vocal level, and on
-// all-stems jobs a volume and mute per stem), tempo and key, the lyrics lit word by word in the page
-// or over the whole screen, and keys for all of it. The original song stays a choice while the page
-// holds the uploaded file. The state tests check is written to data-* attributes from the audio
-// nodes themselves.
+// The karaoke player: the job's stems streamed by URL and mixed, tempo and key, the lyrics lit word
+// by word in the page or over the whole screen, and keys for all of it. The original song stays a
+// choice while the page holds the uploaded file. What tests check is written to data-* attributes
+// read back from the audio nodes and elements themselves.
 import { errorText } from "./api";
+import { Slider } from "./controls";
 import { h } from "./dom";
 import { fileUrl } from "./files";
 import { FullscreenPanel } from "./fullscreen";
 import type { ArtifactView } from "./jobstate";
+import { keyHelp, playerAction, type PlayerAction } from "./keys";
 import { karaokeLines, LyricsView, unsungLines, type Line, type LineEntry, type WordEntry } from "./lyrics";
-import { Mixer, type Track, type TrackSource } from "./mixer";
+import { Mixer, type TrackSource } from "./mixer";
+import { MixerPanel } from "./mixer-panel";
 
-type Source = "instrumental" | "vocals" | "original";
-
-const sourceLabels: Record<Source, string> = {
-  instrumental: "Karaoke",
-  vocals: "Vocals only",
-  original: "Original song",
-};
-// The guide vocal sits under the backing by default; 0 is pure karaoke.
-const guidePercent = 20;
 const seekSeconds = 5;
 const guideStepPercent = 10;
 const tempoPercent = { min: 50, max: 150, step: 5 };
-const keySemitones = { min: -6, max: 6 };
+const keySemitones = { min: -6, max: 6, step: 1 };
 // The level meter's empty end, in dB below full scale.
 const meterFloorDb = 60;
-const keyHelp =
-  "Keys: Space play/pause · ←/→ 5 s · ↑/↓ guide vocal · +/− tempo · [/] key · F fullscreen · Esc leave it";
-
-interface StemControl {
-  track: Track;
-  element: HTMLDivElement;
-  volume: HTMLInputElement;
-  mute: HTMLButtonElement;
-}
 
 const stemName = (artifact: ArtifactView): string => artifact.name.replace(/\.[^.]*$/, "");
 
+// The tracks to play: an all-stems job's stems (the instrumental is their sum without the vocals),
+// otherwise the instrumental and the vocals. The first is the clock, so a backing one: it runs
+// whatever the mix.
+function trackSources(jobId: string, artifacts: ArtifactView[]): TrackSource[] {
+  const audio = artifacts.filter((a) => a.contentType.startsWith("audio/"));
+  const stems = audio.filter((a) => a.kind === "stem");
+  const instrumental = audio.filter((a) => a.kind === "instrumental");
+  const allStems = stems.some((a) => stemName(a) !== "vocals");
+  const played = allStems ? stems : [...instrumental, ...stems];
+  played.sort((a, b) => Number(stemName(a) === "vocals") - Number(stemName(b) === "vocals"));
+  return played.map((a) => ({ name: stemName(a), url: fileUrl(jobId, a.name) }));
+}
+
 export class KaraokePlayer {
   readonly element: HTMLElement;
-  private readonly sourceSelect: HTMLSelectElement;
   private readonly loadButton: HTMLButtonElement;
   private readonly status: HTMLSpanElement;
   private readonly transport: HTMLDivElement;
-  private readonly mixerPanel: HTMLDivElement;
-  private readonly tempo: HTMLInputElement;
-  private readonly key: HTMLInputElement;
+  private readonly panel: MixerPanel;
+  private readonly tempo = new Slider("Tempo", "tempo", tempoPercent, 100, (v) => `${v} %`);
+  private readonly key = new Slider("Key", "key", keySemitones, 0, (v) => (v > 0 ? `+${v}` : String(v)));
   private readonly meter: HTMLDivElement;
+  private readonly fullscreenButton: HTMLButtonElement;
   private readonly lyrics = new LyricsView();
   private readonly fullscreen: FullscreenPanel;
   private readonly unsung: HTMLDivElement;
   private readonly sources: TrackSource[];
   private readonly originalUrl?: string;
   private mixer?: Mixer;
-  private stems: StemControl[] = [];
   private frame = 0;
 
   constructor(
@@ -62,75 +58,50 @@ export class KaraokePlayer {
     private readonly artifacts: ArtifactView[],
     original: File | undefined,
   ) {
-    const audio = artifacts.filter((a) => a.contentType.startsWith("audio/"));
-    const stems = audio.filter((a) => a.kind === "stem");
-    const instrumental = audio.find((a) => a.kind === "instrumental");
-    // An all-stems job is mixed from its stems; the instrumental is their sum without the vocals.
-    const allStems = stems.some((a) => stemName(a) !== "vocals");
-    const played = allStems ? stems : [instrumental, ...stems].filter((a) => a !== undefined);
-    // The clock is a backing stem, so that it runs whatever the mix.
-    played.sort((a, b) => Number(stemName(a) === "vocals") - Number(stemName(b) === "vocals"));
-    this.sources = played.map((a) => ({ name: stemName(a), url: fileUrl(jobId, a.name) }));
+    this.sources = trackSources(jobId, artifacts);
     if (original && this.sources.length > 0) {
       this.originalUrl = URL.createObjectURL(original);
       this.sources.push({ name: "original", url: this.originalUrl });
     }
-
-    const names = new Set(this.sources.map((s) => s.name));
-    this.sourceSelect = h("select", { "data-testid": "player-source", "aria-label": "What to play" });
-    const offered: Source[] = [];
-    if (names.size > (names.has("vocals") ? 1 : 0) + (names.has("original") ? 1 : 0))
-      offered.push("instrumental");
-    if (names.has("vocals")) offered.push("vocals");
-    if (names.has("original")) offered.push("original");
-    for (const source of offered)
-      this.sourceSelect.append(h("option", { value: source }, sourceLabels[source]));
-
+    this.panel = new MixerPanel(this.sources.map((s) => s.name));
     this.loadButton = h("button", { type: "button", "data-testid": "player-load" }, "Play karaoke");
     this.status = h("span", { class: "muted player-status", "data-testid": "player-status" });
-    this.tempo = h("input", {
-      type: "range",
-      min: tempoPercent.min,
-      max: tempoPercent.max,
-      step: tempoPercent.step,
-      value: 100,
-      "data-testid": "tempo",
-      "aria-label": "Tempo",
-    });
-    this.key = h("input", {
-      type: "range",
-      min: keySemitones.min,
-      max: keySemitones.max,
-      step: 1,
-      value: 0,
-      "data-testid": "key",
-      "aria-label": "Key",
-    });
     this.meter = h(
       "div",
       { class: "meter", "data-testid": "level-meter", "data-level": 0, role: "presentation" },
       h("div", { class: "meter-fill" }),
     );
-    this.mixerPanel = h("div", { class: "mixer", "data-testid": "mixer" });
+    this.fullscreenButton = h(
+      "button",
+      { type: "button", "data-testid": "fullscreen-button" },
+      "Full screen",
+    );
     this.transport = h("div", { class: "transport", hidden: true });
-    this.fullscreen = new FullscreenPanel(this.lyrics.element, () => this.updateFullscreenButton());
+    this.fullscreen = new FullscreenPanel(this.lyrics.element, () => {
+      this.fullscreenButton.textContent = this.fullscreen.active ? "Leave full screen" : "Full screen";
+    });
     this.unsung = h("div", { class: "unsung", "data-testid": "unsung-lines", hidden: true });
     this.lyrics.element.hidden = true;
     this.element = h(
       "section",
       { class: "player", "data-testid": "player", tabindex: 0, "aria-label": "Karaoke player" },
       h("h3", {}, "Karaoke"),
-      h("div", { class: "player-controls" }, this.sourceSelect, this.loadButton, this.status),
+      h("div", { class: "player-controls" }, this.panel.sourceSelect, this.loadButton, this.status),
       this.transport,
       this.lyrics.element,
       this.unsung,
     );
 
     this.loadButton.addEventListener("click", () => void this.start());
-    this.sourceSelect.addEventListener("change", () => this.applyGains());
-    this.tempo.addEventListener("input", () => this.setTempo(Number(this.tempo.value)));
-    this.key.addEventListener("input", () => this.setKey(Number(this.key.value)));
-    this.element.addEventListener("keydown", (event) => this.onKey(event));
+    this.fullscreenButton.addEventListener("click", () => void this.fullscreen.toggle());
+    this.tempo.onInput((percent) => this.setTempo(percent));
+    this.key.onInput((semitones) => this.setKey(semitones));
+    this.element.addEventListener("keydown", (event) => {
+      const action = playerAction(event);
+      if (!action || !this.mixer) return;
+      event.preventDefault();
+      this.perform(action, this.mixer);
+    });
   }
 
   // Whether the job made anything to sing along to.
@@ -151,7 +122,6 @@ export class KaraokePlayer {
       this.mixer = mixer;
       this.lyrics.setLines(lines);
       this.buildTransport(mixer);
-      this.applyGains();
       this.setTempo(100);
       this.setKey(0);
       this.loadButton.hidden = true;
@@ -187,154 +157,55 @@ export class KaraokePlayer {
     clock.dataset.testid = "player-audio";
     clock.addEventListener("play", () => this.tick());
     clock.addEventListener("seeked", () => this.lyrics.show(clock.currentTime));
-    clock.addEventListener("ratechange", () => this.showRate());
-    this.stems = mixer.tracks.filter((t) => t.name !== "original").map((track) => this.stemControl(track));
-    this.mixerPanel.replaceChildren(...this.stems.map((stem) => stem.element));
-    const fullscreenButton = h(
-      "button",
-      { type: "button", "data-testid": "fullscreen-button" },
-      "Full screen",
-    );
-    fullscreenButton.addEventListener("click", () => void this.fullscreen.toggle());
-    this.key.disabled = !mixer.canChangeKey;
+    // The clock's own controls may change the rate too.
+    clock.addEventListener("ratechange", () => this.showRate(mixer));
+    this.panel.attach(mixer);
+    this.key.input.disabled = !mixer.canChangeKey;
     this.transport.replaceChildren(
       ...mixer.tracks.map((t) => t.audio),
-      this.mixerPanel,
+      this.panel.element,
       h(
         "div",
         { class: "player-controls" },
-        h("label", { class: "slider" }, "Tempo", this.tempo, h("output", { "data-testid": "tempo-value" })),
-        h("label", { class: "slider" }, "Key", this.key, h("output", { "data-testid": "key-value" })),
+        this.tempo.element,
+        this.key.element,
         this.meter,
-        fullscreenButton,
+        this.fullscreenButton,
       ),
       h("p", { class: "muted key-help", "data-testid": "key-help" }, keyHelp),
     );
   }
 
-  private stemControl(track: Track): StemControl {
-    const vocals = track.name === "vocals";
-    const label = vocals ? "Guide vocal" : track.name[0].toUpperCase() + track.name.slice(1);
-    const volume = h("input", {
-      type: "range",
-      min: 0,
-      max: 100,
-      step: 1,
-      value: vocals ? guidePercent : 100,
-      "data-testid": "stem-volume",
-      "aria-label": `${label} volume`,
-    });
-    const mute = h(
-      "button",
-      { type: "button", class: "mute", "data-testid": "stem-mute", "aria-pressed": "false" },
-      "Mute",
-    );
-    const element = h(
-      "div",
-      { class: "stem", "data-testid": "stem-control", "data-stem": track.name },
-      h("span", { class: "stem-name" }, label),
-      volume,
-      h("output", {}),
-      mute,
-    );
-    volume.addEventListener("input", () => this.applyGains());
-    mute.addEventListener("click", () => {
-      mute.setAttribute("aria-pressed", String(mute.getAttribute("aria-pressed") !== "true"));
-      this.applyGains();
-    });
-    return { track, element, volume, mute };
-  }
-
-  // Every track's gain from the choice of what to play and the mixer's sliders.
-  private applyGains(): void {
-    const mixer = this.mixer;
-    if (!mixer) return;
-    const source = this.sourceSelect.value as Source;
-    const controls = new Map(this.stems.map((stem) => [stem.track, stem]));
-    for (const track of mixer.tracks) {
-      const control = controls.get(track);
-      const muted = control?.mute.getAttribute("aria-pressed") === "true";
-      const mixed = control && !muted ? Number(control.volume.value) / 100 : 0;
-      const gain =
-        source === "original"
-          ? Number(track.name === "original")
-          : source === "vocals"
-            ? Number(track.name === "vocals")
-            : mixed;
-      mixer.setGain(track, gain);
-      if (!control) continue;
-      control.element.dataset.gain = String(track.gain.gain.value);
-      control.element.dataset.muted = String(muted);
-      control.element.querySelector("output")!.textContent = `${control.volume.value} %`;
-    }
-  }
-
-  private setGuide(percent: number): void {
-    const guide = this.stems.find((stem) => stem.track.name === "vocals");
-    if (!guide) return;
-    guide.volume.value = String(Math.max(0, Math.min(100, percent)));
-    this.applyGains();
-  }
-
   private setTempo(percent: number): void {
-    const clamped = Math.max(tempoPercent.min, Math.min(tempoPercent.max, percent));
-    this.tempo.value = String(clamped);
-    this.mixer?.setRate(clamped / 100);
-    this.showRate();
+    this.mixer?.setRate(this.tempo.set(percent) / 100);
+    if (this.mixer) this.showRate(this.mixer);
   }
 
-  private showRate(): void {
-    const rate = this.mixer?.rate ?? 1;
-    this.element.dataset.rate = String(rate);
-    this.tempo.value = String(Math.round(rate * 100));
-    this.tempo.nextElementSibling!.textContent = `${Math.round(rate * 100)} %`;
+  private showRate(mixer: Mixer): void {
+    this.element.dataset.rate = String(mixer.rate);
+    this.tempo.set(Math.round(mixer.rate * 100));
   }
 
   private setKey(semitones: number): void {
-    const clamped = Math.max(keySemitones.min, Math.min(keySemitones.max, semitones));
-    this.key.value = String(clamped);
-    this.mixer?.setSemitones(clamped);
-    const shifted = this.mixer?.semitones ?? 0;
-    this.element.dataset.semitones = String(shifted);
-    this.key.nextElementSibling!.textContent = shifted > 0 ? `+${shifted}` : String(shifted);
+    this.mixer?.setSemitones(this.key.set(semitones));
+    this.element.dataset.semitones = String(this.mixer?.semitones ?? 0);
   }
 
-  private updateFullscreenButton(): void {
-    const button = this.transport.querySelector("[data-testid=fullscreen-button]");
-    if (button) button.textContent = this.fullscreen.active ? "Leave full screen" : "Full screen";
-  }
-
-  private onKey(event: KeyboardEvent): void {
-    const mixer = this.mixer;
-    const target = event.target as HTMLElement;
-    if (!mixer || event.ctrlKey || event.metaKey || event.altKey) return;
-    // The browser's own controls, menus and buttons keep their keys.
-    if (target instanceof HTMLSelectElement || target instanceof HTMLAudioElement) return;
-    if (target instanceof HTMLButtonElement && (event.key === " " || event.key === "Enter")) return;
-    if (target instanceof HTMLInputElement && event.key.startsWith("Arrow")) return;
-    const actions: Record<string, () => void> = {
-      " ": () => (mixer.playing ? mixer.pause() : void mixer.play()),
-      ArrowLeft: () => mixer.seek(mixer.time - seekSeconds),
-      ArrowRight: () => mixer.seek(mixer.time + seekSeconds),
-      ArrowUp: () => this.setGuide(this.guidePercent() + guideStepPercent),
-      ArrowDown: () => this.setGuide(this.guidePercent() - guideStepPercent),
-      "+": () => this.setTempo(Number(this.tempo.value) + tempoPercent.step),
-      "=": () => this.setTempo(Number(this.tempo.value) + tempoPercent.step),
-      "-": () => this.setTempo(Number(this.tempo.value) - tempoPercent.step),
-      "[": () => this.setKey(Number(this.key.value) - 1),
-      "]": () => this.setKey(Number(this.key.value) + 1),
-      f: () => void this.fullscreen.toggle(),
-      F: () => void this.fullscreen.toggle(),
-      Escape: () => void this.fullscreen.leave(),
+  private perform(action: PlayerAction, mixer: Mixer): void {
+    const actions: Record<PlayerAction, () => void> = {
+      "play-pause": () => (mixer.playing ? mixer.pause() : void mixer.play()),
+      back: () => mixer.seek(mixer.time - seekSeconds),
+      forward: () => mixer.seek(mixer.time + seekSeconds),
+      "guide-up": () => this.panel.setGuide(this.panel.guide + guideStepPercent),
+      "guide-down": () => this.panel.setGuide(this.panel.guide - guideStepPercent),
+      faster: () => this.setTempo(this.tempo.value + tempoPercent.step),
+      slower: () => this.setTempo(this.tempo.value - tempoPercent.step),
+      "key-up": () => this.setKey(this.key.value + 1),
+      "key-down": () => this.setKey(this.key.value - 1),
+      fullscreen: () => void this.fullscreen.toggle(),
+      "leave-fullscreen": () => void this.fullscreen.leave(),
     };
-    const action = actions[event.key];
-    if (!action) return;
-    event.preventDefault();
-    action();
-  }
-
-  private guidePercent(): number {
-    return Number(this.stems.find((stem) => stem.track.name === "vocals")?.volume.value ?? 0);
+    actions[action]();
   }
 
   private tick(): void {

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import re
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC
 from pathlib import PurePath
 from urllib.parse import quote
@@ -49,7 +49,13 @@ SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 # What a cookie value may hold unquoted (RFC 6265 cookie-octet); keys made by `roar keys create` do.
 COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]+")
 # Statuses for the domain errors these answers can meet; anything else is a server error.
-HTTP_STATUS = {"NOT_FOUND": 404, "UNAUTHENTICATED": 401, "OUT_OF_RANGE": 416}
+HTTP_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "UNAUTHENTICATED": 401,
+    "NOT_FOUND": 404,
+    "OUT_OF_RANGE": 416,
+    "UNAVAILABLE": 503,
+}
 # ZIP dates start in 1980.
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -235,9 +241,9 @@ class FilesHttp:
     ) -> AsyncIterator[bytes]:
         """A ZIP (stored: audio does not compress) of the artifacts, made as it is sent."""
         sink = _Sink()
-        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:
             for artifact in artifacts:
-                member = zipfile.ZipInfo(artifact.name, date_time=when)  # type: ignore[arg-type]
+                member = zipfile.ZipInfo(artifact.name, date_time=when)
                 member.file_size = artifact.size  # decides whether the member needs ZIP64
                 with archive.open(member, "w") as out:
                     async for chunk in self._chunks(job_id, artifact.name, 0):
@@ -250,7 +256,7 @@ class FilesHttp:
         for data in sink.take():
             yield data
 
-    async def _chunks(self, job_id: str, name: str, offset: int) -> AsyncIterator[pb.DownloadChunk]:
+    async def _chunks(self, job_id: str, name: str, offset: int) -> AsyncGenerator[pb.DownloadChunk, None]:
         """Jobs.download's chunks: its checks read the store on the event loop's thread (where the
         store lives), its file reads run in worker threads."""
         chunks = self._jobs.download(job_id, name, offset)
@@ -264,13 +270,16 @@ class FilesHttp:
 
 
 async def _cut(
-    first: pb.DownloadChunk | None, rest: AsyncIterator[pb.DownloadChunk], length: int
+    first: pb.DownloadChunk | None, rest: AsyncGenerator[pb.DownloadChunk, None], length: int
 ) -> AsyncIterator[bytes]:
-    """The first `length` bytes of the chunks' data."""
-    chunk = first
-    while chunk is not None and length > 0:
-        data = chunk.data[:length]
-        length -= len(data)
-        metrics.DOWNLOAD_BYTES.inc(len(data))
-        yield data
-        chunk = await anext(rest, None) if length > 0 else None
+    """The first `length` bytes of the chunks' data; the file is closed once they are sent."""
+    try:
+        chunk = first
+        while chunk is not None and length > 0:
+            data = chunk.data[:length]
+            length -= len(data)
+            metrics.DOWNLOAD_BYTES.inc(len(data))
+            yield data
+            chunk = await anext(rest, None) if length > 0 else None
+    finally:
+        await rest.aclose()

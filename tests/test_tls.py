@@ -28,7 +28,7 @@ from roar.v1 import common_pb2, karaoke_pb2, karaoke_pb2_grpc
 from roar.v1 import orchestrator_pb2 as pb
 from tests.support.certs import Issued, issue, make_ca
 from tests.support.songs import write_song
-from tests.support.suite import REPO, Suite, free_port
+from tests.support.suite import REPO, Suite, create_key, free_port
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,19 @@ def test_the_web_port_serves_the_page_and_grpc_web_over_https(tls_suite: Suite, 
         urllib.request.urlopen(f"{tls_suite.web_url}/", context=ssl.create_default_context(), timeout=30)
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         urllib.request.urlopen(f"http://127.0.0.1:{tls_suite.web_port}/", timeout=30)
+
+
+def test_the_files_key_cookie_is_secure_over_https(tls_suite: Suite, pki: Pki) -> None:
+    key = create_key(tls_suite, "tls-page")
+    session = urllib.request.Request(
+        f"{tls_suite.web_url}/session", method="POST", headers={"Authorization": f"Bearer {key}"}
+    )
+    trusting = ssl.create_default_context(cafile=pki.ca.cert)
+    with urllib.request.urlopen(session, context=trusting, timeout=30) as response:
+        assert response.status == 204
+        attributes = response.headers["Set-Cookie"].split("; ")
+    assert attributes[0] == f"roar_key={key}"
+    assert {"Secure", "HttpOnly", "SameSite=Strict", "Path=/files"} <= set(attributes)
 
 
 # --- mutual TLS between the orchestrator and a stage ---

@@ -147,3 +147,12 @@ def create_key(suite: Suite, name: str, admin: bool = False) -> str:
     )
     assert made.returncode == 0, made.stderr
     return made.stdout.strip()
+
+
+def downloaded(suite: Suite, job_id: str, name: str, key: str = "") -> bytes:
+    """A job's file as the Download RPC sends it."""
+    with grpc.insecure_channel(suite.address) as channel:
+        chunks = pb_grpc.OrchestratorStub(channel).Download(
+            pb.DownloadRequest(job_id=job_id, name=name), metadata=bearer_metadata(key), timeout=60
+        )
+        return b"".join(chunk.data for chunk in chunks)

@@ -1,5 +1,6 @@
-// Artifacts come over the server-streaming Download call: chunks are gathered into a Blob, resuming
-// from the bytes already received when the stream breaks, then saved through an <a download>.
+// An artifact whole in memory over the server-streaming Download call: chunks are gathered into a
+// Blob, resuming from the bytes already received when the stream breaks. Downloads to disk are plain
+// links to /files (files.ts).
 import { Code, ConnectError } from "@connectrpc/connect";
 import { backoffMs, client, isTransient, sleep } from "./api";
 import type { Connection } from "./connection";
@@ -37,17 +38,4 @@ export async function fetchArtifact(
     }
   }
   return new Blob(chunks as BlobPart[], { type: contentType || "application/octet-stream" });
-}
-
-export function saveBlob(blob: Blob, name: string): void {
-  const url = URL.createObjectURL(blob);
-  const link = document.createElement("a");
-  link.href = url;
-  link.download = name;
-  link.hidden = true;
-  document.body.append(link);
-  link.click();
-  link.remove();
-  // The browser has taken the bytes once the click has been handled.
-  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }

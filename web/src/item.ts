@@ -7,7 +7,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { backoffMs, client, errorText, isTransient, sleep } from "./api";
 import type { Connection } from "./connection";
 import { h, ProgressBar } from "./dom";
-import { fetchArtifact, saveBlob } from "./download";
+import { allFilesUrl, fileUrl } from "./files";
 import { formatBytes, formatDuration, formatEta } from "./format";
 import {
   JobOptionsSchema,
@@ -140,6 +140,12 @@ export class Item {
   private readonly playerSlot: HTMLDivElement;
   private player?: KaraokePlayer;
   private shownArtifacts = "";
+  // Every file of the job in one ZIP, named by the server after the song.
+  private readonly downloadAll = h(
+    "a",
+    { class: "download-all", download: true, "data-testid": "download-all" },
+    "Download all (.zip)",
+  );
 
   private constructor(
     private readonly host: ItemHost,
@@ -201,6 +207,7 @@ export class Item {
       { class: "downloads", "data-testid": "downloads" },
       h("h3", {}, "Downloads"),
       this.downloadList,
+      this.downloadAll,
     );
     this.playerSlot = h("div");
     this.detail = h(
@@ -588,36 +595,21 @@ export class Item {
         const link = h(
           "a",
           {
-            href: "#",
+            href: fileUrl(jobId, artifact.name, true),
+            download: artifact.name,
             "data-testid": "artifact-link",
             "data-name": artifact.name,
             "data-kind": artifact.kind,
           },
           artifact.name,
         );
-        const note = h("span", { class: "muted" }, ` ${formatBytes(artifact.size)}`);
-        link.addEventListener("click", (event) => {
-          event.preventDefault();
-          void this.download(jobId, artifact.name, artifact.contentType, note, artifact.size);
-        });
-        return h("li", {}, link, note);
+        return h("li", {}, link, h("span", { class: "muted" }, ` ${formatBytes(artifact.size)}`));
       }),
     );
+    this.downloadAll.href = allFilesUrl(jobId);
     this.player?.dispose();
     this.player = artifacts.length > 0 ? new KaraokePlayer(jobId, artifacts, this.file) : undefined;
     this.playerSlot.replaceChildren(...(this.player?.playable ? [this.player.element] : []));
-  }
-
-  private async download(jobId: string, name: string, contentType: string, note: HTMLElement, size: number) {
-    try {
-      const blob = await fetchArtifact(this.connection, jobId, name, contentType, (got, total) => {
-        note.textContent = ` ${Math.round((100 * got) / Math.max(total, 1))}%`;
-      });
-      saveBlob(blob, name);
-      note.textContent = ` ${formatBytes(size)}`;
-    } catch (e) {
-      note.textContent = ` download failed: ${errorText(e)}`;
-    }
   }
 }
 

@@ -2,6 +2,7 @@
 import { AnalyticsView } from "./analytics";
 import { client, errorText } from "./api";
 import { Connection, type ConnectionState } from "./connection";
+import { keepKeyForFiles } from "./files";
 import { Item, stateLabel, type ItemHost } from "./item";
 import type { JobView } from "./jobstate";
 import { unlockSounds } from "./sound";
@@ -26,6 +27,8 @@ const badgeLabels: Record<ConnectionState, string> = {
   "key-needed": "Key needed",
 };
 
+// The file links and players send the key as a cookie (elements cannot send headers).
+void keepKeyForFiles(loadApiKey());
 const connection = new Connection(() => client.getServerInfo({}));
 const badge = byId<HTMLButtonElement>("connection-badge");
 connection.onChange((state) => {

@@ -1,6 +1,7 @@
 // What the page remembers in localStorage: its jobs (so they survive a reload and are re-attached
 // from the last seen event), unfinished uploads by file (so dropping the same file again resumes
 // it), the last options chosen, whether to notify, and the API key when the server needs one.
+import { keepKeyForFiles } from "./files";
 import type { JobView } from "./jobstate";
 
 const jobsKey = "roar.jobs.v1";
@@ -93,6 +94,7 @@ export function loadApiKey(): string {
 
 export function saveApiKey(key: string): void {
   write(apiKeyKey, key);
+  void keepKeyForFiles(key);
 }
 
 const soundsKey = "roar.sounds.v1";

@@ -19,7 +19,7 @@ import pytest
 from roar import audio
 from tests import test_browser
 from tests.support.songs import make_song, write_song
-from tests.support.suite import Suite
+from tests.support.suite import Suite, create_key, job_made_through_the_api
 
 pytestmark = pytest.mark.browser
 # test_browser's fixtures, by name in this module so that pytest finds them: the browser, and a fresh
@@ -309,3 +309,31 @@ def test_an_all_stems_job_mixes_each_stem_and_the_level_follows(page: Any, tmp_p
     stem(item, "drums").get_by_test_id("stem-volume").fill("50")
     assert gain(item, "drums") == 0.5
     level_reaches(page, item, f"level > {HEARD_LEVEL}")
+
+
+def test_a_keyed_servers_job_plays_with_the_key_cookie(
+    browser: Any, keyed_suite: Suite, tmp_path: Path
+) -> None:
+    """Stems and lyrics come by URL, so with ROAR_AUTH=on they need the key the page hands to
+    POST /session; a job made elsewhere has no original song to offer."""
+    key = create_key(keyed_suite, "dora")
+    job = job_made_through_the_api(keyed_suite, write_song(tmp_path / "keyed.wav", 6.0, seed=9), key)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        opened = context.new_page()
+        opened.goto(f"{keyed_suite.web_url}#job={job.job_id}")
+        opened.get_by_test_id("key-input").fill(key)
+        opened.get_by_test_id("key-submit").click()
+        item = test_browser.shown_item(opened)
+        options = item.get_by_test_id("player-source").locator("option")
+        expect(options).to_have_count(2)
+        assert [options.nth(i).get_attribute("value") for i in range(2)] == ["instrumental", "vocals"]
+        item.get_by_test_id("player-load").click()
+        wait_until_playing(opened, item.get_by_test_id("player-audio"))
+        expect(item.get_by_test_id("player-status")).to_have_text("")
+        expect(item.locator("audio[data-stem]")).to_have_count(2)
+        # Not the instrumental alone: the vocals stream too, from the same clock.
+        vocals = item.locator("audio[data-stem=vocals]")
+        opened.wait_for_function("a => !a.paused && a.currentTime > 0.2", arg=vocals.element_handle())
+    finally:
+        context.close()

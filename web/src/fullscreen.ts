@@ -7,8 +7,9 @@ export class FullscreenPanel {
     private readonly onChange: () => void,
   ) {
     element.dataset.fullscreen = "";
-    document.addEventListener("fullscreenchange", () => {
-      // Left by the browser's own way out (Esc, the system's gesture).
+    // Fired at the element itself as it enters and leaves: left by the browser's own way out (Esc,
+    // the system's gesture) too.
+    element.addEventListener("fullscreenchange", () => {
       if (element.dataset.fullscreen === "native" && document.fullscreenElement !== element) this.set("");
     });
   }

@@ -320,11 +320,16 @@ def test_a_keyed_servers_job_plays_with_the_key_cookie(
     browser: Any, keyed_suite: Suite, tmp_path: Path
 ) -> None:
     """Stems and lyrics come by URL, so with ROAR_AUTH=on they need the key the page hands to
-    POST /session; a job made elsewhere has no original song to offer."""
+    POST /session; a job made elsewhere has no original song to offer. This browser has no AudioWorklet
+    (as on a page served over plain http from another host): the song plays on in its own key."""
     key = create_key(keyed_suite, "dora")
     job = job_made_through_the_api(keyed_suite, write_song(tmp_path / "keyed.wav", 6.0, seed=9), key)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
+        # What an insecure origin gets: no AudioWorklet at all.
+        context.add_init_script(
+            "Object.defineProperty(BaseAudioContext.prototype, 'audioWorklet', { get: () => undefined })"
+        )
         opened = context.new_page()
         opened.goto(f"{keyed_suite.web_url}#job={job.job_id}")
         opened.get_by_test_id("key-input").fill(key)
@@ -336,6 +341,8 @@ def test_a_keyed_servers_job_plays_with_the_key_cookie(
         item.get_by_test_id("player-load").click()
         wait_until_playing(opened, item.get_by_test_id("player-audio"))
         expect(item.get_by_test_id("player-status")).to_have_text("")
+        expect(item.get_by_test_id("key")).to_be_disabled()
+        expect(item.get_by_test_id("player")).to_have_attribute("data-semitones", "0")
         expect(item.locator("audio[data-stem]")).to_have_count(2)
         # Not the instrumental alone: the vocals stream too, from the same clock.
         vocals = item.locator("audio[data-stem=vocals]")

@@ -291,8 +291,15 @@ def level_reaches(page: Any, item: Any, check: str) -> None:
 
 def test_an_all_stems_job_mixes_each_stem_and_the_level_follows(page: Any, tmp_path: Path) -> None:
     item = finished_job(page, write_song(tmp_path / "four-stems.wav", 10.0, seed=3), all_stems=True)
+    # A failed load says why, plays nothing and can be tried again.
+    page.route("**/lines.json", lambda route: route.fulfill(status=503))
+    item.get_by_test_id("player-load").click()
+    expect(item.get_by_test_id("player-status")).to_contain_text("Could not load the player: lines.json: 503")
+    expect(item.locator("audio")).to_have_count(0)
+    page.unroute("**/lines.json")
     item.get_by_test_id("player-load").click()
     wait_until_playing(page, item.get_by_test_id("player-audio"))
+    expect(item.get_by_test_id("player-status")).to_have_text("")
     controls = item.get_by_test_id("stem-control")
     names = [controls.nth(i).get_attribute("data-stem") for i in range(controls.count())]
     # Mixed from the stems (the instrumental is their sum); the vocals, the guide, come last.

@@ -56,7 +56,6 @@ export class Mixer {
     this.timer = window.setInterval(() => this.resync(), syncEveryMs);
   }
 
-  // Made on a click: browsers start an AudioContext only after a gesture.
   static async create(sources: TrackSource[]): Promise<Mixer> {
     const context = new AudioContext();
     let shifter: AudioWorkletNode | undefined;

@@ -117,19 +117,28 @@ export class KaraokePlayer {
 
   private async start(): Promise<void> {
     this.loadButton.disabled = true;
+    // Made at once, inside the click: browsers start audio only on a gesture.
+    const made = Mixer.create(this.sources);
     try {
-      const [lines, mixer] = await Promise.all([this.loadLyrics(), Mixer.create(this.sources)]);
+      const [lines, mixer] = await Promise.all([this.loadLyrics(), made]);
       this.mixer = mixer;
       this.lyrics.setLines(lines);
       this.buildTransport(mixer);
       this.setTempo(100);
       this.setKey(0);
+      this.status.textContent = "";
       this.loadButton.hidden = true;
       this.transport.hidden = false;
       this.lyrics.element.hidden = false;
       this.lyrics.show(0);
       await mixer.play();
     } catch (e) {
+      // Another click makes another; this one's audio stops.
+      if (!this.mixer)
+        void made.then(
+          (mixer) => mixer.dispose(),
+          () => undefined,
+        );
       this.status.textContent = `Could not load the player: ${errorText(e)}`;
       this.loadButton.disabled = false;
     }

@@ -65,6 +65,17 @@ await esbuild.build({
   banner: { js: bundleNotice },
   logLevel: "info",
 });
+// The key shifter runs in an AudioWorklet, a scope of its own: a bundle of its own, loaded by URL.
+await esbuild.build({
+  entryPoints: [join(web, "src", "pitch-worklet.ts")],
+  bundle: true,
+  minify: true,
+  format: "esm",
+  target: "es2022",
+  outfile: join(out, "pitch-worklet.js"),
+  legalComments: "none",
+  logLevel: "info",
+});
 await esbuild.build({
   entryPoints: [join(web, "src", "app.css")],
   minify: true,

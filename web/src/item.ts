@@ -659,8 +659,7 @@ export class Item {
     );
     this.downloadAll.href = allFilesUrl(jobId);
     this.player?.dispose();
-    this.player =
-      artifacts.length > 0 ? new KaraokePlayer(this.connection, jobId, artifacts, this.file) : undefined;
+    this.player = artifacts.length > 0 ? new KaraokePlayer(jobId, artifacts, this.file) : undefined;
     this.playerSlot.replaceChildren(...(this.player?.playable ? [this.player.element] : []));
   }
 }

@@ -1,171 +1,155 @@
-// The karaoke player: plays the instrumental (or the vocals, or the original file while the page
-// still holds it), shows the current line and lights up each word as it is sung, from the job's
-// lines.json and words.json.
+// The karaoke player: the job's stems streamed by URL and mixed, tempo and key, the lyrics lit word
+// by word in the page or over the whole screen, and keys for all of it. The original song stays a
+// choice while the page holds the uploaded file. What tests check is written to data-* attributes
+// read back from the audio nodes and elements themselves.
 import { errorText } from "./api";
-import type { Connection } from "./connection";
+import { Slider } from "./controls";
 import { h } from "./dom";
-import { fetchArtifact } from "./download";
+import { fileUrl } from "./files";
+import { FullscreenPanel } from "./fullscreen";
 import type { ArtifactView } from "./jobstate";
+import { keyHelp, playerAction, type PlayerAction } from "./keys";
+import { karaokeLines, LyricsView, unsungLines, type Line, type LineEntry, type WordEntry } from "./lyrics";
+import { Mixer, type TrackSource } from "./mixer";
+import { MixerPanel } from "./mixer-panel";
 
-interface TimedWord {
-  text: string;
-  start: number;
-  end: number;
+const seekSeconds = 5;
+const guideStepPercent = 10;
+const tempoPercent = { min: 50, max: 150, step: 5 };
+const keySemitones = { min: -6, max: 6, step: 1 };
+// The level meter's empty end, in dB below full scale.
+const meterFloorDb = 60;
+
+const stemName = (artifact: ArtifactView): string => artifact.name.replace(/\.[^.]*$/, "");
+
+// The tracks to play: an all-stems job's stems (the instrumental is their sum without the vocals),
+// otherwise the instrumental and the vocals. The first is the clock, so a backing one: it runs
+// whatever the mix.
+function trackSources(jobId: string, artifacts: ArtifactView[]): TrackSource[] {
+  const audio = artifacts.filter((a) => a.contentType.startsWith("audio/"));
+  const stems = audio.filter((a) => a.kind === "stem");
+  const instrumental = audio.filter((a) => a.kind === "instrumental");
+  const allStems = stems.some((a) => stemName(a) !== "vocals");
+  const played = allStems ? stems : [...instrumental, ...stems];
+  played.sort((a, b) => Number(stemName(a) === "vocals") - Number(stemName(b) === "vocals"));
+  return played.map((a) => ({ name: stemName(a), url: fileUrl(jobId, a.name) }));
 }
-
-interface Line {
-  text: string;
-  start: number;
-  end: number;
-  words: TimedWord[];
-}
-
-// The karaoke service's files: words.json lists every word, lines.json each line with the indices of
-// its words in words.json. A line of the user's lyrics that is not sung has "sung": false and null
-// times (files made before that key have none: sung).
-interface WordEntry {
-  word: string;
-  start: number;
-  end: number;
-  confidence: number;
-}
-
-interface LineEntry {
-  text: string;
-  start: number;
-  end: number;
-  words: number[];
-  sung?: boolean;
-}
-
-// The lines of the user's lyrics that are not sung: listed, never lit.
-export function unsungLines(lines: LineEntry[]): string[] {
-  return lines.filter((line) => line.sung === false).map((line) => line.text);
-}
-
-// A line without words (nothing could be timed inside it) is lit as a whole.
-export function karaokeLines(lines: LineEntry[], words: WordEntry[]): Line[] {
-  return lines
-    .filter((line) => line.sung !== false)
-    .map((line) => {
-      const timed = line.words
-        .map((index) => words[index])
-        .filter((word) => word !== undefined)
-        .map((word) => ({ text: word.word, start: word.start, end: word.end }));
-      return {
-        text: line.text,
-        start: line.start,
-        end: line.end,
-        words: timed.length > 0 ? timed : [{ text: line.text, start: line.start, end: line.end }],
-      };
-    });
-}
-
-type Source = "instrumental" | "vocals" | "original";
-
-// A line shows this long before it starts, so that the singer can read ahead.
-const leadInSeconds = 0.4;
 
 export class KaraokePlayer {
   readonly element: HTMLElement;
-  private readonly audio: HTMLAudioElement;
-  private readonly sourceSelect: HTMLSelectElement;
   private readonly loadButton: HTMLButtonElement;
   private readonly status: HTMLSpanElement;
-  private readonly currentLine: HTMLParagraphElement;
-  private readonly nextLine: HTMLParagraphElement;
-  private readonly lyrics: HTMLDivElement;
+  private readonly transport: HTMLDivElement;
+  private readonly panel: MixerPanel;
+  private readonly tempo = new Slider("Tempo", "tempo", tempoPercent, 100, (v) => `${v} %`);
+  private readonly key = new Slider("Key", "key", keySemitones, 0, (v) => (v > 0 ? `+${v}` : String(v)));
+  private readonly meter: HTMLDivElement;
+  private readonly fullscreenButton: HTMLButtonElement;
+  private readonly lyrics = new LyricsView();
+  private readonly fullscreen: FullscreenPanel;
   private readonly unsung: HTMLDivElement;
-  private readonly sourceNames: Partial<Record<Source, string>> = {};
-  private readonly urls = new Map<Source, string>();
-  private lines: Line[] = [];
-  private shownLine = -2;
-  private wordElements: HTMLSpanElement[] = [];
+  private readonly sources: TrackSource[];
+  private readonly originalUrl?: string;
+  private mixer?: Mixer;
   private frame = 0;
 
   constructor(
-    private readonly connection: Connection,
     private readonly jobId: string,
     private readonly artifacts: ArtifactView[],
     original: File | undefined,
   ) {
-    const instrumental = artifacts.find((a) => a.kind === "instrumental");
-    const vocals = artifacts.find((a) => a.kind === "stem" && a.name.startsWith("vocals"));
-    if (instrumental) this.sourceNames.instrumental = instrumental.name;
-    if (vocals) this.sourceNames.vocals = vocals.name;
-    if (original) this.urls.set("original", URL.createObjectURL(original));
-
-    this.sourceSelect = h("select", { "data-testid": "player-source", "aria-label": "What to play" });
-    const labels: Record<Source, string> = {
-      instrumental: "Instrumental",
-      vocals: "Vocals only",
-      original: "Original song",
-    };
-    for (const source of ["instrumental", "vocals", "original"] as const) {
-      if (this.sourceNames[source] || this.urls.has(source)) {
-        this.sourceSelect.append(h("option", { value: source }, labels[source]));
-      }
+    this.sources = trackSources(jobId, artifacts);
+    if (original && this.sources.length > 0) {
+      this.originalUrl = URL.createObjectURL(original);
+      this.sources.push({ name: "original", url: this.originalUrl });
     }
+    this.panel = new MixerPanel(this.sources.map((s) => s.name));
     this.loadButton = h("button", { type: "button", "data-testid": "player-load" }, "Play karaoke");
     this.status = h("span", { class: "muted player-status", "data-testid": "player-status" });
-    this.audio = h("audio", { controls: true, preload: "auto", "data-testid": "player-audio", hidden: true });
-    this.currentLine = h("p", { class: "line current", "data-testid": "karaoke-line" });
-    this.nextLine = h("p", { class: "line next", "data-testid": "karaoke-next" });
-    this.lyrics = h("div", { class: "lyrics", hidden: true }, this.currentLine, this.nextLine);
+    this.meter = h(
+      "div",
+      { class: "meter", "data-testid": "level-meter", "data-level": 0, role: "presentation" },
+      h("div", { class: "meter-fill" }),
+    );
+    this.fullscreenButton = h(
+      "button",
+      { type: "button", "data-testid": "fullscreen-button" },
+      "Full screen",
+    );
+    this.transport = h("div", { class: "transport", hidden: true });
+    this.fullscreen = new FullscreenPanel(this.lyrics.element, () => {
+      this.fullscreenButton.textContent = this.fullscreen.active ? "Leave full screen" : "Full screen";
+    });
     this.unsung = h("div", { class: "unsung", "data-testid": "unsung-lines", hidden: true });
+    this.lyrics.element.hidden = true;
     this.element = h(
       "section",
-      { class: "player", "data-testid": "player" },
+      { class: "player", "data-testid": "player", tabindex: 0, "aria-label": "Karaoke player" },
       h("h3", {}, "Karaoke"),
-      h("div", { class: "player-controls" }, this.sourceSelect, this.loadButton, this.status),
-      this.audio,
-      this.lyrics,
+      h("div", { class: "player-controls" }, this.panel.sourceSelect, this.loadButton, this.status),
+      this.transport,
+      this.lyrics.element,
       this.unsung,
     );
 
     this.loadButton.addEventListener("click", () => void this.start());
-    this.sourceSelect.addEventListener("change", () => void this.switchSource());
-    this.audio.addEventListener("play", () => this.tick());
-    this.audio.addEventListener("seeked", () => this.show(this.audio.currentTime));
+    this.fullscreenButton.addEventListener("click", () => void this.fullscreen.toggle());
+    this.tempo.onInput((percent) => this.setTempo(percent));
+    this.key.onInput((semitones) => this.setKey(semitones));
+    this.element.addEventListener("keydown", (event) => {
+      const action = playerAction(event);
+      if (!action || !this.mixer) return;
+      event.preventDefault();
+      this.perform(action, this.mixer);
+    });
   }
 
   // Whether the job made anything to sing along to.
   get playable(): boolean {
-    return Boolean(this.sourceNames.instrumental || this.sourceNames.vocals);
+    return this.sources.some((s) => s.name !== "original");
   }
 
   dispose(): void {
     cancelAnimationFrame(this.frame);
-    this.audio.pause();
-    for (const url of this.urls.values()) URL.revokeObjectURL(url);
+    this.mixer?.dispose();
+    if (this.originalUrl) URL.revokeObjectURL(this.originalUrl);
   }
 
   private async start(): Promise<void> {
     this.loadButton.disabled = true;
+    // Made at once, inside the click: browsers start audio only on a gesture.
+    const made = Mixer.create(this.sources);
     try {
-      this.lines = await this.loadLyrics();
-      await this.play(this.sourceSelect.value as Source, 0, true);
+      const [lines, mixer] = await Promise.all([this.loadLyrics(), made]);
+      this.mixer = mixer;
+      this.lyrics.setLines(lines);
+      this.buildTransport(mixer);
+      this.setTempo(100);
+      this.setKey(0);
+      this.status.textContent = "";
       this.loadButton.hidden = true;
-      this.audio.hidden = false;
-      this.lyrics.hidden = false;
-      this.show(0);
+      this.transport.hidden = false;
+      this.lyrics.element.hidden = false;
+      this.lyrics.show(0);
+      await mixer.play();
     } catch (e) {
+      // Another click makes another; this one's audio stops.
+      if (!this.mixer)
+        void made.then(
+          (mixer) => mixer.dispose(),
+          () => undefined,
+        );
       this.status.textContent = `Could not load the player: ${errorText(e)}`;
       this.loadButton.disabled = false;
     }
   }
 
-  private async switchSource(): Promise<void> {
-    if (this.audio.hidden) return;
-    await this.play(this.sourceSelect.value as Source, this.audio.currentTime, !this.audio.paused);
-  }
-
   private async loadLyrics(): Promise<Line[]> {
     const json = async (name: string): Promise<unknown[]> => {
-      const artifact = this.artifacts.find((a) => a.name === name);
-      if (!artifact) return [];
-      const blob = await fetchArtifact(this.connection, this.jobId, name, artifact.contentType);
-      return JSON.parse(await blob.text()) as unknown[];
+      if (!this.artifacts.some((a) => a.name === name)) return [];
+      const response = await fetch(fileUrl(this.jobId, name));
+      if (!response.ok) throw new Error(`${name}: ${response.status} ${response.statusText}`);
+      return (await response.json()) as unknown[];
     };
     const [lines, words] = await Promise.all([json("lines.json"), json("words.json")]);
     const unsung = unsungLines(lines as LineEntry[]);
@@ -177,69 +161,74 @@ export class KaraokePlayer {
     return karaokeLines(lines as LineEntry[], words as WordEntry[]);
   }
 
-  private async sourceUrl(source: Source): Promise<string> {
-    const known = this.urls.get(source);
-    if (known) return known;
-    const name = this.sourceNames[source] ?? "";
-    const artifact = this.artifacts.find((a) => a.name === name);
-    const blob = await fetchArtifact(
-      this.connection,
-      this.jobId,
-      name,
-      artifact?.contentType ?? "",
-      (got, total) => {
-        this.status.textContent = `Loading ${name}: ${Math.round((100 * got) / Math.max(total, 1))}%`;
-      },
+  private buildTransport(mixer: Mixer): void {
+    const clock = mixer.clockElement;
+    clock.dataset.testid = "player-audio";
+    clock.addEventListener("play", () => this.tick());
+    clock.addEventListener("seeked", () => this.lyrics.show(clock.currentTime));
+    // The clock's own controls may change the rate too.
+    clock.addEventListener("ratechange", () => this.showRate(mixer));
+    this.panel.attach(mixer);
+    this.key.input.disabled = !mixer.canChangeKey;
+    this.transport.replaceChildren(
+      ...mixer.tracks.map((t) => t.audio),
+      this.panel.element,
+      h(
+        "div",
+        { class: "player-controls" },
+        this.tempo.element,
+        this.key.element,
+        this.meter,
+        this.fullscreenButton,
+      ),
+      h("p", { class: "muted key-help", "data-testid": "key-help" }, keyHelp),
     );
-    const url = URL.createObjectURL(blob);
-    this.urls.set(source, url);
-    return url;
   }
 
-  private async play(source: Source, at: number, playing: boolean): Promise<void> {
-    this.sourceSelect.disabled = true;
-    try {
-      this.audio.src = await this.sourceUrl(source);
-      this.status.textContent = "";
-      await new Promise((resolve) => this.audio.addEventListener("loadedmetadata", resolve, { once: true }));
-      this.audio.currentTime = at;
-      // Autoplay may be refused without a gesture; the controls stay there to press play.
-      if (playing) await this.audio.play().catch(() => undefined);
-    } finally {
-      this.sourceSelect.disabled = false;
-    }
+  private setTempo(percent: number): void {
+    this.mixer?.setRate(this.tempo.set(percent) / 100);
+    if (this.mixer) this.showRate(this.mixer);
+  }
+
+  private showRate(mixer: Mixer): void {
+    this.element.dataset.rate = String(mixer.rate);
+    this.tempo.set(Math.round(mixer.rate * 100));
+  }
+
+  private setKey(semitones: number): void {
+    this.mixer?.setSemitones(this.key.set(semitones));
+    this.element.dataset.semitones = String(this.mixer?.semitones ?? 0);
+  }
+
+  private perform(action: PlayerAction, mixer: Mixer): void {
+    const actions: Record<PlayerAction, () => void> = {
+      "play-pause": () => (mixer.playing ? mixer.pause() : void mixer.play()),
+      back: () => mixer.seek(mixer.time - seekSeconds),
+      forward: () => mixer.seek(mixer.time + seekSeconds),
+      "guide-up": () => this.panel.setGuide(this.panel.guide + guideStepPercent),
+      "guide-down": () => this.panel.setGuide(this.panel.guide - guideStepPercent),
+      faster: () => this.setTempo(this.tempo.value + tempoPercent.step),
+      slower: () => this.setTempo(this.tempo.value - tempoPercent.step),
+      "key-up": () => this.setKey(this.key.value + 1),
+      "key-down": () => this.setKey(this.key.value - 1),
+      fullscreen: () => void this.fullscreen.toggle(),
+      "leave-fullscreen": () => void this.fullscreen.leave(),
+    };
+    actions[action]();
   }
 
   private tick(): void {
     cancelAnimationFrame(this.frame);
-    this.show(this.audio.currentTime);
-    if (!this.audio.paused && !this.audio.ended) this.frame = requestAnimationFrame(() => this.tick());
-  }
-
-  private lineAt(time: number): number {
-    let index = -1;
-    for (let i = 0; i < this.lines.length && this.lines[i].start - leadInSeconds <= time; i++) index = i;
-    return index;
-  }
-
-  private show(time: number): void {
-    const index = this.lineAt(time);
-    if (index !== this.shownLine) {
-      this.shownLine = index;
-      const line = this.lines[index];
-      this.wordElements = line
-        ? line.words.map((w) => h("span", { class: "word", "data-state": "upcoming" }, w.text))
-        : [];
-      this.currentLine.replaceChildren(...this.wordElements.flatMap((span, i) => (i ? [" ", span] : [span])));
-      this.nextLine.textContent = this.lines[index + 1]?.text ?? "";
-    }
-    const words = this.lines[index]?.words ?? [];
-    words.forEach((word, i) => {
-      const span = this.wordElements[i];
-      const state = time >= word.end ? "sung" : time >= word.start ? "now" : "upcoming";
-      span.dataset.state = state;
-      const sung = state === "now" ? (time - word.start) / Math.max(word.end - word.start, 0.01) : 0;
-      span.style.setProperty("--sung", `${Math.round(sung * 100)}%`);
-    });
+    const mixer = this.mixer;
+    if (!mixer) return;
+    this.lyrics.show(mixer.time);
+    const level = mixer.level();
+    this.meter.dataset.level = level.toFixed(6);
+    const decibels = 20 * Math.log10(Math.max(level, 1e-6));
+    this.meter.style.setProperty(
+      "--level",
+      `${Math.max(0, Math.round(100 + (100 * decibels) / meterFloorDb))}%`,
+    );
+    if (mixer.playing) this.frame = requestAnimationFrame(() => this.tick());
   }
 }

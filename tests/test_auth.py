@@ -27,11 +27,12 @@ from roar.errors import Unauthenticated
 from roar.v1 import karaoke_pb2, karaoke_pb2_grpc
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
+from tests.conftest import KEYED_ADMIN_KEY
 from tests.support.songs import write_song
 from tests.support.suite import REPO, Suite, free_port
 from tests.test_grpc_web import grpc_web_call
 
-ADMIN_KEY = "env-admin-key-0123456789abcdef"
+ADMIN_KEY = KEYED_ADMIN_KEY  # keyed_suite's (tests/conftest.py)
 WRONG_STAGE_KEY = "stage-key-0123456789abcdef"
 
 
@@ -198,17 +199,7 @@ def test_stage_refuses_to_listen_beyond_loopback_without_a_stage_key() -> None:
     assert "karaoke: listening on 0.0.0.0 needs a stage key: set ROAR_STAGE_KEY" in stderr
 
 
-# --- a suite under ROAR_AUTH=on ---
-
-
-@pytest.fixture(scope="module")
-def keyed_suite(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, str]) -> Iterator[Suite]:
-    root = tmp_path_factory.mktemp("keyed")
-    env = {**tiny_models, "ROAR_AUTH": "on", "ROAR_ADMIN_KEY": ADMIN_KEY}
-    running = Suite(root / "data", env, root / "roar-up.log")
-    running.start()
-    yield running
-    running.stop()
+# --- a suite under ROAR_AUTH=on (keyed_suite, tests/conftest.py) ---
 
 
 def roar(suite: Suite, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

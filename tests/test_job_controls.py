@@ -19,37 +19,28 @@ from roar.auth import bearer_metadata
 from roar.v1 import orchestrator_pb2 as pb
 from tests.support.songs import write_song
 from tests.test_orchestrator import (
+    HANGS,
     SONG_SECONDS,
     STEMS,
     WINDOW_COUNT,
     Behaviour,
     Code,
     Rig,
+    running_rig,
+    separating,
     unbroken_stems,
 )
-
-# A separation call that hangs after its first progress, until its job is paused or cancelled.
-HANGS = Behaviour(stop_after=0, code=None)
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    running = Rig(tmp_path / "data", max_running_jobs=1)
-    await running.start()
-    yield running
-    await running.stop()
+    async with running_rig(tmp_path / "data", max_running_jobs=1) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_song(tmp_path_factory.mktemp("song") / "song.wav", SONG_SECONDS)
-
-
-async def separating(rig: Rig, job_id: str, calls: int) -> None:
-    """Waits until the job runs and the fake separation has its call, the `calls`-th (the fake
-    takes its behaviour once the whole song is in)."""
-    await rig.wait_for(lambda: rig.store.get_job(job_id).state == pb.JOB_STATE_RUNNING)
-    await rig.wait_for(lambda: len(rig.separation.script.calls) >= calls)
 
 
 def state(rig: Rig, job_id: str) -> int:

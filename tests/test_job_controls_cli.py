@@ -17,8 +17,7 @@ from roar.cli import ProgressView
 from roar.v1 import orchestrator_pb2 as pb
 from tests.support.songs import write_song
 from tests.support.suite import REPO
-from tests.test_job_controls import HANGS, separating
-from tests.test_orchestrator import SONG_SECONDS, Behaviour, Code, Rig
+from tests.test_orchestrator import HANGS, SONG_SECONDS, Behaviour, Code, Rig, running_rig, separating
 
 
 class Ran(NamedTuple):
@@ -29,10 +28,8 @@ class Ran(NamedTuple):
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    running = Rig(tmp_path / "data", max_running_jobs=1)
-    await running.start()
-    yield running
-    await running.stop()
+    async with running_rig(tmp_path / "data", max_running_jobs=1) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -14,19 +14,15 @@ import pytest
 from roar.cli import ProgressView
 from roar.v1 import orchestrator_pb2 as pb
 from tests.support.songs import write_song
-from tests.test_orchestrator import SONG_SECONDS, Behaviour, Rig
+from tests.test_orchestrator import HANGS, SONG_SECONDS, Rig, running_rig, separating
 
-# A separation call that hangs after its first progress, until its job is cancelled.
-HANGS = Behaviour(stop_after=0, code=None)
 PLACE = re.compile(r"queued: (\d+)(?:st|nd|rd|th) in line(?:, about (?:\d+ min )?\d+ s to wait)?$")
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    running = Rig(tmp_path / "data", max_running_jobs=1)
-    await running.start()
-    yield running
-    await running.stop()
+    async with running_rig(tmp_path / "data", max_running_jobs=1) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +50,6 @@ async def submit_queued(rig: Rig, song: Path) -> pb.ProgressEvent:
     first = await rig.submit(song)
     await rig.wait_for(lambda: rig.store.get_job(first.job_id).last_event.message.startswith("queued:"))
     return first
-
-
-async def separating(rig: Rig, job_id: str, calls: int) -> None:
-    """Waits until the job runs and the fake separation has its call, the `calls`-th: it takes its
-    behaviour once the whole song is in, so a job cancelled before that would leave its HANGS to
-    the next job."""
-    await rig.wait_for(lambda: rig.store.get_job(job_id).state == pb.JOB_STATE_RUNNING)
-    await rig.wait_for(lambda: len(rig.separation.script.calls) >= calls)
 
 
 async def test_a_queued_job_moves_up_as_the_jobs_ahead_start(rig: Rig, song: Path) -> None:

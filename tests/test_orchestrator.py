@@ -11,6 +11,7 @@ import asyncio
 import io
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -360,12 +361,32 @@ async def _collect(events) -> list[pb.ProgressEvent]:
     return [e async for e in events]
 
 
+# A separation call that hangs after its first progress, until its job is paused or cancelled.
+HANGS = Behaviour(stop_after=0, code=None)
+
+
+@asynccontextmanager
+async def running_rig(data_dir: Path, **settings: float) -> AsyncIterator[Rig]:
+    rig = Rig(data_dir, **settings)
+    await rig.start()
+    try:
+        yield rig
+    finally:
+        await rig.stop()
+
+
+async def separating(rig: Rig, job_id: str, calls: int) -> None:
+    """Waits until the job runs and the fake separation has its call, the `calls`-th: it takes its
+    behaviour once the whole song is in, so a job cancelled or paused before that would leave its
+    HANGS to the next job."""
+    await rig.wait_for(lambda: rig.store.get_job(job_id).state == pb.JOB_STATE_RUNNING)
+    await rig.wait_for(lambda: len(rig.separation.script.calls) >= calls)
+
+
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    running = Rig(tmp_path / "data")
-    await running.start()
-    yield running
-    await running.stop()
+    async with running_rig(tmp_path / "data") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

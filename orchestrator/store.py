@@ -567,26 +567,28 @@ class Store:
         )
         return [pb.Job.FromString(row[0]) for row in rows]
 
+    # A cancel or a pause asked through an orchestrator that does not run the job: recorded for
+    # whichever orchestrator runs (or next takes) it, and announced to them.
+
     def request_cancel(self, job_id: str) -> None:
-        """Records a cancel for whichever orchestrator runs (or next takes) the job, and tells
-        them."""
-        with self._transaction():
-            self._db.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
-            self._notify(CANCELS_CHANNEL, job_id)
+        self._request(job_id, "cancel_requested", CANCELS_CHANNEL)
 
     def cancel_requested(self, job_id: str) -> bool:
-        row = self._db.execute("SELECT cancel_requested FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return row is not None and bool(row[0])
+        return self._requested(job_id, "cancel_requested")
 
     def request_pause(self, job_id: str) -> None:
-        """Records a pause for whichever orchestrator runs (or next takes) the job, and tells
-        them."""
-        with self._transaction():
-            self._db.execute("UPDATE jobs SET pause_requested = 1 WHERE job_id = ?", (job_id,))
-            self._notify(PAUSES_CHANNEL, job_id)
+        self._request(job_id, "pause_requested", PAUSES_CHANNEL)
 
     def pause_requested(self, job_id: str) -> bool:
-        row = self._db.execute("SELECT pause_requested FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return self._requested(job_id, "pause_requested")
+
+    def _request(self, job_id: str, column: str, channel: str) -> None:
+        with self._transaction():
+            self._db.execute(f"UPDATE jobs SET {column} = 1 WHERE job_id = ?", (job_id,))
+            self._notify(channel, job_id)
+
+    def _requested(self, job_id: str, column: str) -> bool:
+        row = self._db.execute(f"SELECT {column} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return row is not None and bool(row[0])
 
     def restart_clock(self, job_id: str) -> None:

@@ -241,7 +241,7 @@ class Jobs:
         if job.state == pb.JOB_STATE_PAUSED:  # no orchestrator runs it: it ends here
             # On a copy: the answer is the job as it was before the cancel, as for a running job.
             self._finish_cancelled(pb.Job.FromString(job.SerializeToString()))
-            metrics.JOBS_PAUSED.set(self._store.count_jobs(pb.JOB_STATE_PAUSED))
+            self._count_paused()
             return job
         if job_id in self._tasks:
             self._cancel_task(job_id)
@@ -295,7 +295,7 @@ class Jobs:
         self._check_room()
         # Queued as after its upload, as a new job waits; its stages' cards keep where they were.
         self._requeue(job, pb.STAGE_UPLOAD, 100.0, "queued again: resuming", job.last_event.overall_percent)
-        metrics.JOBS_PAUSED.set(self._store.count_jobs(pb.JOB_STATE_PAUSED))
+        self._count_paused()
         self._run_here(job, RESUMED_NOTE)
         return job
 
@@ -354,7 +354,7 @@ class Jobs:
             self._start(job, note)
 
     def resume_unfinished(self) -> None:
-        metrics.JOBS_PAUSED.set(self._store.count_jobs(pb.JOB_STATE_PAUSED))
+        self._count_paused()
         if not self._store.shared:
             for job in self._store.unfinished_jobs():
                 self._resume(job, RESTARTED_NOTE)
@@ -545,6 +545,10 @@ class Jobs:
         """The job's PAUSED event; its stages' records and checkpoints stay for ResumeJob."""
         job.state = pb.JOB_STATE_PAUSED
         self._events.emit(job, job.last_event.stage, job.last_event.stage_percent, paused_message(job.job_id))
+        self._count_paused()
+
+    def _count_paused(self) -> None:
+        """roar_jobs_paused from the store: on a shared store, every orchestrator's paused jobs."""
         metrics.JOBS_PAUSED.set(self._store.count_jobs(pb.JOB_STATE_PAUSED))
 
     def _finish_cancelled(self, job: pb.Job) -> None:

@@ -80,12 +80,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, str
         },
     )
     running = Cluster(data_dir=root / "data", log_path=root / "services.log", env=env, ports=ports)
-    try:
-        for name in [*SERVICES, "orchestrator"]:
-            running.start(name)
+    with running.serving([*SERVICES, "orchestrator"]):
         yield running
-    finally:
-        running.stop_all()
 
 
 @pytest.fixture(scope="module")

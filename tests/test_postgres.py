@@ -400,12 +400,8 @@ def site(
         },
     )
     running = Site(database_url=url, log_path=root / "services.log", env=env, ports=ports)
-    try:
-        for name in [*STAGE_SERVICES, *ORCHESTRATORS]:
-            running.start(name)
+    with running.serving([*STAGE_SERVICES, *ORCHESTRATORS]):
         yield running
-    finally:
-        running.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +73,16 @@ class ServiceProcesses:
             assert self.processes[name].poll() is None, self.tail()
             assert time.monotonic() < deadline, f"{name} not serving:\n{self.tail()}"
             time.sleep(0.3)
+
+    @contextmanager
+    def serving(self, names: list[str]) -> Iterator[ServiceProcesses]:
+        """Starts the services one after another; stops all of them on the way out."""
+        try:
+            for name in names:
+                self.start(name)
+            yield self
+        finally:
+            self.stop_all()
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> int:
         """Sends the signal (SIGKILL: no clean-up) and waits for the process to exit; its exit code."""

@@ -11,8 +11,6 @@ export function allFilesUrl(jobId: string): string {
   return `/files/${encodeURIComponent(jobId)}.zip`;
 }
 
-let session: Promise<void> = Promise.resolve();
-
 // Gives the server the page's API key to keep in an HttpOnly cookie for /files (POST /session), or
 // drops it ("": DELETE /session). Called on load and whenever the key changes. A key the server
 // refuses sets no cookie: its file links then answer 401, as the calls do.
@@ -20,14 +18,8 @@ export function keepKeyForFiles(key: string): Promise<void> {
   const request: RequestInit = key
     ? { method: "POST", headers: { authorization: `Bearer ${key}` } }
     : { method: "DELETE" };
-  session = fetch("/session", { ...request, credentials: "same-origin" }).then(
+  return fetch("/session", { ...request, credentials: "same-origin" }).then(
     () => undefined,
     () => undefined, // the server is away: the next load or key gives it again
   );
-  return session;
-}
-
-// Resolves once the server has the current key (or said no): wait for it before loading a file.
-export function filesKeyReady(): Promise<void> {
-  return session;
 }

@@ -24,21 +24,10 @@ from roar.service import is_serving
 from roar.v1 import orchestrator_pb2 as pb
 from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.support.songs import write_song
+from tests.support.store_rows import new_event, new_job
 from tests.support.suite import REPO, Suite, start_job_until_separating
 
 STAGE_OF = {"separation": pb.STAGE_SEPARATION, "transcription": pb.STAGE_TRANSCRIPTION}
-
-
-def _job(job_id: str, state: int = pb.JOB_STATE_RUNNING) -> pb.Job:
-    job = pb.Job(job_id=job_id, state=state, filename="song.wav")
-    job.created.GetCurrentTime()
-    return job
-
-
-def _event(job: pb.Job, message: str) -> pb.ProgressEvent:
-    event = pb.ProgressEvent(job_id=job.job_id, stage=pb.STAGE_SEPARATION, message=message, state=job.state)
-    event.timestamp.GetCurrentTime()
-    return event
 
 
 def service_pid(module: str, port: int) -> int:
@@ -72,9 +61,9 @@ def wait_serving(address: str) -> None:
 def test_a_process_dying_between_the_event_and_the_row_leaves_neither(tmp_path: Path) -> None:
     path = tmp_path / "roar.sqlite"
     store = Store(path)
-    job = _job("j1")
+    job = new_job("j1")
     store.put_job("u1", job)
-    store.record(_event(job, "first"), job)
+    store.record(new_event(job, "first"), job)
     store.close()
     # Another process records the next event and dies the moment the job row's UPDATE begins:
     # after the event's INSERT ran, before anything was committed.
@@ -97,26 +86,26 @@ def test_a_process_dying_between_the_event_and_the_row_leaves_neither(tmp_path: 
     assert store.get_job("j1").last_event.seq == 1
     # The next event continues the sequence.
     job = store.get_job("j1")
-    store.record(_event(job, "second"), job)
+    store.record(new_event(job, "second"), job)
     assert [(e.seq, e.message) for e in store.events_after("j1", 0)] == [(1, "first"), (2, "second")]
     assert store.get_job("j1").last_event.message == "second"
 
 
 def test_an_error_inside_the_transaction_stores_no_event(tmp_path: Path) -> None:
     store = Store(tmp_path / "roar.sqlite")
-    orphan = _job("no-row")
+    orphan = new_job("no-row")
     with pytest.raises(LookupError):
-        store.record(_event(orphan, "lost"), orphan)
+        store.record(new_event(orphan, "lost"), orphan)
     assert store.events_after("no-row", 0) == []
     assert store.last_seq("no-row") == 0
 
 
 def test_seq_comes_from_the_events_not_from_a_stale_row(tmp_path: Path) -> None:
     store = Store(tmp_path / "roar.sqlite")
-    job = _job("j1")
+    job = new_job("j1")
     store.put_job("u1", job)
     for message in ("one", "two", "three"):
-        store.record(_event(job, message), job)
+        store.record(new_event(job, message), job)
     stale = store.get_job("j1")
     stale.last_event.CopyFrom(store.events_after("j1", 1)[0])  # the row as the old crash left it
     store.put_job("u1", stale)
@@ -125,19 +114,19 @@ def test_seq_comes_from_the_events_not_from_a_stale_row(tmp_path: Path) -> None:
     assert store.get_job("j1").last_event.message == "three"
     assert store.reconcile(store.get_job("j1")) is False
     stale.last_event.seq = 1  # even a caller holding a stale copy gets the next free seq
-    store.record(_event(stale, "four"), stale)
+    store.record(new_event(stale, "four"), stale)
     assert [e.seq for e in store.events_after("j1", 0)] == [1, 2, 3, 4]
 
 
 def test_a_final_event_whose_row_was_never_written_finishes_the_job(tmp_path: Path) -> None:
     store = Store(tmp_path / "roar.sqlite")
-    job = _job("j1")
+    job = new_job("j1")
     store.put_job("u1", job)
-    store.record(_event(job, "running"), job)
+    store.record(new_event(job, "running"), job)
     row = store.get_job("j1")
     job.state = pb.JOB_STATE_SUCCEEDED
     job.artifacts.add(name="lyrics.lrc", kind="lyrics", size=3)
-    final = _event(job, "done")
+    final = new_event(job, "done")
     final.artifacts.extend(job.artifacts)
     store.record(final, job)
     store.put_job("u1", row)  # the row one event behind, still RUNNING

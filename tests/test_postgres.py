@@ -35,6 +35,7 @@ from roar.v1 import orchestrator_pb2_grpc as pb_grpc
 from tests.support.postgres import PostgresServer, running_postgres
 from tests.support.processes import ServiceProcesses, service_env
 from tests.support.songs import write_song
+from tests.support.store_rows import new_event, new_job
 from tests.support.suite import free_port
 
 
@@ -54,30 +55,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     opened.close()
 
 
-def _job(job_id: str, state: int = pb.JOB_STATE_RUNNING, created: float | None = None) -> pb.Job:
-    job = pb.Job(job_id=job_id, state=state, filename="song.wav")
-    if created is None:
-        job.created.GetCurrentTime()
-    else:
-        job.created.FromNanoseconds(int(created * 1e9))
-    job.updated.GetCurrentTime()
-    return job
-
-
-def _event(job: pb.Job, message: str) -> pb.ProgressEvent:
-    event = pb.ProgressEvent(job_id=job.job_id, stage=pb.STAGE_SEPARATION, message=message, state=job.state)
-    event.timestamp.GetCurrentTime()
-    return event
-
-
 # The store: the same calls give the same answers on both backends.
 
 
 def test_events_get_consecutive_seqs_and_the_row_follows_the_last(store: Store) -> None:
-    job = _job("j1")
+    job = new_job("j1")
     store.put_job("u1", job)
     for message in ("one", "two", "three"):
-        store.record(_event(job, message), job)
+        store.record(new_event(job, message), job)
     assert [(e.seq, e.message) for e in store.events_after("j1", 0)] == [(1, "one"), (2, "two"), (3, "three")]
     assert [e.seq for e in store.events_after("j1", 2)] == [3]
     assert store.last_seq("j1") == 3 and store.last_seq("nothing") == 0
@@ -91,9 +76,9 @@ def test_events_get_consecutive_seqs_and_the_row_follows_the_last(store: Store) 
 
 
 def test_an_event_for_a_job_without_a_row_is_not_stored(store: Store) -> None:
-    orphan = _job("no-row")
+    orphan = new_job("no-row")
     with pytest.raises(LookupError):
-        store.record(_event(orphan, "lost"), orphan)
+        store.record(new_event(orphan, "lost"), orphan)
     assert store.events_after("no-row", 0) == [] and store.last_seq("no-row") == 0
 
 
@@ -109,7 +94,7 @@ def test_uploads_and_their_expiry(store: Store) -> None:
     store.finish_upload("u1", common_pb2.AudioInfo(duration_seconds=61.5, sample_rate=44100, channels=2))
     finished = store.get_upload("u1")
     assert finished.finished and finished.audio.duration_seconds == 61.5
-    store.put_job("u2", _job("running"))
+    store.put_job("u2", new_job("running"))
     assert store.upload_ids() == {"u1", "u2"}
     assert store.expirable_uploads(time.time() + 1) == ["u1"]  # u2's job still needs it
     store.delete_upload("u1")
@@ -119,14 +104,14 @@ def test_uploads_and_their_expiry(store: Store) -> None:
 def test_jobs_list_newest_first_by_owner_and_keep_their_owner(store: Store) -> None:
     base = time.time() - 100
     for index, owner in enumerate(["a", "b", "a"]):
-        store.put_job("u", _job(f"j{index}", pb.JOB_STATE_SUCCEEDED, created=base + index * 0.001), owner)
+        store.put_job("u", new_job(f"j{index}", pb.JOB_STATE_SUCCEEDED, created=base + index * 0.001), owner)
     assert [j.job_id for j in store.list_jobs(10, 0)] == ["j2", "j1", "j0"]
     assert [j.job_id for j in store.list_jobs(1, 1)] == ["j1"]
     assert [j.job_id for j in store.list_jobs(10, 0, owner="a")] == ["j2", "j0"]
-    store.put_job("u", _job("j0", pb.JOB_STATE_FAILED, created=base), owner="b")  # an update
+    store.put_job("u", new_job("j0", pb.JOB_STATE_FAILED, created=base), owner="b")  # an update
     assert store.job_owner("j0") == "a" and store.get_job("j0").state == pb.JOB_STATE_FAILED
     assert store.upload_of("j1") == "u" and store.get_job("absent") is None
-    store.put_job("u", _job("open", pb.JOB_STATE_QUEUED))
+    store.put_job("u", new_job("open", pb.JOB_STATE_QUEUED))
     assert [j.job_id for j in store.unfinished_jobs()] == ["open"]
     ended = store.get_job("j1")
     ended.updated.FromSeconds(int(base))
@@ -177,8 +162,8 @@ def test_the_newest_stage_runs_of_each_kind_are_kept(store: Store) -> None:
 
 def test_stage_results_and_jobs_by_time(store: Store) -> None:
     base = 1_700_000_000.0
-    store.put_job("u", _job("mine", created=base), owner="k1")
-    store.put_job("u", _job("theirs", created=base + 10), owner="k2")
+    store.put_job("u", new_job("mine", created=base), owner="k1")
+    store.put_job("u", new_job("theirs", created=base + 10), owner="k2")
     store.add_stage_result("mine", pb.STAGE_SEPARATION, OK, 12.5, 60.0, base + 20)
     store.add_stage_result("theirs", pb.STAGE_TRANSCRIPTION, "UNAVAILABLE", 3.0, 30.0, base + 30)
     assert store.stage_results_between(base, base + 30) == [
@@ -190,8 +175,8 @@ def test_stage_results_and_jobs_by_time(store: Store) -> None:
 
 
 def test_a_lease_is_held_by_one_orchestrator_until_dropped_or_expired(store: Store) -> None:
-    store.put_job("u", _job("j"))
-    store.put_job("u", _job("done", pb.JOB_STATE_SUCCEEDED))
+    store.put_job("u", new_job("j"))
+    store.put_job("u", new_job("done", pb.JOB_STATE_SUCCEEDED))
     assert [j.job_id for j in store.leasable_jobs()] == ["j"]
     assert store.take_lease("j", "a", 30)
     assert not store.take_lease("j", "b", 30) and store.take_lease("j", "a", 30)
@@ -215,8 +200,8 @@ def test_a_lease_is_held_by_one_orchestrator_until_dropped_or_expired(store: Sto
 
 
 def test_a_paused_job_is_neither_resumed_nor_leased(store: Store) -> None:
-    store.put_job("u", _job("paused", pb.JOB_STATE_PAUSED))
-    store.put_job("u", _job("queued", pb.JOB_STATE_QUEUED))
+    store.put_job("u", new_job("paused", pb.JOB_STATE_PAUSED))
+    store.put_job("u", new_job("queued", pb.JOB_STATE_QUEUED))
     assert [j.job_id for j in store.unfinished_jobs()] == ["queued"]
     assert [j.job_id for j in store.leasable_jobs()] == ["queued"]
     assert not store.take_lease("paused", "a", 30)
@@ -261,7 +246,7 @@ def test_roar_keys_manage_the_keys_in_the_postgresql_store(
 def test_a_store_whose_connection_broke_reconnects(postgres: PostgresServer) -> None:
     url = postgres.new_database()
     store = Store(url)
-    job = _job("j")
+    job = new_job("j")
     store.put_job("u", job)
 
     def cut() -> None:  # what a server restart does to the store's connection
@@ -277,11 +262,11 @@ def test_a_store_whose_connection_broke_reconnects(postgres: PostgresServer) -> 
     with pytest.raises(Unavailable):  # a clear status for the one call that found out
         store.get_job("j")
     assert store.get_job("j").job_id == "j"
-    store.record(_event(job, "one"), job)
+    store.record(new_event(job, "one"), job)
     cut()
     with pytest.raises(Unavailable):  # a transaction too, and it left nothing behind
-        store.record(_event(job, "lost"), job)
-    store.record(_event(job, "two"), job)
+        store.record(new_event(job, "lost"), job)
+    store.record(new_event(job, "two"), job)
     assert [(e.seq, e.message) for e in store.events_after("j", 0)] == [(1, "one"), (2, "two")]
     store.close()
 
@@ -291,13 +276,13 @@ def test_two_orchestrators_writing_one_jobs_events_never_share_or_skip_a_seq(
 ) -> None:
     url = postgres.new_database()
     stores = [Store(url), Store(url)]  # the second start-up finds the tables made
-    stores[0].put_job("u", _job("j"))
+    stores[0].put_job("u", new_job("j"))
     per_writer = 40
 
     def write(store: Store, name: str) -> None:
         for index in range(per_writer):
             job = store.get_job("j")
-            store.record(_event(job, f"{name}{index}"), job)
+            store.record(new_event(job, f"{name}{index}"), job)
 
     writers = [threading.Thread(target=write, args=(s, n)) for s, n in zip(stores, "ab", strict=True)]
     for writer in writers:
@@ -314,7 +299,7 @@ def test_two_orchestrators_writing_one_jobs_events_never_share_or_skip_a_seq(
 async def test_events_and_cancels_are_announced_to_every_listener(postgres: PostgresServer) -> None:
     url = postgres.new_database()
     store = Store(url)
-    store.put_job("u", _job("j"))
+    store.put_job("u", new_job("j"))
     heard: list[tuple[str, str]] = []
     listener = asyncio.create_task(listen(url, lambda channel, job_id: heard.append((channel, job_id))))
 
@@ -327,7 +312,7 @@ async def test_events_and_cancels_are_announced_to_every_listener(postgres: Post
 
     def record() -> None:
         job = store.get_job("j")
-        store.record(_event(job, "progress"), job)
+        store.record(new_event(job, "progress"), job)
 
     try:
         await until(lambda: bool(heard), record)  # once LISTEN is under way, each event is heard

@@ -93,7 +93,13 @@ class Events:
                     return
             if not events:
                 job = self._store.get_job(job_id)
-                if job is None or job.state in TERMINAL_STATES:
+                if job is None:
+                    return
+                if job.last_event.seq > after_seq:
+                    # Stored (by another orchestrator on a shared store) between the two reads: read
+                    # it before judging the job's state, or its final event would be skipped.
+                    continue
+                if job.state in TERMINAL_STATES:
                     return
                 if self._store.shared:
                     with contextlib.suppress(TimeoutError):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.events import Events
 from orchestrator.jobs import RESUMED_NOTE, TAKEN_OVER_NOTE, paused_message
 from orchestrator.store import (
     CANCELS_CHANNEL,
@@ -56,6 +57,29 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 # The store: the same calls give the same answers on both backends.
+
+
+async def test_a_watch_reads_a_final_event_stored_between_its_two_reads(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watcher that finds no new event reads the job's row next; another orchestrator may store
+    the job's final event in between. The watch must still deliver it, not end on the row's
+    final state."""
+    job = new_job("j1")
+    store.put_job("u1", job)
+    store.record(new_event(job, "first"), job)
+    read_events = store.events_after
+
+    def finished_by_another_orchestrator(job_id: str, after_seq: int) -> list[pb.ProgressEvent]:
+        found = read_events(job_id, after_seq)
+        if not found and job.state != pb.JOB_STATE_SUCCEEDED:
+            job.state = pb.JOB_STATE_SUCCEEDED
+            store.record(new_event(job, "done"), job)
+        return found
+
+    monkeypatch.setattr(store, "events_after", finished_by_another_orchestrator)
+    watched = [event.message async for event in Events(store).watch("j1", 0)]
+    assert watched == ["first", "done"]
 
 
 def test_events_get_consecutive_seqs_and_the_row_follows_the_last(store: Store) -> None:

@@ -206,6 +206,22 @@ def test_an_unsung_line_is_reported_and_moves_nothing(song_dir: Path, transcribe
 
 
 @pytest.mark.shared
+@pytest.mark.parametrize("replaced", [1, 4])
+def test_a_line_written_in_place_of_a_sung_one_is_reported(
+    song_dir: Path, transcriber: Transcriber, replaced: int
+) -> None:
+    """Lyrics pasted from another song's page: one sung line is swapped for a line never sung, so
+    the singing holds a line where the lyrics hold another. No path of the aligner runs through the
+    wrong line there, and it is reported, not squeezed in."""
+    audio = _mix(song_dir, 0.0, bleed=0.3)
+    song = truth(song_dir)
+    segments = _aligned(audio, "\n".join([*SUNG[:replaced], UNSUNG, *SUNG[replaced + 1 :]]), transcriber)
+    assert [s.text for s in segments if s.not_sung] == [UNSUNG]
+    kept = [w for w in song["words"] if w["line"] != replaced]
+    assert share_within(kept, _placed(segments), 0.3) >= 0.95
+
+
+@pytest.mark.shared
 def test_a_line_missing_from_the_lyrics_drags_nothing(song_dir: Path, transcriber: Transcriber) -> None:
     audio = _mix(song_dir, 0.0, bleed=0.3)
     song = truth(song_dir)

@@ -68,6 +68,10 @@ MIN_MISSING_WORDS = 3
 # singing: held notes), plus a margin for the transcription's timing error.
 WORD_SECONDS = 0.7
 WINDOW_MARGIN_SECONDS = 0.6
+# ...and ends this much per word before the next line's first anchor, for that line's words before
+# it (sung fast: a line anchored only by its third word left the line before room to take its
+# first two).
+FAST_WORD_SECONDS = 0.25
 # Gaps longer than this are aligned window by window (a long stretch with no anchor).
 WINDOW_SECONDS = 60.0
 # A gap between anchored lines up to this long is aligned at once.
@@ -400,12 +404,14 @@ class _Aligner:
         return _speech_seconds(self.regions, start, end) >= MIN_LINE_VOICE_SHARE * max(end - start, 1e-3)
 
     def _next_start(self, lines: list[_Line], missing: list[_Missing], k: int) -> float:
-        """Where the next thing heard after line k begins: the next anchored line's first anchor,
-        or a passage the lyrics lack."""
+        """Where the next thing heard after line k begins: the next anchored line (its first
+        anchor, less the time its words before that take sung fast), or a passage the lyrics
+        lack."""
         starts = [p.words[0].start for p in missing if p.after >= k]
         following = next((line for line in lines[k + 1 :] if line.anchors), None)
         if following is not None:
-            starts.append(following.anchors[0][1].start)
+            index, heard = following.anchors[0]
+            starts.append(heard.start - index * FAST_WORD_SECONDS)
         return min(starts, default=self.duration)
 
     def _report(self, percent: float, message: str) -> None:

@@ -12,11 +12,21 @@ import pytest
 
 from bench.metrics import share_within, word_onset_errors
 from roar.errors import Cancelled
+from roar.progress import no_progress
 from roar.text import normalize_word
 from roar.v1 import common_pb2
-from services.transcription.align import align_lyrics, letters_to_phones, number_words, transcript_from_lyrics
+from services.transcription.align import (
+    _align,
+    _Dictionary,
+    _fits_better_warped,
+    align_lyrics,
+    letters_to_phones,
+    number_words,
+    transcript_from_lyrics,
+)
+from services.transcription.lyrics import parse_lyrics
 from services.transcription.transcriber import Transcriber, load_transcriber
-from services.transcription.vad import SAMPLE_RATE
+from services.transcription.vad import SAMPLE_RATE, speech_regions
 from tests.conftest import shared_path
 from tests.support.espeak_words import SONGS, sing, truth, vocals_with_bleed
 
@@ -162,6 +172,20 @@ VERSES = ["we ran across the golden field", "my brother plays a silver horn"]
 CHORUS = ["stay with me tonight", "the birds are flying to the south"]
 SUNG = [VERSES[0], *CHORUS, VERSES[1], *CHORUS]
 UNSUNG = "the winter wind is cold and long"
+
+
+@pytest.mark.parametrize(
+    ("voice", "high"), [("en+f3", True), ("en+f4", True), ("en", False), ("en+m3", False)]
+)
+def test_a_high_voice_is_aligned_with_features_warped_for_it(tmp_path: Path, voice: str, high: bool) -> None:
+    """Female voices fit the acoustic model better with its features warped for a shorter vocal
+    tract, male ones do not: the choice is the voice's, from the fit of the same lines both ways."""
+    song_dir = sing(tmp_path / "song", SUNG, seed=8, min_gap=1.5, voice=voice)
+    audio = vocals_with_bleed(song_dir, bleed=0.3, band_stems=("drums",))
+    dictionary = _Dictionary()
+    parsed = parse_lyrics("\n".join(SUNG))
+    lines, _ = _align(audio, parsed, [], speech_regions(audio), dictionary, no_progress)
+    assert _fits_better_warped(audio, lines, dictionary) is high
 
 
 @pytest.fixture(scope="module")

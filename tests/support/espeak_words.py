@@ -36,13 +36,16 @@ def truth(song_dir: Path) -> dict:
     return json.loads((song_dir / "truth.json").read_text())
 
 
-def sing(out_dir: Path, lines: list[str], seed: int, min_gap: float) -> Path:
-    """A new song of these lines with at least `min_gap` seconds of band between lines (vocals and
-    drums stems written); skips the test when libespeak-ng is missing."""
+def sing(out_dir: Path, lines: list[str], seed: int, min_gap: float, voice: str = "en") -> Path:
+    """A new song of these lines, sung by espeak-ng's `voice`, with at least `min_gap` seconds of
+    band between lines (vocals and drums stems written); skips the test when libespeak-ng is
+    missing."""
     from bench import synth
 
     try:
-        synth.make_song(out_dir, lines, seed=seed, bpm=120.0, min_gap=min_gap, stems=("vocals", "drums"))
+        synth.make_song(
+            out_dir, lines, seed=seed, bpm=120.0, voice=voice, min_gap=min_gap, stems=("vocals", "drums")
+        )
     except RuntimeError as exc:  # bench.espeak's message names the Debian packages
         pytest.skip(str(exc))
     return out_dir

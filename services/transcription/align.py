@@ -54,8 +54,10 @@ ALIGNER_NAME = "lyrics aligned with pocketsphinx, anchored by the transcription"
 # The share of the work that transcribing takes (the rest is aligning).
 TRANSCRIBE_SHARE = 70.0
 
-# The share of the alignment's progress that its first pass takes (a high voice is aligned again).
-FIRST_PASS_SHARE = 50.0
+# The shares of the alignment's progress that its first pass and the check of the voice take (a high
+# voice is aligned again in the rest).
+FIRST_PASS_SHARE = 45.0
+VOICE_CHECK_SHARE = 5.0
 # The share of the alignment's progress that the lines with anchors take (the gaps the rest).
 ANCHORED_SHARE = 60.0
 
@@ -217,9 +219,11 @@ def align_lyrics(
     regions = speech_regions(audio)
     first_pass = scaled(progress, 0.0, FIRST_PASS_SHARE)
     lines, missing = _align(audio, parsed, heard, regions, dictionary, first_pass)
-    if regions and _fits_better_warped(audio, lines, dictionary):
+    checked = FIRST_PASS_SHARE + VOICE_CHECK_SHARE
+    voice_check = scaled(progress, FIRST_PASS_SHARE, checked)
+    if regions and _fits_better_warped(audio, lines, dictionary, voice_check):
         dictionary.warp = HIGH_VOICE_WARP
-        second_pass = scaled(progress, FIRST_PASS_SHARE, 100.0)
+        second_pass = scaled(progress, checked, 100.0)
         lines, missing = _align(audio, parsed, heard, regions, dictionary, second_pass)
     progress(100.0, "lyrics aligned")
     return _segments(lines, missing)
@@ -246,7 +250,9 @@ def _align(
     return lines, missing
 
 
-def _fits_better_warped(audio: Samples, lines: list[_Line], dictionary: _Dictionary) -> bool:
+def _fits_better_warped(
+    audio: Samples, lines: list[_Line], dictionary: _Dictionary, progress: ProgressCallback = no_progress
+) -> bool:
     """Whether the sung lines (those with anchors, when some have) fit the audio better with the
     features warped for a shorter vocal tract (HIGH_VOICE_WARP) than unwarped, each line
     force-aligned again both ways in the span it was put in: the same windows and words, so only
@@ -255,14 +261,16 @@ def _fits_better_warped(audio: Samples, lines: list[_Line], dictionary: _Diction
     timed = [line for line in lines if line.sung and line.timed]
     # The lines with anchors where there are some: a line put where another is sung fits either
     # way badly, and as often better warped.
-    for line in [line for line in timed if line.anchors] or timed:
+    chosen = [line for line in timed if line.anchors] or timed
+    for k, line in enumerate(chosen):
+        check_cancelled()
+        progress(100.0 * k / len(chosen), f"checking the voice: line {k + 1} of {len(chosen)}")
         keys = [w.key for w in line.words if w.key]
         if not keys:
             continue
         start, end = max(0.0, line.start - WARP_MARGIN_SECONDS), line.end + WARP_MARGIN_SECONDS
         scored = {}
         for warp in fits:
-            check_cancelled()
             decoder = dictionary.decoder(warp)
             if _align_window(decoder, audio, start, end, keys, complete=True) is None:
                 break
@@ -493,7 +501,7 @@ class _Aligner:
         spans = iter(timed)
         return _Forced(
             [[next(spans) if w.key else None for w in line] for line in lines],
-            _fit(list(decoder.seg())),
+            _fit(list(decoder.seg())) if keys else 0.0,  # no word, nothing decoded
         )
 
     def _align_windows(self, words: list[_Word], start: float, end: float) -> None:

@@ -1,0 +1,126 @@
+"""The lyrics aligner alone, for tuning it: every song's exact and wrong lyrics aligned against its
+separated vocals, anchored by what the model heard, and scored as bench.eval scores the pipeline.
+The separated vocals and the transcript are made once per song and kept in a cache dir, so a change
+to services/transcription/align.py is measured on a set in about half a minute (bench.eval runs
+every stage through the services: minutes). Tune on the dev, val and female sets
+(bench/README.md); the test set is for bench.eval's report only.
+
+    python -m bench.align_sets bench/data/dev bench/data/val bench/data/female
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from bench.eval import SHARED_MODELS, load_song, mean_and_worst, score_condition, song_dirs
+from roar.audio import resample, to_mono
+from roar.progress import no_progress
+from roar.v1 import common_pb2, transcription_pb2
+from services.karaoke.formats import lines_json, words_json
+from services.separation.backends import load_separator
+from services.separation.separate import separate_audio
+from services.separation.separator import Separator
+from services.transcription.align import transcript_from_lyrics
+from services.transcription.transcribe import transcribe_song
+from services.transcription.transcriber import Transcriber, load_transcriber, prepare_audio
+
+SAMPLE_RATE = 16_000
+# What is printed per condition, as "name: format": the share of sung words within the target's
+# tolerance, and the sung lines lost (exact lyrics) or the unsung line reported (wrong lyrics).
+COLUMNS = {
+    "exact": {"within_0_2": "within 0.2 s {:.1%}", "falsely_unsung": "lines lost {:.0f}"},
+    "wrong": {"within_0_3": "within 0.3 s {:.1%}", "unsung_reported": "unsung reported {:.0%}"},
+}
+
+
+@functools.cache
+def _separator(source: str) -> Separator:
+    return load_separator(source, "cpu")
+
+
+@functools.cache
+def _transcriber(source: str) -> Transcriber:
+    return load_transcriber(source, "cpu")
+
+
+def cached(
+    song_dir: Path, cache: Path, separation_model: str, transcription_model: str
+) -> tuple[np.ndarray, common_pb2.Transcript]:
+    """(vocals, transcript): the song's Spleeter vocals as the transcription service reads them
+    (mono 16 kHz, brought to one level) and what the model heard in them without lyrics."""
+    audio_path = cache / f"{song_dir.parent.name}_{song_dir.name}.wav"
+    transcript_path = audio_path.with_suffix(".transcript.pb")
+    if not audio_path.is_file() or not transcript_path.is_file():
+        song = load_song(song_dir)
+        separator = _separator(separation_model)
+        mixture = np.stack([resample(c, song.sample_rate, separator.sample_rate) for c in song.mixture])
+        vocals = to_mono(separate_audio(separator, mixture)["vocals"])
+        buffer = io.BytesIO()
+        sf.write(buffer, resample(vocals, separator.sample_rate, SAMPLE_RATE), SAMPLE_RATE, format="WAV")
+        audio_path.write_bytes(buffer.getvalue())
+        transcriber = _transcriber(transcription_model)
+        audio = prepare_audio(buffer.getvalue())
+        blocks = (audio[i : i + 10 * SAMPLE_RATE] for i in range(0, len(audio), 10 * SAMPLE_RATE))
+        options = transcription_pb2.TranscriptionOptions(language="en")
+        transcript = transcribe_song(blocks, options, lambda _: transcriber, no_progress)
+        transcript_path.write_bytes(transcript.SerializeToString())
+    transcript = common_pb2.Transcript.FromString(transcript_path.read_bytes())
+    return prepare_audio(audio_path.read_bytes()), transcript
+
+
+def score_song(song_dir: Path, vocals: np.ndarray, heard: common_pb2.Transcript) -> dict[str, dict]:
+    """Per lyrics condition the song has, bench.eval's scores of the aligner's output."""
+    song = load_song(song_dir)
+    scores = {}
+    for condition in COLUMNS:
+        if condition not in song.lyrics:
+            continue
+        lines = transcript_from_lyrics(vocals, song.lyrics[condition], "en", lambda _: heard).segments
+        words = json.loads(words_json(lines))
+        scores[condition] = score_condition(song.truth, words, json.loads(lines_json(lines)), condition)
+    return scores
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sets", nargs="+", type=Path, help="dirs of bench.synth songs")
+    parser.add_argument("--cache", type=Path, default=Path("bench/data/.align_cache"))
+    parser.add_argument("--separation-model", default=str(SHARED_MODELS / "spleeter-2stems"))
+    parser.add_argument("--transcription-model", default=str(SHARED_MODELS / "whisper-tiny.en"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    for dataset in args.sets:
+        rows = {}
+        for song_dir in song_dirs(dataset):
+            vocals, heard = cached(song_dir, args.cache, args.separation_model, args.transcription_model)
+            rows[song_dir.name] = score_song(song_dir, vocals, heard)
+            cells = [
+                f"{condition}: "
+                + ", ".join(form.format(scores[key]) for key, form in COLUMNS[condition].items())
+                for condition, scores in rows[song_dir.name].items()
+            ]
+            print(f"{dataset.name}/{song_dir.name}: " + "; ".join(cells), flush=True)
+        for condition, columns in COLUMNS.items():
+            for key in columns:
+                values = {name: row[condition][key] for name, row in rows.items() if condition in row}
+                summary = mean_and_worst(values, key)
+                if not math.isnan(summary["mean"]):
+                    print(
+                        f"{dataset.name} {condition} {key}: mean {summary['mean']:.3f}, "
+                        f"worst {summary['worst']:.3f} ({summary['worst_song']})"
+                    )
+
+
+if __name__ == "__main__":
+    main()

@@ -164,11 +164,12 @@ class _Line:
 @dataclass
 class _Forced:
     """A forced alignment: per line, the (start, end) of each word (None for a word without a
-    pronunciation), and how well it fits the audio (the log acoustic score of its path, silences
-    included: comparable between alignments of the same window)."""
+    pronunciation), and how well it fits the audio: the log acoustic score of its path over its
+    frames, silences included (comparable between alignments of the same window)."""
 
     times: list[list[Span | None]]
     fit: float
+    frames: int
 
 
 @dataclass
@@ -257,7 +258,9 @@ def _fits_better_warped(
     features warped for a shorter vocal tract (HIGH_VOICE_WARP) than unwarped, each line
     force-aligned again both ways in the span it was put in: the same windows and words, so only
     the voice decides (maximum-likelihood vocal tract length normalisation, over two warps)."""
-    fits = {1.0: [0.0, 0], HIGH_VOICE_WARP: [0.0, 0]}
+    warps = (1.0, HIGH_VOICE_WARP)
+    fit = dict.fromkeys(warps, 0.0)
+    frames = dict.fromkeys(warps, 0)
     timed = [line for line in lines if line.sung and line.timed]
     # The lines with anchors where there are some: a line put where another is sung fits either
     # way badly, and as often better warped.
@@ -265,25 +268,16 @@ def _fits_better_warped(
     for k, line in enumerate(chosen):
         check_cancelled()
         progress(100.0 * k / len(chosen), f"checking the voice: line {k + 1} of {len(chosen)}")
-        keys = [w.key for w in line.words if w.key]
-        if not keys:
-            continue
         start, end = max(0.0, line.start - WARP_MARGIN_SECONDS), line.end + WARP_MARGIN_SECONDS
-        scored = {}
-        for warp in fits:
-            decoder = dictionary.decoder(warp)
-            if _align_window(decoder, audio, start, end, keys, complete=True) is None:
-                break
-            segments = list(decoder.seg())
-            scored[warp] = (_fit(segments), sum(s.end_frame + 1 - s.start_frame for s in segments))
-        if len(scored) == len(fits):  # a line only one way fits says nothing of the voice
-            for warp, (fit, frames) in scored.items():
-                fits[warp][0] += fit
-                fits[warp][1] += frames
-    if not fits[1.0][1]:
+        both = [_forced(dictionary.decoder(warp), audio, [line.words], start, end) for warp in warps]
+        if None in both:  # a line only one way fits says nothing of the voice
+            continue
+        for warp, forced in zip(warps, both, strict=True):
+            fit[warp] += forced.fit
+            frames[warp] += forced.frames
+    if not frames[1.0]:
         return False
-    per_frame = {warp: fit / frames for warp, (fit, frames) in fits.items()}
-    return per_frame[HIGH_VOICE_WARP] - per_frame[1.0] > MIN_WARP_GAIN
+    return fit[HIGH_VOICE_WARP] / frames[HIGH_VOICE_WARP] - fit[1.0] / frames[1.0] > MIN_WARP_GAIN
 
 
 # --- anchors ---
@@ -492,17 +486,7 @@ class _Aligner:
         self.progress(self.reached, message)
 
     def _force(self, lines: list[list[_Word]], start: float, end: float) -> _Forced | None:
-        """All of `lines` sung in [start, end) of the audio, timed; None when pocketsphinx fails."""
-        keys = [w.key for line in lines for w in line if w.key]
-        decoder = self.dictionary.decoder()
-        timed = _align_window(decoder, self.audio, start, end, keys, complete=True)
-        if timed is None:
-            return None
-        spans = iter(timed)
-        return _Forced(
-            [[next(spans) if w.key else None for w in line] for line in lines],
-            _fit(list(decoder.seg())) if keys else 0.0,  # no word, nothing decoded
-        )
+        return _forced(self.dictionary.decoder(), self.audio, lines, start, end)
 
     def _align_windows(self, words: list[_Word], start: float, end: float) -> None:
         """Times `words` (all with dictionary keys) in [start, end) window by window; words left
@@ -548,10 +532,22 @@ class _Aligner:
             position = kept[-1][1] if kept else keep_before
 
 
-def _fit(segments: list) -> float:
-    """How well an alignment's path (its segments, silences included) fits the audio: the log of
-    pocketsphinx's acoustic scores."""
-    return sum(math.log(max(segment.ascore, 1e-300)) for segment in segments)
+def _forced(
+    decoder: Decoder, audio: Samples, lines: list[list[_Word]], start: float, end: float
+) -> _Forced | None:
+    """All of `lines` sung in [start, end) of `audio`, timed by `decoder` (a fresh one); None when
+    pocketsphinx fails."""
+    keys = [w.key for line in lines for w in line if w.key]
+    timed = _align_window(decoder, audio, start, end, keys, complete=True)
+    if timed is None:
+        return None
+    segments = list(decoder.seg()) if keys else []  # no word, nothing decoded
+    spans = iter(timed)
+    return _Forced(
+        [[next(spans) if w.key else None for w in line] for line in lines],
+        sum(math.log(max(segment.ascore, 1e-300)) for segment in segments),
+        sum(segment.end_frame + 1 - segment.start_frame for segment in segments),
+    )
 
 
 def _word_seconds(lines: list[_Line]) -> float:

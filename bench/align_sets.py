@@ -12,29 +12,24 @@ from __future__ import annotations
 
 import argparse
 import functools
-import io
 import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from bench.eval import SHARED_MODELS, load_song, mean_and_worst, score_condition, song_dirs
-from roar.audio import resample, to_mono
+from bench.eval import SHARED_MODELS, Song, load_song, mean_and_worst, score_condition, song_dirs
+from bench.transcription_cost import separated_vocals
 from roar.progress import no_progress
 from roar.v1 import common_pb2, transcription_pb2
 from services.karaoke.formats import lines_json, words_json
-from services.separation.backends import load_separator
-from services.separation.separate import separate_audio
-from services.separation.separator import Separator
 from services.transcription.align import transcript_from_lyrics
 from services.transcription.transcribe import transcribe_song
 from services.transcription.transcriber import Transcriber, load_transcriber, prepare_audio
+from services.transcription.vad import SAMPLE_RATE
 
-SAMPLE_RATE = 16_000
 # What is printed per condition, as "name: format": the share of sung words within the target's
 # tolerance, and the sung lines lost (exact lyrics) or the unsung line reported (wrong lyrics).
 COLUMNS = {
@@ -44,43 +39,32 @@ COLUMNS = {
 
 
 @functools.cache
-def _separator(source: str) -> Separator:
-    return load_separator(source, "cpu")
-
-
-@functools.cache
 def _transcriber(source: str) -> Transcriber:
     return load_transcriber(source, "cpu")
 
 
 def cached(
-    song_dir: Path, cache: Path, separation_model: str, transcription_model: str
+    song: Song, cache: Path, separation_model: Path, transcription_model: str
 ) -> tuple[np.ndarray, common_pb2.Transcript]:
     """(vocals, transcript): the song's Spleeter vocals as the transcription service reads them
     (mono 16 kHz, brought to one level) and what the model heard in them without lyrics."""
-    audio_path = cache / f"{song_dir.parent.name}_{song_dir.name}.wav"
-    transcript_path = audio_path.with_suffix(".transcript.pb")
-    if not audio_path.is_file() or not transcript_path.is_file():
-        song = load_song(song_dir)
-        separator = _separator(separation_model)
-        mixture = np.stack([resample(c, song.sample_rate, separator.sample_rate) for c in song.mixture])
-        vocals = to_mono(separate_audio(separator, mixture)["vocals"])
-        buffer = io.BytesIO()
-        sf.write(buffer, resample(vocals, separator.sample_rate, SAMPLE_RATE), SAMPLE_RATE, format="WAV")
-        audio_path.write_bytes(buffer.getvalue())
-        transcriber = _transcriber(transcription_model)
-        audio = prepare_audio(buffer.getvalue())
-        blocks = (audio[i : i + 10 * SAMPLE_RATE] for i in range(0, len(audio), 10 * SAMPLE_RATE))
+    vocals_path = cache / f"{song.mixture_path.parent.parent.name}_{song.name}.wav"
+    transcript_path = vocals_path.with_suffix(".transcript.pb")
+    if not vocals_path.is_file():
+        vocals_path.write_bytes(separated_vocals(song.mixture_path, separation_model))
+    vocals = prepare_audio(vocals_path.read_bytes())
+    if not transcript_path.is_file():
+        step = 10 * SAMPLE_RATE
+        blocks = (vocals[i : i + step] for i in range(0, len(vocals), step))
         options = transcription_pb2.TranscriptionOptions(language="en")
+        transcriber = _transcriber(transcription_model)
         transcript = transcribe_song(blocks, options, lambda _: transcriber, no_progress)
         transcript_path.write_bytes(transcript.SerializeToString())
-    transcript = common_pb2.Transcript.FromString(transcript_path.read_bytes())
-    return prepare_audio(audio_path.read_bytes()), transcript
+    return vocals, common_pb2.Transcript.FromString(transcript_path.read_bytes())
 
 
-def score_song(song_dir: Path, vocals: np.ndarray, heard: common_pb2.Transcript) -> dict[str, dict]:
+def score_song(song: Song, vocals: np.ndarray, heard: common_pb2.Transcript) -> dict[str, dict]:
     """Per lyrics condition the song has, bench.eval's scores of the aligner's output."""
-    song = load_song(song_dir)
     scores = {}
     for condition in COLUMNS:
         if condition not in song.lyrics:
@@ -95,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sets", nargs="+", type=Path, help="dirs of bench.synth songs")
     parser.add_argument("--cache", type=Path, default=Path("bench/data/.align_cache"))
-    parser.add_argument("--separation-model", default=str(SHARED_MODELS / "spleeter-2stems"))
+    parser.add_argument("--separation-model", type=Path, default=SHARED_MODELS / "spleeter-2stems")
     parser.add_argument("--transcription-model", default=str(SHARED_MODELS / "whisper-tiny.en"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -103,8 +87,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for dataset in args.sets:
         rows = {}
         for song_dir in song_dirs(dataset):
-            vocals, heard = cached(song_dir, args.cache, args.separation_model, args.transcription_model)
-            rows[song_dir.name] = score_song(song_dir, vocals, heard)
+            song = load_song(song_dir)
+            vocals, heard = cached(song, args.cache, args.separation_model, args.transcription_model)
+            rows[song_dir.name] = score_song(song, vocals, heard)
             cells = [
                 f"{condition}: "
                 + ", ".join(form.format(scores[key]) for key, form in COLUMNS[condition].items())

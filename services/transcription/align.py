@@ -29,6 +29,7 @@ the files stay usable, just not synced.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import math
 import re
@@ -412,8 +413,24 @@ class _Aligner:
             self._align_windows([w for line in block for w in line.words if w.key], start, end)
             return
         voiced = [(a, b) for a, b in self.regions if b > start and a < end]
-        start = max(start, voiced[0][0] - LEAD_IN_SECONDS)
         end = min(end, voiced[-1][1] + LEAD_IN_SECONDS)
+        self._align_in(block, max(start, voiced[0][0] - LEAD_IN_SECONDS), end)
+        if all(line.sung for line in block) or voiced[0][0] >= start or len(voiced) < 2:
+            return
+        # The gap opens on singing that began before it: the line before holds a note longer than
+        # it was aligned to, and the lines put on its tail land where nobody sings. They are
+        # aligned again from the next singing, which is kept when more of them are sung there.
+        first_try = [(line.sung, [dataclasses.replace(w) for w in line.words]) for line in block]
+        for line in block:
+            line.sung = True
+        self._align_in(block, max(start, voiced[1][0] - LEAD_IN_SECONDS), end)
+        if sum(line.sung for line in block) <= sum(sung for sung, _ in first_try):
+            for line, (sung, words) in zip(block, first_try, strict=True):
+                line.sung, line.words = sung, words
+
+    def _align_in(self, block: list[_Line], start: float, end: float) -> None:
+        """The block's lines aligned in [start, end); those whose words land where nobody sings,
+        and the one left out when no path runs through them all, are not sung."""
         sung = block
         for attempt in range(2):
             for line in sung:

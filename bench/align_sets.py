@@ -1,11 +1,14 @@
 """The lyrics aligner alone, for tuning it: every song's exact and wrong lyrics aligned against its
 separated vocals, anchored by what the model heard, and scored as bench.eval scores the pipeline.
 The separated vocals and the transcript are made once per song and kept in a cache dir, so a change
-to services/transcription/align.py is measured on a set in about half a minute (bench.eval runs
+to services/transcription/align.py is measured on a set in about a minute (bench.eval runs
 every stage through the services: minutes). Tune on the dev, val and female sets
 (bench/README.md); the test set is for bench.eval's report only.
 
     python -m bench.align_sets bench/data/dev bench/data/val bench/data/female
+
+With --joined, the songs of all the sets are aligned once more end to end, as one long input with
+all their lyrics, and the aligner's CPU time is printed against the input's duration.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import functools
 import json
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,21 +79,45 @@ def score_song(song: Song, vocals: np.ndarray, heard: common_pb2.Transcript) -> 
     return scores
 
 
+def joined_cost(songs: Sequence[tuple[str, np.ndarray, common_pb2.Transcript]]) -> str:
+    """The aligner's CPU time on songs (lyrics, vocals, heard words) end to end, as one input."""
+    words, offset = [], 0.0
+    for _, vocals, heard in songs:
+        for word in (w for segment in heard.segments for w in segment.words):
+            words.append(common_pb2.Word())
+            words[-1].CopyFrom(word)
+            words[-1].start, words[-1].end = word.start + offset, word.end + offset
+        offset += len(vocals) / SAMPLE_RATE
+    audio = np.concatenate([vocals for _, vocals, _ in songs])
+    transcript = common_pb2.Transcript(segments=[common_pb2.Segment(words=words)])
+    lyrics = "\n\n".join(lyrics for lyrics, _, _ in songs)
+    started = time.process_time()
+    lines = transcript_from_lyrics(audio, lyrics, "en", lambda _: transcript).segments
+    seconds = time.process_time() - started
+    return (
+        f"joined: {offset:.0f} s of audio, {len(lines)} lines, "
+        f"aligned in {seconds:.0f} s of CPU ({seconds / offset:.3f} x its duration)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sets", nargs="+", type=Path, help="dirs of bench.synth songs")
     parser.add_argument("--cache", type=Path, default=Path("bench/data/.align_cache"))
     parser.add_argument("--separation-model", type=Path, default=SHARED_MODELS / "spleeter-2stems")
     parser.add_argument("--transcription-model", default=str(SHARED_MODELS / "whisper-tiny.en"))
+    parser.add_argument("--joined", action="store_true", help="also align all the songs as one input")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.cache.mkdir(parents=True, exist_ok=True)
+    everything = []  # (exact lyrics, vocals, heard words) of every song, for --joined
     for dataset in args.sets:
         rows = {}
         for song_dir in song_dirs(dataset):
             song = load_song(song_dir)
             vocals, heard = cached(song, args.cache, args.separation_model, args.transcription_model)
             rows[song_dir.name] = score_song(song, vocals, heard)
+            everything.append((song.lyrics["exact"], vocals, heard))
             cells = [
                 f"{condition}: "
                 + ", ".join(form.format(scores[key]) for key, form in COLUMNS[condition].items())
@@ -105,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         f"{dataset.name} {condition} {key}: mean {summary['mean']:.3f}, "
                         f"worst {summary['worst']:.3f} ({summary['worst_song']})"
                     )
+    if args.joined:
+        print(joined_cost(everything))
 
 
 if __name__ == "__main__":

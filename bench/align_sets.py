@@ -29,7 +29,7 @@ from bench.transcription_cost import separated_vocals
 from roar.progress import no_progress
 from roar.v1 import common_pb2, transcription_pb2
 from services.karaoke.formats import lines_json, words_json
-from services.transcription.align import transcript_from_lyrics
+from services.transcription.align import Judge, transcript_from_lyrics
 from services.transcription.transcribe import transcribe_song
 from services.transcription.transcriber import Transcriber, load_transcriber, prepare_audio
 from services.transcription.vad import SAMPLE_RATE
@@ -67,19 +67,25 @@ def cached(
     return vocals, common_pb2.Transcript.FromString(transcript_path.read_bytes())
 
 
-def score_song(song: Song, vocals: np.ndarray, heard: common_pb2.Transcript) -> dict[str, dict]:
+def judged_by(transcriber: Transcriber) -> Judge:
+    """The aligner's judge, as the service makes it from its model."""
+    return lambda samples, texts: transcriber.text_logprobs(samples, texts, "en")
+
+
+def score_song(song: Song, vocals: np.ndarray, heard: common_pb2.Transcript, judge: Judge) -> dict[str, dict]:
     """Per lyrics condition the song has, bench.eval's scores of the aligner's output."""
     scores = {}
     for condition in COLUMNS:
         if condition not in song.lyrics:
             continue
-        lines = transcript_from_lyrics(vocals, song.lyrics[condition], "en", lambda _: heard).segments
+        lyrics = song.lyrics[condition]
+        lines = transcript_from_lyrics(vocals, lyrics, "en", lambda _: heard, judge=judge).segments
         words = json.loads(words_json(lines))
         scores[condition] = score_condition(song.truth, words, json.loads(lines_json(lines)), condition)
     return scores
 
 
-def joined_cost(songs: Sequence[tuple[str, np.ndarray, common_pb2.Transcript]]) -> str:
+def joined_cost(songs: Sequence[tuple[str, np.ndarray, common_pb2.Transcript]], judge: Judge) -> str:
     """The aligner's CPU time on songs (lyrics, vocals, heard words) end to end, as one input."""
     words, offset = [], 0.0
     for _, vocals, heard in songs:
@@ -92,7 +98,7 @@ def joined_cost(songs: Sequence[tuple[str, np.ndarray, common_pb2.Transcript]]) 
     transcript = common_pb2.Transcript(segments=[common_pb2.Segment(words=words)])
     lyrics = "\n\n".join(lyrics for lyrics, _, _ in songs)
     started = time.process_time()
-    lines = transcript_from_lyrics(audio, lyrics, "en", lambda _: transcript).segments
+    lines = transcript_from_lyrics(audio, lyrics, "en", lambda _: transcript, judge=judge).segments
     seconds = time.process_time() - started
     return (
         f"joined: {offset:.0f} s of audio, {len(lines)} lines, "
@@ -111,12 +117,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(1)
     args.cache.mkdir(parents=True, exist_ok=True)
     everything = []  # (exact lyrics, vocals, heard words) of every song, for --joined
+    judge = judged_by(_transcriber(args.transcription_model))
     for dataset in args.sets:
         rows = {}
         for song_dir in song_dirs(dataset):
             song = load_song(song_dir)
             vocals, heard = cached(song, args.cache, args.separation_model, args.transcription_model)
-            rows[song_dir.name] = score_song(song, vocals, heard)
+            rows[song_dir.name] = score_song(song, vocals, heard, judge)
             everything.append((song.lyrics["exact"], vocals, heard))
             cells = [
                 f"{condition}: "
@@ -134,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         f"worst {summary['worst']:.3f} ({summary['worst_song']})"
                     )
     if args.joined:
-        print(joined_cost(everything))
+        print(joined_cost(everything, judge))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.align_sets import judged_by
 from bench.metrics import share_within, word_onset_errors
 from roar.errors import Cancelled
 from roar.progress import no_progress
@@ -19,6 +20,7 @@ from services.transcription.align import (
     _align,
     _Dictionary,
     _fits_better_warped,
+    _heard_instead,
     align_lyrics,
     letters_to_phones,
     number_words,
@@ -206,9 +208,9 @@ def _mix(song_dir: Path, vocals_db: float, bleed: float) -> np.ndarray:
 
 
 def _aligned(audio: np.ndarray, lyrics: str, transcriber: Transcriber) -> list[common_pb2.Segment]:
-    return list(
-        transcript_from_lyrics(audio, lyrics, "en", lambda p: transcriber.transcribe(audio, "", p)).segments
-    )
+    """As the service aligns: anchored by the model's words and judged by it."""
+    heard = lambda p: transcriber.transcribe(audio, "", p)  # noqa: E731
+    return list(transcript_from_lyrics(audio, lyrics, "en", heard, judge=judged_by(transcriber)).segments)
 
 
 def _placed(segments: list[common_pb2.Segment]) -> list[dict]:
@@ -243,6 +245,30 @@ def test_a_line_written_in_place_of_a_sung_one_is_reported(
     assert [s.text for s in segments if s.not_sung] == [UNSUNG]
     kept = [w for w in song["words"] if w["line"] != replaced]
     assert share_within(kept, _placed(segments), 0.3) >= 0.95
+
+
+@pytest.mark.shared
+def test_a_line_put_where_the_model_heard_another_is_not_sung(
+    song_dir: Path, transcriber: Transcriber
+) -> None:
+    """Step 6 of the aligner: every line judged as if placed without anchors, one of them with the
+    text of a line never sung (as when an unsung line is put where a line the lyrics lack is sung).
+    The model finds the words it heard there far likelier than that text: that line is not sung, and
+    the words heard there are kept as a passage the lyrics lack. The sung lines stay sung."""
+    audio = _mix(song_dir, 0.0, bleed=0.3)
+    heard = [w for s in transcriber.transcribe(audio).segments for w in s.words]
+    parsed = parse_lyrics("\n".join(SUNG))
+    lines, missing = _align(audio, parsed, heard, speech_regions(audio), _Dictionary(), no_progress)
+    assert all(line.sung for line in lines) and not missing
+    for line in lines:
+        line.anchors.clear()
+    lines[3].text = UNSUNG  # where "my brother plays a silver horn" is sung
+    _heard_instead(audio, lines, missing, heard, judged_by(transcriber))
+    assert [line.text for line in lines if not line.sung] == [UNSUNG]
+    [passage] = missing
+    assert passage.after == 3
+    kept = {normalize_word(w.text) for w in passage.words}
+    assert len(kept & set(VERSES[1].split())) >= 3, kept
 
 
 @pytest.mark.shared

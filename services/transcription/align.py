@@ -16,9 +16,12 @@
    leaving out fits best is not sung (a line pasted in place of the one sung there).
 5. Words no alignment placed (no pronunciation, a failed window) are spread between their timed
    neighbours, in proportion to their length, and marked as not heard.
+6. A line placed without anchors over words the model heard clearly is NOT SUNG when the model
+   finds those words far likelier there than the line (the `judge` callback): it was put over a
+   line the lyrics lack, whose heard words are kept as such.
 
-A high voice is then aligned again, steps 2-5, with pocketsphinx's features warped for a shorter
-vocal tract, when its lines fit the audio better so (see HIGH_VOICE_WARP).
+A high voice is aligned again, steps 2-5, with pocketsphinx's features warped for a shorter vocal
+tract, when its lines fit the audio better so (see HIGH_VOICE_WARP). Step 6 comes last, once.
 
 With no anchor at all (nothing heard, or no transcription), the whole song is one gap (aligned
 window by window, every line taken as sung, when it is longer than MAX_GAP_SECONDS). When the voice
@@ -103,6 +106,17 @@ MIN_LINE_VOICE_SHARE = 0.35
 # (to find the one not sung) when it has at most this many lines: each try aligns the whole gap.
 MAX_LINES_LEFT_OUT_IN_TURN = 8
 
+# A line placed without anchors over at least MIN_MISSING_WORDS heard words is not sung when the model
+# finds its text this much less likely there than the words it heard (mean log-probability per token,
+# whisper-tiny.en): another line is sung there. On the dev set's lines without anchors, the two unsung
+# lines that were put over a line the lyrics lack fell 4.1 and 3.1 under what was heard there, sung
+# lines at most 1.3; on the val and female sets, sung lines at most 1.7 (none over this).
+MIN_HEARD_ADVANTAGE = 2.5
+# The heard words over a line: those whose middle is in its span or this close to it...
+HEARD_MARGIN_SECONDS = 0.1
+# ...judged in its span and this much audio around it.
+JUDGED_MARGIN_SECONDS = 0.3
+
 # --- confidence ---
 # pocketsphinx's word posteriors in alignment are ~1 whatever was sung, so a word it placed
 # without an anchor gets this; an anchored word the model's own confidence (at least this).
@@ -130,6 +144,9 @@ _NON_WORDS = ("<s>", "</s>", "<sil>", "(NULL)")  # "(NULL)": a null transition o
 _ALTERNATIVE = re.compile(r"\(\d+\)$")  # "the(2)": CMUdict's second pronunciation of "the"
 
 Span = tuple[float, float]
+# The model's mean log-probability per token of each text as the words sung in some audio (mono
+# float32 at 16 kHz, up to 30 s); None when it cannot judge.
+Judge = Callable[[Samples, list[str]], list[float] | None]
 
 
 @dataclass
@@ -187,9 +204,11 @@ def transcript_from_lyrics(
     language: str,
     transcribe: Callable[[ProgressCallback], common_pb2.Transcript],
     progress: ProgressCallback = no_progress,
+    judge: Judge | None = None,
 ) -> common_pb2.Transcript:
     """The user's lyrics (in `language`), line by line, timed against `audio` (the vocals stem, mono
-    float32 at 16 kHz), anchored by `transcribe(progress)`'s words; lines not sung carry not_sung."""
+    float32 at 16 kHz), anchored by `transcribe(progress)`'s words and checked by `judge` (step 6);
+    lines not sung carry not_sung."""
     try:
         heard = transcribe(scaled(progress, 0.0, TRANSCRIBE_SHARE))
         heard_words = [w for s in heard.segments for w in s.words if normalize_word(w.text)]
@@ -198,7 +217,7 @@ def transcript_from_lyrics(
     except Exception:  # whatever the model hits, forced alignment alone still times the lyrics
         log.exception("transcribing the vocals failed; aligning the lyrics without anchors")
         heard_words = []
-    segments = align_lyrics(audio, lyrics, heard_words, scaled(progress, TRANSCRIBE_SHARE, 100.0))
+    segments = align_lyrics(audio, lyrics, heard_words, scaled(progress, TRANSCRIBE_SHARE, 100.0), judge)
     return common_pb2.Transcript(
         language=language.strip().lower(), segments=segments, model=ALIGNER_NAME, from_user_lyrics=True
     )
@@ -209,11 +228,12 @@ def align_lyrics(
     lyrics: str,
     heard: Sequence[common_pb2.Word] = (),
     progress: ProgressCallback = no_progress,
+    judge: Judge | None = None,
 ) -> list[common_pb2.Segment]:
     """One Segment per sung line of `lyrics` (repeats written out; not_sung for a line the audio
     does not hold), plus one per passage of `heard` words the lyrics lack (their words
-    from_transcript), in time order. Words are ordered and do not overlap. Raises Cancelled when
-    `progress` or the run does."""
+    from_transcript), in time order. Words are ordered and do not overlap. Without `judge`, step 6
+    is left out. Raises Cancelled when `progress` or the run does."""
     parsed = parse_lyrics(lyrics)
     if not parsed:
         return []
@@ -227,6 +247,8 @@ def align_lyrics(
         dictionary.warp = HIGH_VOICE_WARP
         second_pass = scaled(progress, checked, 100.0)
         lines, missing = _align(audio, parsed, heard, regions, dictionary, second_pass)
+    if judge is not None:
+        _heard_instead(audio, lines, missing, heard, judge)
     progress(100.0, "lyrics aligned")
     return _segments(lines, missing)
 
@@ -319,6 +341,39 @@ def _anchor(lines: list[_Line], heard: list[common_pb2.Word], regions: list[Span
             after = owners[a0][0] if a0 >= 0 else -1
             missing.append(_Missing(after, heard[b0 + 1 : b1]))
     return missing
+
+
+def _heard_instead(
+    audio: Samples,
+    lines: list[_Line],
+    missing: list[_Missing],
+    heard: Sequence[common_pb2.Word],
+    judge: Judge,
+) -> None:
+    """Step 6: each line placed without anchors over at least MIN_MISSING_WORDS heard words that the
+    judge finds over MIN_HEARD_ADVANTAGE likelier there than the line is not sung; those words are
+    a passage the lyrics lack."""
+    kept = {id(w) for passage in missing for w in passage.words}
+    for k, line in enumerate(lines):
+        if not line.sung or line.anchors or not line.timed:
+            continue
+        check_cancelled()
+        start, end = line.start, line.end
+        over = [
+            w
+            for w in heard
+            if start - HEARD_MARGIN_SECONDS <= (w.start + w.end) / 2 <= end + HEARD_MARGIN_SECONDS
+            and id(w) not in kept
+        ]
+        if len(over) < MIN_MISSING_WORDS:
+            continue
+        first = max(0, round((start - JUDGED_MARGIN_SECONDS) * SAMPLE_RATE))
+        samples = audio[first : round((end + JUDGED_MARGIN_SECONDS) * SAMPLE_RATE)]
+        scores = judge(samples, [line.text, " ".join(w.text for w in over)])
+        if scores is not None and scores[1] - scores[0] > MIN_HEARD_ADVANTAGE:
+            line.sung = False
+            missing.append(_Missing(k, over))
+            log.info("line %r not sung: the model heard %r there", line.text, " ".join(w.text for w in over))
 
 
 # --- forced alignment ---

@@ -181,6 +181,8 @@ def transcribe_song(
         transcript = song.transcript()
         if lyrics:
             lyrics_text, language = options.lyrics, options.language
-            return transcript_from_lyrics(audio, lyrics_text, language, lambda _: transcript, progress)
+            return transcript_from_lyrics(
+                audio, lyrics_text, language, lambda _: transcript, progress, judge=song.judge
+            )
         transcript.model = transcript.model or model_name or backend().name
         return transcript

@@ -122,6 +122,19 @@ class WhisperTranscriber:
         token = int(self.pipe.model.detect_language(self._features(window))[0])
         return self.pipe.tokenizer.convert_ids_to_tokens(token).strip("<|>")
 
+    def text_logprobs(self, samples: np.ndarray, texts: list[str], language: str) -> list[float] | None:
+        """The mean log-probability per token the model gives each text as the words sung in
+        `samples`, scored as its own decodings are (_score); None for more audio than it hears at
+        once (30 s)."""
+        if len(samples) > self.pipe.feature_extractor.n_samples:
+            return None
+        with torch.inference_mode():
+            encoded = self.pipe.model.get_encoder()(self._features(samples)).last_hidden_state
+        return [
+            self._score(encoded, [(" " + word, 0.0, 0.0) for word in text.split()], language, 0.0).avg_logprob
+            for text in texts
+        ]
+
     def _max_new_tokens(self, samples: np.ndarray) -> int:
         """The tokens one decoding of a window may write: max_tokens_per_second of its audio, and
         no more than the model's own limit allows."""

@@ -238,6 +238,11 @@ class Backend(Protocol):
         than `max_tokens` when given."""
         ...
 
+    def text_logprobs(self, samples: np.ndarray, texts: list[str], language: str) -> list[float] | None:
+        """The mean log-probability per token the model gives each text as the words sung in
+        `samples` (up to 30 s); None when it cannot judge a given text."""
+        ...
+
 
 @dataclass
 class WindowResult:
@@ -449,6 +454,24 @@ class SongWindows:
                 )
         self._position(last, message)
         return words, spent - song.tokens
+
+    def judge(self, samples: np.ndarray, texts: list[str]) -> list[float] | None:
+        """The backend's text_logprobs in the song's language (the lyrics aligner's judge); None
+        when the model failed or cannot judge."""
+        if self._failed:
+            return None
+        try:
+            backend = self._backend()  # loads the model when every window was done before
+            language = self._language or backend.language_for(self._requested_language)
+            return backend.text_logprobs(samples, texts, language) if language else None
+        except Cancelled:
+            raise
+        except Exception:
+            if not self._tolerate_failures:
+                raise
+            log.exception("judging the lyrics failed; the aligner goes without")
+            self._failed = True
+            return None
 
     def transcript(self) -> common_pb2.Transcript:
         """The song's words, each ending where the next starts at the latest, grouped into lines."""

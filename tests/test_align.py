@@ -17,10 +17,12 @@ from roar.progress import no_progress
 from roar.text import normalize_word
 from roar.v1 import common_pb2
 from services.transcription.align import (
+    MIN_MISSING_WORDS,
     _align,
     _Dictionary,
     _fits_better_warped,
     _heard_instead,
+    _keep_uncovered,
     align_lyrics,
     letters_to_phones,
     number_words,
@@ -245,6 +247,11 @@ def test_a_line_written_in_place_of_a_sung_one_is_reported(
     assert [s.text for s in segments if s.not_sung] == [UNSUNG]
     kept = [w for w in song["words"] if w["line"] != replaced]
     assert share_within(kept, _placed(segments), 0.3) >= 0.95
+    # What the model heard of the line sung there stays, as heard, where it is sung.
+    sung_there = song["lines"][replaced]
+    heard = [w for s in segments for w in s.words if w.from_transcript]
+    assert len(heard) >= MIN_MISSING_WORDS
+    assert all(sung_there["start"] - 0.5 <= w.start <= sung_there["end"] + 0.5 and w.heard for w in heard)
 
 
 @pytest.mark.shared
@@ -265,8 +272,9 @@ def test_a_line_put_where_the_model_heard_another_is_not_sung(
     lines[3].text = UNSUNG  # where "my brother plays a silver horn" is sung
     _heard_instead(audio, lines, missing, heard, judged_by(transcriber))
     assert [line.text for line in lines if not line.sung] == [UNSUNG]
+    _keep_uncovered(lines, missing, heard)
     [passage] = missing
-    assert passage.after == 3
+    assert passage.after == 2  # between the lines sung around it
     kept = {normalize_word(w.text) for w in passage.words}
     assert len(kept & set(VERSES[1].split())) >= 3, kept
 

@@ -18,7 +18,8 @@
    neighbours, in proportion to their length, and marked as not heard.
 6. A line placed without anchors over words the model heard clearly is NOT SUNG when the model
    finds those words far likelier there than the line (the `judge` callback): it was put over a
-   line the lyrics lack, whose heard words are kept as such.
+   line the lyrics lack. Then every run of heard words that no sung line covers (such a line, or
+   one sung where a line left out in step 4 was put) is kept as a passage the lyrics lack.
 
 A high voice is aligned again, steps 2-5, with pocketsphinx's features warped for a shorter vocal
 tract, when its lines fit the audio better so (see HIGH_VOICE_WARP). Step 6 comes last, once.
@@ -233,7 +234,7 @@ def align_lyrics(
     """One Segment per sung line of `lyrics` (repeats written out; not_sung for a line the audio
     does not hold), plus one per passage of `heard` words the lyrics lack (their words
     from_transcript), in time order. Words are ordered and do not overlap. Without `judge`, step 6
-    is left out. Raises Cancelled when `progress` or the run does."""
+    judges no line. Raises Cancelled when `progress` or the run does."""
     parsed = parse_lyrics(lyrics)
     if not parsed:
         return []
@@ -249,6 +250,7 @@ def align_lyrics(
         lines, missing = _align(audio, parsed, heard, regions, dictionary, second_pass)
     if judge is not None:
         _heard_instead(audio, lines, missing, heard, judge)
+    _keep_uncovered(lines, missing, heard)
     progress(100.0, "lyrics aligned")
     return _segments(lines, missing)
 
@@ -351,10 +353,10 @@ def _heard_instead(
     judge: Judge,
 ) -> None:
     """Step 6: each line placed without anchors over at least MIN_MISSING_WORDS heard words that the
-    judge finds over MIN_HEARD_ADVANTAGE likelier there than the line is not sung; those words are
-    a passage the lyrics lack."""
+    judge finds over MIN_HEARD_ADVANTAGE likelier there than the line is not sung (its words are
+    then kept by _keep_uncovered)."""
     kept = {id(w) for passage in missing for w in passage.words}
-    for k, line in enumerate(lines):
+    for line in lines:
         if not line.sung or line.anchors or not line.timed:
             continue
         check_cancelled()
@@ -372,8 +374,37 @@ def _heard_instead(
         scores = judge(samples, [line.text, " ".join(w.text for w in over)])
         if scores is not None and scores[1] - scores[0] > MIN_HEARD_ADVANTAGE:
             line.sung = False
-            missing.append(_Missing(k, over))
             log.info("line %r not sung: the model heard %r there", line.text, " ".join(w.text for w in over))
+
+
+def _keep_uncovered(lines: list[_Line], missing: list[_Missing], heard: Sequence[common_pb2.Word]) -> None:
+    """Runs of at least MIN_MISSING_WORDS heard words that no sung line covers (a line the lyrics
+    lack, sung where a line left out was put) are passages the lyrics lack."""
+    kept = {id(w) for passage in missing for w in passage.words}
+    spans = [
+        (k, line.start - HEARD_MARGIN_SECONDS, line.end + HEARD_MARGIN_SECONDS)
+        for k, line in enumerate(lines)
+        if line.sung and line.timed
+    ]
+    run: list[common_pb2.Word] = []
+    after = -1
+
+    def close() -> None:
+        if len(run) >= MIN_MISSING_WORDS:
+            missing.append(_Missing(after, list(run)))
+        run.clear()
+
+    for word in heard:
+        middle = (word.start + word.end) / 2
+        if id(word) in kept or any(a <= middle <= b for _, a, b in spans):
+            close()
+            continue
+        before = max((k for k, a, _ in spans if a < middle), default=-1)
+        if run and before != after:
+            close()
+        after = before
+        run.append(word)
+    close()
 
 
 # --- forced alignment ---

@@ -381,10 +381,10 @@ def _keep_uncovered(lines: list[_Line], missing: list[_Missing], heard: Sequence
     """Runs of at least MIN_MISSING_WORDS heard words that no sung line covers (a line the lyrics
     lack, sung where a line left out was put) are passages the lyrics lack."""
     kept = {id(w) for passage in missing for w in passage.words}
-    spans = [
+    spans = [  # a line spread over the singing (step 5) covers it too
         (k, line.start - HEARD_MARGIN_SECONDS, line.end + HEARD_MARGIN_SECONDS)
         for k, line in enumerate(lines)
-        if line.sung and line.timed
+        if line.sung and any(w.start is not None for w in line.words)
     ]
     run: list[common_pb2.Word] = []
     after = -1

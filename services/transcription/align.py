@@ -381,11 +381,14 @@ def _keep_uncovered(lines: list[_Line], missing: list[_Missing], heard: Sequence
     """Runs of at least MIN_MISSING_WORDS heard words that no sung line covers (a line the lyrics
     lack, sung where a line left out was put) are passages the lyrics lack."""
     kept = {id(w) for passage in missing for w in passage.words}
-    spans = [  # a line spread over the singing (step 5) covers it too
+    # In time order (the sung lines' words were made ordered); a line spread over the singing (step
+    # 5) covers it too.
+    spans = [
         (k, line.start - HEARD_MARGIN_SECONDS, line.end + HEARD_MARGIN_SECONDS)
         for k, line in enumerate(lines)
         if line.sung and any(w.start is not None for w in line.words)
     ]
+    starts = [start for _, start, _ in spans]
     run: list[common_pb2.Word] = []
     after = -1
 
@@ -396,10 +399,11 @@ def _keep_uncovered(lines: list[_Line], missing: list[_Missing], heard: Sequence
 
     for word in heard:
         middle = (word.start + word.end) / 2
-        if id(word) in kept or any(a <= middle <= b for _, a, b in spans):
+        last = bisect.bisect_right(starts, middle) - 1  # the last line starting before it
+        if id(word) in kept or (last >= 0 and middle <= spans[last][2]):
             close()
             continue
-        before = max((k for k, a, _ in spans if a < middle), default=-1)
+        before = spans[last][0] if last >= 0 else -1
         if run and before != after:
             close()
         after = before

@@ -20,9 +20,12 @@
    finds those words far likelier there than the line (the `judge` callback): it was put over a
    line the lyrics lack. Then every run of heard words that no sung line covers (such a line, or
    one sung where a line left out in step 4 was put) is kept as a passage the lyrics lack.
+7. Each sung word's start is moved onto its note's onset where one stands out within half a second
+   (onsets.onset_starts): the acoustic model, trained on speech, often starts a short word while
+   the word before is still held.
 
 A high voice is aligned again, steps 2-5, with pocketsphinx's features warped for a shorter vocal
-tract, when its lines fit the audio better so (see HIGH_VOICE_WARP). Step 6 comes last, once.
+tract, when its lines fit the audio better so (see HIGH_VOICE_WARP). Steps 6 and 7 come last, once.
 
 With no anchor at all (nothing heard, or no transcription), the whole song is one gap (aligned
 window by window, every line taken as sung, when it is longer than MAX_GAP_SECONDS). When the voice
@@ -49,7 +52,8 @@ from roar.progress import ProgressCallback, check_cancelled, no_progress, scaled
 from roar.text import normalize_word, normalized_words
 from roar.v1 import common_pb2
 from services.transcription.lyrics import LyricLine, parse_lyrics
-from services.transcription.vad import SAMPLE_RATE, Samples, speech_regions
+from services.transcription.onsets import onset_starts
+from services.transcription.vad import SAMPLE_RATE, Samples, Span, speech_regions
 from services.transcription.word_alignment import align_words
 
 log = logging.getLogger("roar.transcription")
@@ -144,7 +148,6 @@ _FRAMES_PER_SECOND = 100  # pocketsphinx's default frame rate
 _NON_WORDS = ("<s>", "</s>", "<sil>", "(NULL)")  # "(NULL)": a null transition of the grammar
 _ALTERNATIVE = re.compile(r"\(\d+\)$")  # "the(2)": CMUdict's second pronunciation of "the"
 
-Span = tuple[float, float]
 # The model's mean log-probability per token of each text as the words sung in some audio (mono
 # float32 at 16 kHz, up to 30 s); None when it cannot judge.
 Judge = Callable[[Samples, list[str]], list[float] | None]
@@ -251,6 +254,7 @@ def align_lyrics(
     if judge is not None:
         _heard_instead(audio, lines, missing, heard, judge)
     _keep_uncovered(lines, missing, heard)
+    _move_onto_onsets(audio, lines, missing)
     progress(100.0, "lyrics aligned")
     return _segments(lines, missing)
 
@@ -737,6 +741,17 @@ def _spread_unaligned(lines: list[_Line], regions: list[Span], duration: float) 
         for word, a, b in zip(words[index:stop], bounds, bounds[1:], strict=False):
             word.start, word.end = _speech_time(spans, a), _speech_time(spans, b)
         index = stop
+
+
+def _move_onto_onsets(audio: Samples, lines: list[_Line], missing: list[_Missing]) -> None:
+    """Step 7: the sung lines' word starts moved onto their notes' onsets (onsets.onset_starts);
+    the words the lyrics lack stay as heard, and no word is moved past one of them."""
+    words: list[_Word | common_pb2.Word] = [w for line in lines if line.sung for w in line.words]
+    words += [w for passage in missing for w in passage.words]
+    words.sort(key=lambda w: w.start)
+    spans = onset_starts(audio, [(w.start, w.end) for w in words], [isinstance(w, _Word) for w in words])
+    for word, (start, end) in zip(words, spans, strict=True):
+        word.start, word.end = start, end
 
 
 def _make_ordered(words: list[_Word]) -> None:

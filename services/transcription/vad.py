@@ -87,6 +87,9 @@ class Samples(Protocol):
     def __getitem__(self, index: slice, /) -> np.ndarray: ...
 
 
+Span = tuple[float, float]  # (start, end) in seconds
+
+
 def stretches(audio: Samples, length: int) -> Iterator[np.ndarray]:
     """The audio in consecutive stretches of `length` samples (the last one shorter)."""
     for start in range(0, len(audio), length):

@@ -42,6 +42,15 @@ def test_starts_off_their_notes_move_onto_them() -> None:
     assert all(a[1] <= b[0] and a[0] <= a[1] for a, b in itertools.pairwise(moved))
 
 
+def test_a_word_stretched_over_the_note_before_starts_at_its_own_note() -> None:
+    audio = _melody()
+    # The second word starts a second before its note (2.0 s), over the held note before it.
+    spans = [(0.5, 1.0), (1.0, 2.65), (2.7, 3.4)]
+    moved = onset_starts(audio, spans, [True] * 3)
+    assert abs(moved[1][0] - 2.0) <= 0.03
+    assert moved[0] == (0.5, 1.0) and abs(moved[2][0] - 2.7) <= 0.03
+
+
 def test_a_start_with_no_onset_near_it_stays() -> None:
     audio = _melody()
     # In the middle of the held note and in the rest, farther than the search from any onset.

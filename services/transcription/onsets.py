@@ -16,8 +16,9 @@ import numpy as np
 
 from services.transcription.vad import SAMPLE_RATE, Samples, Span
 
-# How far from the aligner's start a word's onset is looked for, and how fast an onset's weight
-# falls with its distance from it (a Gaussian's standard deviation), in seconds.
+# How far from the aligner's start a word's onset is looked for (later: as far as the word's own
+# end when that is farther), and how fast an onset's weight falls with its distance from it (a
+# Gaussian's standard deviation; later: half the word's length when that is more), in seconds.
 SEARCH_SECONDS = 0.5
 SPREAD_SECONDS = 0.25
 # An onset moves a start only when its flux is at least this many times the flux at the start.
@@ -63,18 +64,21 @@ def onset_starts(audio: Samples, spans: list[Span], movable: list[bool]) -> list
     for k, (start, end) in enumerate(spans):
         if not movable[k]:
             continue
+        # A word the aligner stretched back over the note before may begin anywhere in its span.
+        reach = max(SEARCH_SECONDS, end - start)
         earliest = moved[k - 1][0] + MIN_WORD_SECONDS if k else 0.0
-        latest = spans[k + 1][0] - MIN_WORD_SECONDS if k + 1 < len(spans) else start + SEARCH_SECONDS
-        low, high = max(start - SEARCH_SECONDS, earliest), min(start + SEARCH_SECONDS, latest)
+        latest = spans[k + 1][0] - MIN_WORD_SECONDS if k + 1 < len(spans) else start + reach
+        low, high = max(start - SEARCH_SECONDS, earliest), min(start + reach, latest)
         if high <= low:
             continue
         margin = 2 * _SMOOTHING_FRAMES / FRAME_RATE  # clear of the flux's edges
-        origin, flux = spectral_flux(audio, start - SEARCH_SECONDS - margin, start + SEARCH_SECONDS + margin)
+        origin, flux = spectral_flux(audio, start - SEARCH_SECONDS - margin, start + reach + margin)
         times = origin + np.arange(len(flux)) / FRAME_RATE
         inside = (times >= low) & (times <= high)
         if not inside.any():
             continue
-        weighted = np.where(inside, flux * np.exp(-((times - start) ** 2) / (2 * SPREAD_SECONDS**2)), -1.0)
+        spread = np.where(times > start, max(SPREAD_SECONDS, (end - start) / 2), SPREAD_SECONDS)
+        weighted = np.where(inside, flux * np.exp(-((times - start) ** 2) / (2 * spread**2)), -1.0)
         best = int(np.argmax(weighted))
         at_start = np.abs(times - start) <= 2 / FRAME_RATE
         if not at_start.any() or flux[best] <= MIN_FLUX_RATIO * float(flux[at_start].max()):

@@ -360,17 +360,15 @@ def _heard_instead(
     judge finds over MIN_HEARD_ADVANTAGE likelier there than the line is not sung (its words are
     then kept by _keep_uncovered)."""
     kept = {id(w) for passage in missing for w in passage.words}
+    middles = [(w.start + w.end) / 2 for w in heard]  # in time order, as heard
     for line in lines:
         if not line.sung or line.anchors or not line.timed:
             continue
         check_cancelled()
         start, end = line.start, line.end
-        over = [
-            w
-            for w in heard
-            if start - HEARD_MARGIN_SECONDS <= (w.start + w.end) / 2 <= end + HEARD_MARGIN_SECONDS
-            and id(w) not in kept
-        ]
+        first_over = bisect.bisect_left(middles, start - HEARD_MARGIN_SECONDS)
+        stop_over = bisect.bisect_right(middles, end + HEARD_MARGIN_SECONDS)
+        over = [w for w in heard[first_over:stop_over] if id(w) not in kept]
         if len(over) < MIN_MISSING_WORDS:
             continue
         first = max(0, round((start - JUDGED_MARGIN_SECONDS) * SAMPLE_RATE))
@@ -746,7 +744,9 @@ def _spread_unaligned(lines: list[_Line], regions: list[Span], duration: float) 
 def _move_onto_onsets(audio: Samples, lines: list[_Line], missing: list[_Missing]) -> None:
     """Step 7: the sung lines' word starts moved onto their notes' onsets (onsets.onset_starts);
     the words the lyrics lack stay as heard, and no word is moved past one of them."""
-    words: list[_Word | common_pb2.Word] = [w for line in lines if line.sung for w in line.words]
+    words: list[_Word | common_pb2.Word] = [
+        w for line in lines if line.sung for w in line.words if w.start is not None and w.end is not None
+    ]
     words += [w for passage in missing for w in passage.words]
     words.sort(key=lambda w: w.start)
     spans = onset_starts(audio, [(w.start, w.end) for w in words], [isinstance(w, _Word) for w in words])

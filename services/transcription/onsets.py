@@ -14,6 +14,7 @@ import itertools
 
 import numpy as np
 
+from roar.progress import check_cancelled
 from services.transcription.vad import SAMPLE_RATE, Samples, Span
 
 # How far from the aligner's start a word's onset is looked for (later: as far as the word's own
@@ -64,6 +65,7 @@ def onset_starts(audio: Samples, spans: list[Span], movable: list[bool]) -> list
     for k, (start, end) in enumerate(spans):
         if not movable[k]:
             continue
+        check_cancelled()
         # A word the aligner stretched back over the note before may begin anywhere in its span.
         reach = max(SEARCH_SECONDS, end - start)
         earliest = moved[k - 1][0] + MIN_WORD_SECONDS if k else 0.0

@@ -31,7 +31,8 @@ _HOP = SAMPLE_RATE // FRAME_RATE
 _N_FFT = 512
 # Log-spaced bands from about 125 Hz to 8 kHz: a change of pitch moves energy between bands.
 _BAND_EDGES = np.geomspace(4, _N_FFT // 2, 41).astype(int)
-_FLOOR = 1e-4  # band energies under this share of the loudest are taken as this (no flux in noise)
+# Added to every band's energy, as a share of the loudest bin near the word: near-silence makes no flux.
+_FLOOR = 1e-4
 _SMOOTHING_FRAMES = 3
 _WINDOW = np.hanning(_N_FFT).astype(np.float32)
 

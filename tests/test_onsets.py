@@ -42,20 +42,14 @@ def test_starts_off_their_notes_move_onto_them() -> None:
     assert all(a[1] <= b[0] and a[0] <= a[1] for a, b in itertools.pairwise(moved))
 
 
-def test_a_word_stretched_over_the_note_before_starts_at_its_own_note() -> None:
+def test_a_start_with_no_onset_within_reach_stays() -> None:
     audio = _melody()
-    # The second word starts a second before its note (2.0 s), over the held note before it.
-    spans = [(0.5, 1.0), (1.0, 2.65), (2.7, 3.4)]
-    moved = onset_starts(audio, spans, [True] * 3)
-    assert abs(moved[1][0] - 2.0) <= 0.03
-    assert moved[0] == (0.5, 1.0) and abs(moved[2][0] - 2.7) <= 0.03
-
-
-def test_a_start_with_no_onset_near_it_stays() -> None:
-    audio = _melody()
-    # In the middle of the held note and in the rest, farther than the search from any onset.
-    spans = [(0.5 + SEARCH_SECONDS + 0.15, 1.3), (4.4 - SEARCH_SECONDS - 0.05, 3.95)]
-    assert onset_starts(audio, spans, [True, True]) == spans
+    # Inside the held note, farther than the search from its onset, the next word close by.
+    held = [(0.5 + SEARCH_SECONDS + 0.05, 1.25), (1.35, 1.5)]
+    assert onset_starts(audio, held, [True, True]) == held
+    # In the rest, farther than the search from the next onset.
+    rest = [(4.4 - SEARCH_SECONDS - 0.05, 3.95)]
+    assert onset_starts(audio, rest, [True]) == rest
 
 
 def test_a_word_that_may_not_move_stays_and_bounds_its_neighbours() -> None:

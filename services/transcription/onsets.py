@@ -17,9 +17,8 @@ import numpy as np
 from roar.progress import check_cancelled
 from services.transcription.vad import SAMPLE_RATE, Samples, Span
 
-# How far from the aligner's start a word's onset is looked for (later: as far as the word's own
-# end when that is farther), and how fast an onset's weight falls with its distance from it (a
-# Gaussian's standard deviation; later: half the word's length when that is more), in seconds.
+# How far from the aligner's start a word's onset is looked for, and how fast an onset's weight
+# falls with its distance from it (a Gaussian's standard deviation), in seconds.
 SEARCH_SECONDS = 0.5
 SPREAD_SECONDS = 0.25
 # An onset moves a start only when its flux is at least this many times the flux at the start.
@@ -67,21 +66,18 @@ def onset_starts(audio: Samples, spans: list[Span], movable: list[bool]) -> list
         if not movable[k]:
             continue
         check_cancelled()
-        # A word the aligner stretched back over the note before may begin anywhere in its span.
-        reach = max(SEARCH_SECONDS, end - start)
         earliest = moved[k - 1][0] + MIN_WORD_SECONDS if k else 0.0
-        latest = spans[k + 1][0] - MIN_WORD_SECONDS if k + 1 < len(spans) else start + reach
-        low, high = max(start - SEARCH_SECONDS, earliest), min(start + reach, latest)
+        latest = spans[k + 1][0] - MIN_WORD_SECONDS if k + 1 < len(spans) else start + SEARCH_SECONDS
+        low, high = max(start - SEARCH_SECONDS, earliest), min(start + SEARCH_SECONDS, latest)
         if high <= low:
             continue
         margin = 2 * _SMOOTHING_FRAMES / FRAME_RATE  # clear of the flux's edges
-        origin, flux = spectral_flux(audio, start - SEARCH_SECONDS - margin, start + reach + margin)
+        origin, flux = spectral_flux(audio, start - SEARCH_SECONDS - margin, start + SEARCH_SECONDS + margin)
         times = origin + np.arange(len(flux)) / FRAME_RATE
         inside = (times >= low) & (times <= high)
         if not inside.any():
             continue
-        spread = np.where(times > start, max(SPREAD_SECONDS, (end - start) / 2), SPREAD_SECONDS)
-        weighted = np.where(inside, flux * np.exp(-((times - start) ** 2) / (2 * spread**2)), -1.0)
+        weighted = np.where(inside, flux * np.exp(-((times - start) ** 2) / (2 * SPREAD_SECONDS**2)), -1.0)
         best = int(np.argmax(weighted))
         at_start = np.abs(times - start) <= 2 / FRAME_RATE
         if not at_start.any() or flux[best] <= MIN_FLUX_RATIO * float(flux[at_start].max()):

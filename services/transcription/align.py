@@ -749,7 +749,8 @@ def _move_onto_onsets(audio: Samples, lines: list[_Line], missing: list[_Missing
     ]
     words += [w for passage in missing for w in passage.words]
     words.sort(key=lambda w: w.start)
-    spans = onset_starts(audio, [(w.start, w.end) for w in words], [isinstance(w, _Word) for w in words])
+    texts = [w.text if isinstance(w, _Word) else None for w in words]
+    spans = onset_starts(audio, [(w.start, w.end) for w in words], texts)
     for word, (start, end) in zip(words, spans, strict=True):
         word.start, word.end = start, end
 

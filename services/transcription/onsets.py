@@ -11,15 +11,19 @@ aligner's start), when that jump is clearly stronger than the one at the aligner
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 
 from roar.progress import check_cancelled
 from services.transcription.vad import SAMPLE_RATE, Samples, Span
 
-# How far from the aligner's start a word's onset is looked for, and how fast an onset's weight
-# falls with its distance from it (a Gaussian's standard deviation), in seconds.
+# How far from the aligner's start a word's onset is looked for (later, for a word of one
+# syllable: up to the next word's start when that is farther, but not past MAX_REACH_SECONDS, where
+# an instrumental break may lie), and how fast an onset's weight falls with its distance from it (a
+# Gaussian's standard deviation; later: half the reach when that is more), in seconds.
 SEARCH_SECONDS = 0.5
+MAX_REACH_SECONDS = 1.0
 SPREAD_SECONDS = 0.25
 # An onset moves a start only when its flux is at least this many times the flux at the start.
 MIN_FLUX_RATIO = 2.0
@@ -34,6 +38,7 @@ _BAND_EDGES = np.geomspace(4, _N_FFT // 2, 41).astype(int)
 _FLOOR = 1e-4
 _SMOOTHING_FRAMES = 3
 _WINDOW = np.hanning(_N_FFT).astype(np.float32)
+_VOWEL_GROUP = re.compile(r"[aeiouy]+")
 
 
 def spectral_flux(audio: Samples, start: float, end: float) -> tuple[float, np.ndarray]:
@@ -57,27 +62,35 @@ def spectral_flux(audio: Samples, start: float, end: float) -> tuple[float, np.n
     return first / FRAME_RATE, smoothed
 
 
-def onset_starts(audio: Samples, spans: list[Span], movable: list[bool]) -> list[Span]:
-    """`spans` (the sung words' (start, end), in order, not overlapping) with each movable start
-    moved onto its note's onset where one stands out near it; the word before ends there at the
-    latest. The words stay in order, each at least MIN_WORD_SECONDS after the one before."""
+def onset_starts(audio: Samples, spans: list[Span], words: list[str | None]) -> list[Span]:
+    """`spans` (the sung words' (start, end), in order, not overlapping) with each start moved onto
+    its note's onset where one stands out near it; the word before ends there at the latest. The
+    words stay in order, each at least MIN_WORD_SECONDS after the one before. `words` are their
+    texts; None for one that stays where it is."""
     moved = list(spans)
     for k, (start, end) in enumerate(spans):
-        if not movable[k]:
+        text = words[k]
+        if text is None:
             continue
         check_cancelled()
+        # A word of one syllable (one note: no onset inside it) that the aligner started on the
+        # note before, the rest of that note taken as the word or as a silence after it, may begin
+        # anywhere up to the next word.
+        slot = (spans[k + 1][0] if k + 1 < len(spans) else end) - start
+        reach = max(SEARCH_SECONDS, min(slot, MAX_REACH_SECONDS)) if _one_syllable(text) else SEARCH_SECONDS
         earliest = moved[k - 1][0] + MIN_WORD_SECONDS if k else 0.0
-        latest = spans[k + 1][0] - MIN_WORD_SECONDS if k + 1 < len(spans) else start + SEARCH_SECONDS
-        low, high = max(start - SEARCH_SECONDS, earliest), min(start + SEARCH_SECONDS, latest)
+        latest = spans[k + 1][0] - MIN_WORD_SECONDS if k + 1 < len(spans) else start + reach
+        low, high = max(start - SEARCH_SECONDS, earliest), min(start + reach, latest)
         if high <= low:
             continue
         margin = 2 * _SMOOTHING_FRAMES / FRAME_RATE  # clear of the flux's edges
-        origin, flux = spectral_flux(audio, start - SEARCH_SECONDS - margin, start + SEARCH_SECONDS + margin)
+        origin, flux = spectral_flux(audio, start - SEARCH_SECONDS - margin, start + reach + margin)
         times = origin + np.arange(len(flux)) / FRAME_RATE
         inside = (times >= low) & (times <= high)
         if not inside.any():
             continue
-        weighted = np.where(inside, flux * np.exp(-((times - start) ** 2) / (2 * SPREAD_SECONDS**2)), -1.0)
+        spread = np.where(times > start, max(SPREAD_SECONDS, reach / 2), SPREAD_SECONDS)
+        weighted = np.where(inside, flux * np.exp(-((times - start) ** 2) / (2 * spread**2)), -1.0)
         best = int(np.argmax(weighted))
         at_start = np.abs(times - start) <= 2 / FRAME_RATE
         if not at_start.any() or flux[best] <= MIN_FLUX_RATIO * float(flux[at_start].max()):
@@ -89,3 +102,13 @@ def onset_starts(audio: Samples, spans: list[Span], movable: list[bool]) -> list
             before = moved[k - 1]
             moved[k - 1] = (before[0], min(before[1], new_start))
     return moved
+
+
+def _one_syllable(text: str) -> bool:
+    """Whether a word is spelt with one vowel group ("the", "night", "stay"; a final silent "e"
+    aside): sung on one note. Words of other scripts are not taken as such."""
+    letters = re.sub(r"[^a-z]", "", text.lower())
+    groups = len(_VOWEL_GROUP.findall(letters))
+    if groups > 1 and letters.endswith("e") and not letters.endswith(("le", "ee")):
+        groups = len(_VOWEL_GROUP.findall(letters[:-1]))
+    return groups == 1

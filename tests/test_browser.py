@@ -457,27 +457,27 @@ def test_a_job_url_opens_that_job_in_a_fresh_browser_with_a_key(
 
 
 # Reports every oscillator the page starts to the test, across reloads: the sounds go through Web Audio.
+# Oscillator starts are counted in the tab's sessionStorage, which a reload keeps: a call to an
+# exposed binding made just before the page reloads can be lost on the way.
 COUNT_OSCILLATORS = """
 const start = OscillatorNode.prototype.start;
 OscillatorNode.prototype.start = function (...args) {
-  window.oscillatorStarted();
+  sessionStorage.setItem("oscillators", String(Number(sessionStorage.getItem("oscillators") ?? "0") + 1));
   return start.apply(this, args);
 };
 """
 
 
-def count_oscillators(context: Any) -> list[int]:
-    started: list[int] = []
-    context.expose_function("oscillatorStarted", lambda: started.append(1))
-    context.add_init_script(COUNT_OSCILLATORS)
-    return started
+def oscillators_started(page: Any) -> int:
+    return int(page.evaluate("Number(sessionStorage.getItem('oscillators') ?? '0')"))
 
 
 def test_stage_completions_play_sounds_once_when_turned_on(
     page: Any, browser: Any, suite: Suite, tmp_path: Path
 ) -> None:
-    started = count_oscillators(page.context)
+    page.context.add_init_script(COUNT_OSCILLATORS)
     page.reload()
+    page.evaluate("sessionStorage.removeItem('oscillators')")
     sounds = page.get_by_test_id("sounds-button")
     expect(sounds).to_have_attribute("aria-pressed", "false")
     sounds.click()
@@ -485,7 +485,7 @@ def test_stage_completions_play_sounds_once_when_turned_on(
     # Meanwhile a second browser with sounds left off (the default) runs a job too.
     quiet_context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
-        quiet_started = count_oscillators(quiet_context)
+        quiet_context.add_init_script(COUNT_OSCILLATORS)
         quiet = quiet_context.new_page()
         quiet.goto(suite.web_url)
         quiet_item = upload(quiet, write_song(tmp_path / "quiet.wav", 5.0, seed=9))
@@ -506,11 +506,11 @@ def test_stage_completions_play_sounds_once_when_turned_on(
         after_reload = int(page.locator("body").get_attribute("data-sounds-played") or 0)
         assert after_reload < len(STAGES)  # separation's chime was before the reload
         page.wait_for_timeout(1000)
-        assert len(started) == 2 * len(STAGES)  # one two-note chime per stage done, in all
+        assert oscillators_started(page) == 2 * len(STAGES)  # one two-note chime per stage done, in all
 
         expect(stage(quiet_item, "complete")).to_have_attribute("data-state", "done", timeout=JOB_SECONDS)
         assert quiet.locator("body").get_attribute("data-sounds-played") is None
-        assert not quiet_started
+        assert oscillators_started(quiet) == 0
     finally:
         quiet_context.close()
 
@@ -521,7 +521,7 @@ def test_stage_completions_play_sounds_once_when_turned_on(
     )
     page.wait_for_timeout(1000)
     assert page.locator("body").get_attribute("data-sounds-played") is None
-    assert len(started) == 2 * len(STAGES)
+    assert oscillators_started(page) == 2 * len(STAGES)
 
     # A job that fails (a listed model whose files are missing, see conftest) plays one falling tone.
     item = upload(page, write_song(tmp_path / "fails.wav", 3.0, seed=10))
@@ -530,4 +530,4 @@ def test_stage_completions_play_sounds_once_when_turned_on(
     expect(item.get_by_test_id("job-state")).to_have_attribute("data-state", "failed", timeout=JOB_SECONDS)
     expect(page.locator("body")).to_have_attribute("data-sounds-played", "1")
     page.wait_for_timeout(1000)
-    assert len(started) == 2 * len(STAGES) + 1
+    assert oscillators_started(page) == 2 * len(STAGES) + 1

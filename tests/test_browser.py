@@ -456,9 +456,9 @@ def test_a_job_url_opens_that_job_in_a_fresh_browser_with_a_key(
         context.close()
 
 
-# Reports every oscillator the page starts to the test, across reloads: the sounds go through Web Audio.
-# Oscillator starts are counted in the tab's sessionStorage, which a reload keeps: a call to an
-# exposed binding made just before the page reloads can be lost on the way.
+# Counts every oscillator the page starts (the sounds go through Web Audio) in the tab's
+# sessionStorage, which a reload keeps: a call to an exposed binding made just before the page
+# reloads can be lost on the way.
 COUNT_OSCILLATORS = """
 const start = OscillatorNode.prototype.start;
 OscillatorNode.prototype.start = function (...args) {

@@ -76,10 +76,11 @@ def onset_starts(audio: Samples, spans: list[Span], words: list[str | None]) -> 
         # A word of one syllable (one note: no onset inside it) that the aligner started on the
         # note before, the rest of that note taken as the word or as a silence after it, may begin
         # anywhere up to the next word.
-        slot = (spans[k + 1][0] if k + 1 < len(spans) else end) - start
+        next_start = spans[k + 1][0] if k + 1 < len(spans) else None
+        slot = (next_start if next_start is not None else end) - start
         reach = max(SEARCH_SECONDS, min(slot, MAX_REACH_SECONDS)) if _one_syllable(text) else SEARCH_SECONDS
         earliest = moved[k - 1][0] + MIN_WORD_SECONDS if k else 0.0
-        latest = spans[k + 1][0] - MIN_WORD_SECONDS if k + 1 < len(spans) else start + reach
+        latest = next_start - MIN_WORD_SECONDS if next_start is not None else start + reach
         low, high = max(start - SEARCH_SECONDS, earliest), min(start + reach, latest)
         if high <= low:
             continue
@@ -96,7 +97,7 @@ def onset_starts(audio: Samples, spans: list[Span], words: list[str | None]) -> 
         if not at_start.any() or flux[best] <= MIN_FLUX_RATIO * float(flux[at_start].max()):
             continue
         new_start = float(times[best])
-        following = spans[k + 1][0] if k + 1 < len(spans) else new_start + MIN_WORD_SECONDS
+        following = next_start if next_start is not None else new_start + MIN_WORD_SECONDS
         moved[k] = (new_start, max(end, min(new_start + MIN_WORD_SECONDS, following)))
         if k:
             before = moved[k - 1]

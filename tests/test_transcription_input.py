@@ -7,6 +7,7 @@ decodes when cancelled."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -200,3 +201,41 @@ def test_windows_read_from_the_file_hear_the_arrays_samples() -> None:
         whole = vocals[:]
         for window in windows(vad.speech_regions(vocals)):
             np.testing.assert_array_equal(window.samples(vocals), window.samples(whole))
+
+
+def test_with_lyrics_a_model_that_fails_is_asked_once_and_the_lyrics_are_still_timed() -> None:
+    """The aligner needs no transcript: a model that breaks on the first window is logged, not
+    asked again for the windows after it, and the lyrics are timed by forced alignment alone."""
+    asked: list[float] = []
+
+    class BrokenModel:
+        name = "broken"
+
+        def language_for(self, language: str) -> str:
+            return "en"
+
+        def window_words(self, samples: np.ndarray, *args: object, **kwargs: object) -> object:
+            asked.append(len(samples) / vad.SAMPLE_RATE)
+            raise RuntimeError("the model broke")
+
+    songs = [ROOT / "tests" / "data" / "songs" / name for name in ("song_000", "song_001", "song_000")]
+    parts, truth = [], []
+    for song in songs:  # too long together for one window (30 s of singing), 10 s apart
+        offset = sum(len(part) for part in parts) / vad.SAMPLE_RATE
+        parts += [np.concatenate(list(audio.mono_blocks(song / "vocals.flac", vad.SAMPLE_RATE)))]
+        parts += [np.zeros(10 * vad.SAMPLE_RATE, np.float32)]
+        truth += [
+            (w["word"], w["start"] + offset) for w in json.loads((song / "truth.json").read_text())["words"]
+        ]
+    vocals = np.concatenate(parts)
+    assert len(windows(vad.speech_regions(vocals))) == 2
+    lyrics = "\n".join((song / "lyrics.txt").read_text() for song in songs)
+    options = transcription_pb2.TranscriptionOptions(language="en", lyrics=lyrics)
+    transcript = transcribe_song(
+        (part for part in [vocals]), options, lambda _: BrokenModel(), lambda *_: None
+    )  # type: ignore[arg-type,return-value]
+    assert len(asked) == 1
+    assert transcript.from_user_lyrics
+    words = [w for segment in transcript.segments for w in segment.words]
+    assert [w.text for w in words] == [text for text, _ in truth]
+    assert all(abs(w.start - start) < 0.3 for w, (_, start) in zip(words, truth, strict=True))

@@ -349,6 +349,21 @@ def _anchor(lines: list[_Line], heard: list[common_pb2.Word], regions: list[Span
     return missing
 
 
+class _HeardWords:
+    """The heard words in time order, knowing which a passage the lyrics lack already holds."""
+
+    def __init__(self, heard: Sequence[common_pb2.Word], missing: list[_Missing]) -> None:
+        self.words = heard
+        self.kept = {id(w) for passage in missing for w in passage.words}
+        self.middles = [(w.start + w.end) / 2 for w in heard]
+
+    def over(self, line: _Line) -> list[common_pb2.Word]:
+        """Those not kept whose middle is in the line's span or HEARD_MARGIN_SECONDS from it."""
+        first = bisect.bisect_left(self.middles, line.start - HEARD_MARGIN_SECONDS)
+        stop = bisect.bisect_right(self.middles, line.end + HEARD_MARGIN_SECONDS)
+        return [w for w in self.words[first:stop] if id(w) not in self.kept]
+
+
 def _heard_instead(
     audio: Samples,
     lines: list[_Line],
@@ -359,20 +374,16 @@ def _heard_instead(
     """Step 6: each line placed without anchors over at least MIN_MISSING_WORDS heard words that the
     judge finds over MIN_HEARD_ADVANTAGE likelier there than the line is not sung (its words are
     then kept by _keep_uncovered)."""
-    kept = {id(w) for passage in missing for w in passage.words}
-    middles = [(w.start + w.end) / 2 for w in heard]  # in time order, as heard
+    words = _HeardWords(heard, missing)
     for line in lines:
         if not line.sung or line.anchors or not line.timed:
             continue
         check_cancelled()
-        start, end = line.start, line.end
-        first_over = bisect.bisect_left(middles, start - HEARD_MARGIN_SECONDS)
-        stop_over = bisect.bisect_right(middles, end + HEARD_MARGIN_SECONDS)
-        over = [w for w in heard[first_over:stop_over] if id(w) not in kept]
+        over = words.over(line)
         if len(over) < MIN_MISSING_WORDS:
             continue
-        first = max(0, round((start - JUDGED_MARGIN_SECONDS) * SAMPLE_RATE))
-        samples = audio[first : round((end + JUDGED_MARGIN_SECONDS) * SAMPLE_RATE)]
+        first = max(0, round((line.start - JUDGED_MARGIN_SECONDS) * SAMPLE_RATE))
+        samples = audio[first : round((line.end + JUDGED_MARGIN_SECONDS) * SAMPLE_RATE)]
         scores = judge(samples, [line.text, " ".join(w.text for w in over)])
         if scores is not None and scores[1] - scores[0] > MIN_HEARD_ADVANTAGE:
             line.sung = False
@@ -382,15 +393,16 @@ def _heard_instead(
 def _keep_uncovered(lines: list[_Line], missing: list[_Missing], heard: Sequence[common_pb2.Word]) -> None:
     """Runs of at least MIN_MISSING_WORDS heard words that no sung line covers (a line the lyrics
     lack, sung where a line left out was put) are passages the lyrics lack."""
-    kept = {id(w) for passage in missing for w in passage.words}
+    words = _HeardWords(heard, missing)
     # In time order (the sung lines' words were made ordered); a line spread over the singing (step
     # 5) covers it too.
-    spans = [
-        (k, line.start - HEARD_MARGIN_SECONDS, line.end + HEARD_MARGIN_SECONDS)
+    sung = [
+        (k, line)
         for k, line in enumerate(lines)
         if line.sung and any(w.start is not None for w in line.words)
     ]
-    starts = [start for _, start, _ in spans]
+    covered = words.kept | {id(w) for _, line in sung for w in words.over(line)}
+    starts = [line.start for _, line in sung]
     run: list[common_pb2.Word] = []
     after = -1
 
@@ -399,13 +411,12 @@ def _keep_uncovered(lines: list[_Line], missing: list[_Missing], heard: Sequence
             missing.append(_Missing(after, list(run)))
         run.clear()
 
-    for word in heard:
-        middle = (word.start + word.end) / 2
-        last = bisect.bisect_right(starts, middle) - 1  # the last line starting before it
-        if id(word) in kept or (last >= 0 and middle <= spans[last][2]):
+    for word, middle in zip(words.words, words.middles, strict=True):
+        if id(word) in covered:
             close()
             continue
-        before = spans[last][0] if last >= 0 else -1
+        last = bisect.bisect_right(starts, middle) - 1  # the last sung line starting before it
+        before = sung[last][0] if last >= 0 else -1
         if run and before != after:
             close()
         after = before

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from services.transcription import vad
 from services.transcription.cleanup import group_lines
 
 log = logging.getLogger("roar.transcription")
+_T = TypeVar("_T")
 
 SAMPLE_RATE = vad.SAMPLE_RATE
 # Progress is reported at least this often (seconds of compute) while a window decodes.
@@ -388,18 +389,14 @@ class SongWindows:
             self._spent += state.tokens
             self._words += list(passage.words)
             return
-        if self._failed:
+        transcribed = self._unless_failed(
+            "transcribing the vocals",
+            "the song gets no transcribed words",
+            lambda: self._transcribe(window, heard_seconds),
+        )
+        if transcribed is None:
             return
-        try:
-            words, tokens = self._transcribe(window, heard_seconds)
-        except Cancelled:
-            raise
-        except Exception:
-            if not self._tolerate_failures:
-                raise
-            log.exception("transcribing the vocals failed; the song gets no transcribed words")
-            self._failed = True
-            return
+        words, tokens = transcribed
         self.transcribed += 1
         self._spent += tokens
         self._words += words
@@ -458,18 +455,27 @@ class SongWindows:
     def judge(self, samples: np.ndarray, texts: list[str]) -> list[float] | None:
         """The backend's text_logprobs in the song's language (the lyrics aligner's judge); None
         when the model failed or cannot judge."""
-        if self._failed:
-            return None
-        try:
+
+        def scores() -> list[float] | None:
             backend = self._backend()  # loads the model when every window was done before
             language = self._language or backend.language_for(self._requested_language)
             return backend.text_logprobs(samples, texts, language) if language else None
+
+        return self._unless_failed("judging the lyrics", "the aligner goes without", scores)
+
+    def _unless_failed(self, what: str, without: str, call: Callable[[], _T | None]) -> _T | None:
+        """call()'s result; None once the model failed. With failures tolerated (there are lyrics to
+        align), a failure is logged and the model is not asked again."""
+        if self._failed:
+            return None
+        try:
+            return call()
         except Cancelled:
             raise
         except Exception:
             if not self._tolerate_failures:
                 raise
-            log.exception("judging the lyrics failed; the aligner goes without")
+            log.exception("%s failed; %s", what, without)
             self._failed = True
             return None
 
